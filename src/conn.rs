@@ -1,0 +1,260 @@
+//! One connection: its socket, its phase, its input and output buffers, and backpressure.
+//!
+//! Every connection is in exactly one [`Phase`]. The phase alone decides what the reactor asks
+//! the poller for ([`Conn::interest`]), and one function, [`settle`], moves a connection between
+//! phases after its output has changed. The reactor performs the I/O and calls the handler;
+//! this file only knows sockets and bytes, never protocols.
+//!
+//! ```text
+//!              output > high water              read() == 0 (peer FIN)
+//!    ┌──────┐ ───────────────────▶ ┌───────────┐        ┌────────────┐  output empty
+//!    │ Open │                      │ Throttled │        │ PeerClosed │ ─────────────▶ closed
+//!    └──────┘ ◀─────────────────── └───────────┘        └────────────┘
+//!       │  │    output <= low water                          ▲
+//!       │  └─────────────────────────────────────────────────┘ read() == 0
+//!       │ handler closes                                    
+//!       ▼                    output empty:                      read() == 0, error,
+//!   ┌─────────┐  shutdown(Write) ┌───────────┐  or discard limit reached
+//!   │ Closing │ ───────────────▶ │ Lingering │ ────────────────────────▶ closed
+//!   └─────────┘                  └───────────┘
+//! ```
+//! A socket error in any phase closes the connection at once.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use crate::buffer::Buffer;
+
+/// Where a connection is in its life. See the module diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading and writing.
+    Open,
+    /// Unsent output is over the high-water mark: not reading until it drains below the
+    /// low-water mark.
+    Throttled,
+    /// The peer shut down its sending side: write what is owed, then close.
+    PeerClosed,
+    /// The handler closed it: write what is owed, then shut down writing and linger.
+    Closing,
+    /// Our side is shut down; reading and discarding until the peer's end of stream, so that
+    /// closing does not reset the connection under data the peer has not read yet.
+    Lingering,
+}
+
+impl Phase {
+    /// Whether the reactor reads (or, when lingering, discards) input in this phase.
+    pub(crate) fn reads(self) -> bool {
+        matches!(self, Phase::Open | Phase::Lingering)
+    }
+
+    /// Whether new output may still be queued in this phase.
+    pub(crate) fn accepts_output(self) -> bool {
+        matches!(self, Phase::Open | Phase::Throttled | Phase::PeerClosed)
+    }
+}
+
+/// Backpressure limits, from [`crate::Config`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Watermarks {
+    pub(crate) high: usize,
+    pub(crate) low: usize,
+}
+
+/// What the reactor must do after [`settle`] moved a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Nothing beyond updating the poller interest.
+    Stay,
+    /// Reading may resume: read now, because the edge that announced the waiting input was
+    /// consumed while reading was paused, and edge-triggered polling will not repeat it.
+    ResumeReading,
+    /// Output is flushed and the server is closing: shut down writing, then linger.
+    ShutdownWrite,
+    /// Everything owed was written to a peer that has finished: close.
+    Close,
+}
+
+/// The transition function: given the phase and the unsent output, the next phase and action.
+pub(crate) fn settle(phase: Phase, pending: usize, water: Watermarks) -> (Phase, Next) {
+    match phase {
+        Phase::Open if pending > water.high => (Phase::Throttled, Next::Stay),
+        Phase::Throttled if pending <= water.low => (Phase::Open, Next::ResumeReading),
+        Phase::PeerClosed if pending == 0 => (Phase::PeerClosed, Next::Close),
+        Phase::Closing if pending == 0 => (Phase::Lingering, Next::ShutdownWrite),
+        other => (other, Next::Stay),
+    }
+}
+
+/// One connection's state, stored in the reactor's slab.
+///
+/// Both buffers are empty and own no heap memory while the connection is idle; see
+/// [`crate::Buffer`].
+#[derive(Debug)]
+pub(crate) struct Conn<S> {
+    pub(crate) stream: TcpStream,
+    /// Generation of the id this connection was given; see [`crate::ConnId`].
+    pub(crate) generation: u32,
+    pub(crate) phase: Phase,
+    /// The interest currently registered with the poller, so it is changed only when needed.
+    pub(crate) registered: Interest,
+    /// Received bytes the handler has not consumed yet.
+    pub(crate) input: Buffer,
+    /// Bytes owed to the peer that the socket did not take yet.
+    pub(crate) output: Buffer,
+    /// Bytes discarded while lingering.
+    pub(crate) discarded: usize,
+    pub(crate) session: S,
+}
+
+impl<S> Conn<S> {
+    pub(crate) fn new(stream: TcpStream, generation: u32, session: S) -> Conn<S> {
+        Conn {
+            stream,
+            generation,
+            phase: Phase::Open,
+            registered: Interest::READABLE,
+            input: Buffer::new(),
+            output: Buffer::new(),
+            discarded: 0,
+            session,
+        }
+    }
+
+    /// What to ask the poller for: readiness to read in the phases that read, readiness to
+    /// write only while output is pending (asking for it otherwise wakes the loop for every
+    /// acknowledgement the peer sends).
+    pub(crate) fn interest(&self) -> Interest {
+        let pending = !self.output.is_empty();
+        match (self.phase.reads(), pending) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (true, false) => Interest::READABLE,
+            // A phase that does not read always has output pending, except for the instant
+            // between draining and `settle`; keep READABLE then so the interest is never empty.
+            (false, true) => Interest::WRITABLE,
+            (false, false) => Interest::READABLE,
+        }
+    }
+
+    /// Sends `data` after any output already queued: written straight to the socket when
+    /// nothing is queued (the common case, which needs no buffer), the rest queued. Returns
+    /// the bytes written now.
+    pub(crate) fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+        if !self.output.is_empty() {
+            self.output.extend(data);
+            return Ok(0);
+        }
+        let written = write_some(&mut self.stream, data)?;
+        self.output.extend(&data[written..]);
+        Ok(written)
+    }
+
+    /// Writes queued output until the socket takes no more. Returns the bytes written.
+    pub(crate) fn flush(&mut self) -> io::Result<usize> {
+        if self.output.is_empty() {
+            return Ok(0);
+        }
+        let written = write_some(&mut self.stream, self.output.as_slice())?;
+        self.output.consume(written);
+        Ok(written)
+    }
+
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+        }
+    }
+
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        match self.stream.shutdown(Shutdown::Write) {
+            // The peer is already gone; lingering will see the error or the end of stream.
+            Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(()),
+            result => result,
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes now.
+fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match stream.write(&data[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WATER: Watermarks = Watermarks { high: 100, low: 10 };
+
+    #[test]
+    fn output_over_high_water_throttles_reading() {
+        assert_eq!(settle(Phase::Open, 100, WATER), (Phase::Open, Next::Stay));
+        assert_eq!(
+            settle(Phase::Open, 101, WATER),
+            (Phase::Throttled, Next::Stay)
+        );
+    }
+
+    #[test]
+    fn throttled_resumes_reading_only_below_low_water() {
+        assert_eq!(
+            settle(Phase::Throttled, 50, WATER),
+            (Phase::Throttled, Next::Stay)
+        );
+        assert_eq!(
+            settle(Phase::Throttled, 10, WATER),
+            (Phase::Open, Next::ResumeReading)
+        );
+    }
+
+    #[test]
+    fn half_closed_peer_is_closed_once_output_is_flushed() {
+        assert_eq!(
+            settle(Phase::PeerClosed, 1, WATER),
+            (Phase::PeerClosed, Next::Stay)
+        );
+        assert_eq!(
+            settle(Phase::PeerClosed, 0, WATER),
+            (Phase::PeerClosed, Next::Close)
+        );
+    }
+
+    #[test]
+    fn server_close_flushes_then_lingers() {
+        assert_eq!(
+            settle(Phase::Closing, 5, WATER),
+            (Phase::Closing, Next::Stay)
+        );
+        assert_eq!(
+            settle(Phase::Closing, 0, WATER),
+            (Phase::Lingering, Next::ShutdownWrite)
+        );
+        assert_eq!(
+            settle(Phase::Lingering, 0, WATER),
+            (Phase::Lingering, Next::Stay)
+        );
+    }
+
+    #[test]
+    fn only_open_and_lingering_read() {
+        assert!(Phase::Open.reads() && Phase::Lingering.reads());
+        for phase in [Phase::Throttled, Phase::PeerClosed, Phase::Closing] {
+            assert!(!phase.reads(), "{phase:?}");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The embedding API: the [`Handler`] trait the reactor calls, and the [`Context`] it calls
+//! it with.
+//!
+//! A handler is the protocol side of the server. The reactor owns every socket and calls the
+//! handler when a connection opens, when bytes arrive, when the peer finishes sending, and when
+//! a connection is gone. The handler never touches a socket: it answers through the context,
+//! which queues its writes and closes, and the reactor performs them once the callback returns.
+//! That keeps the I/O in one place and the handler testable without a network.
+//!
+//! Writes to the connection being served are staged in one buffer shared by all connections
+//! and written with one system call after the callback, so a handler may call
+//! [`Context::write`] once per message without paying a system call per message. Writes to
+//! other connections ([`Context::write_to`]) are delivered right after the callback, in order.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use crate::conn_id::ConnId;
+use crate::stats::Stats;
+
+/// The protocol of a server built on [`crate::Reactor`].
+///
+/// One handler serves every connection of a reactor; per-connection state lives in
+/// [`Handler::Session`], which the reactor keeps beside the connection.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use wharf::{Context, Handler};
+///
+/// /// Answers every complete `\n`-terminated line with its length.
+/// struct LineLength;
+///
+/// impl Handler for LineLength {
+///     type Session = ();
+///
+///     fn on_open(&mut self, _ctx: &mut Context<'_>, _peer: SocketAddr) {}
+///
+///     fn on_data(&mut self, ctx: &mut Context<'_>, _session: &mut (), input: &[u8]) -> usize {
+///         let mut consumed = 0;
+///         while let Some(end) = input[consumed..].iter().position(|&b| b == b'\n') {
+///             ctx.write(format!("{}\n", end).as_bytes());
+///             consumed += end + 1;
+///         }
+///         consumed // a partial line stays buffered until the rest arrives
+///     }
+/// }
+/// ```
+pub trait Handler {
+    /// State kept for each connection (use `()` for none). It is stored inline in the
+    /// reactor's connection table, so its size is paid by every connection, idle or not.
+    type Session;
+
+    /// A connection was accepted from `peer`. Returns its session. The context may already
+    /// be used to write a greeting or to close the connection.
+    fn on_open(&mut self, ctx: &mut Context<'_>, peer: SocketAddr) -> Self::Session;
+
+    /// Bytes arrived. `input` holds every byte received and not yet consumed, oldest first.
+    /// Returns how many bytes of `input` were consumed; the rest stays buffered and is passed
+    /// again, with more bytes after it, when more arrive. Return `input.len()` when it was all
+    /// used; consume whole messages only, so a partial one waits for its remainder.
+    fn on_data(
+        &mut self,
+        ctx: &mut Context<'_>,
+        session: &mut Self::Session,
+        input: &[u8],
+    ) -> usize;
+
+    /// The peer shut down its sending side (end of stream). `unconsumed` holds the bytes
+    /// received but never consumed. After this call the reactor writes everything still owed
+    /// to the peer and then closes the connection.
+    fn on_peer_closed(
+        &mut self,
+        ctx: &mut Context<'_>,
+        session: &mut Self::Session,
+        unconsumed: &[u8],
+    ) {
+        let _ = (ctx, session, unconsumed);
+    }
+
+    /// The connection is gone (its socket is closed). Writes to it through `ctx` are dropped;
+    /// writes to other connections are delivered.
+    fn on_close(&mut self, ctx: &mut Context<'_>, session: Self::Session, reason: CloseReason) {
+        let _ = (ctx, session, reason);
+    }
+}
+
+/// Why a connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer finished sending, and everything owed to it was written.
+    PeerClosed,
+    /// The handler closed it ([`Context::close`]); its output was written first.
+    Closed,
+    /// The peer reset the connection, or the socket failed.
+    Error(io::ErrorKind),
+    /// The reactor stopped.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub(crate) fn from_error(error: &io::Error) -> CloseReason {
+        CloseReason::Error(error.kind())
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("peer closed"),
+            CloseReason::Closed => f.write_str("closed by server"),
+            CloseReason::Error(kind) => write!(f, "error: {kind}"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+        }
+    }
+}
+
+/// What a handler can do during a callback: write to and close connections, stop the reactor,
+/// read the counters.
+///
+/// The "current" connection is the one the callback is about.
+pub struct Context<'a> {
+    outbox: &'a mut Outbox,
+    stats: &'a Stats,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(outbox: &'a mut Outbox, stats: &'a Stats) -> Context<'a> {
+        Context { outbox, stats }
+    }
+
+    /// The current connection.
+    pub fn id(&self) -> ConnId {
+        self.outbox.current
+    }
+
+    /// Queues `data` for the current connection.
+    pub fn write(&mut self, data: &[u8]) {
+        if self.outbox.current_open {
+            self.outbox.reply.extend_from_slice(data);
+        }
+    }
+
+    /// Queues `data` for connection `id`, which may be the current one. Data for a connection
+    /// that has closed (or is closing) is dropped.
+    pub fn write_to(&mut self, id: ConnId, data: &[u8]) {
+        if id == self.outbox.current {
+            self.write(data);
+        } else if !data.is_empty() {
+            self.outbox.mail_bytes.extend_from_slice(data);
+            self.outbox.mail.push((id, data.len()));
+        }
+    }
+
+    /// Closes the current connection once everything written to it has been sent. Input that
+    /// arrives afterwards is discarded.
+    pub fn close(&mut self) {
+        self.outbox.close_current = true;
+    }
+
+    /// Closes connection `id` once everything written to it has been sent.
+    pub fn close_conn(&mut self, id: ConnId) {
+        if id == self.outbox.current {
+            self.close();
+        } else {
+            self.outbox.closes.push(id);
+        }
+    }
+
+    /// Asks the reactor to stop: [`crate::Reactor::run`] returns after this callback.
+    pub fn stop_reactor(&mut self) {
+        self.outbox.stop = true;
+    }
+
+    /// The reactor's counters as of this callback.
+    pub fn stats(&self) -> &Stats {
+        self.stats
+    }
+}
+
+/// Where a callback's effects wait until the reactor performs them. One per reactor, reused
+/// for every callback so that its buffers keep their capacity.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    pub(crate) current: ConnId,
+    /// False while the current connection is already closed (in `on_close`).
+    pub(crate) current_open: bool,
+    /// Output for the current connection.
+    pub(crate) reply: Vec<u8>,
+    pub(crate) close_current: bool,
+    /// Writes to other connections: the target and the length of its bytes in `mail_bytes`.
+    pub(crate) mail: Vec<(ConnId, usize)>,
+    pub(crate) mail_bytes: Vec<u8>,
+    pub(crate) closes: Vec<ConnId>,
+    pub(crate) stop: bool,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Outbox {
+        Outbox {
+            current: ConnId::new(0, 0),
+            current_open: false,
+            reply: Vec::new(),
+            close_current: false,
+            mail: Vec::new(),
+            mail_bytes: Vec::new(),
+            closes: Vec::new(),
+            stop: false,
+        }
+    }
+
+    /// Starts a callback about connection `id`.
+    pub(crate) fn begin(&mut self, id: ConnId, open: bool) {
+        debug_assert!(
+            self.reply.is_empty(),
+            "reply left over from a previous callback"
+        );
+        self.current = id;
+        self.current_open = open;
+        self.close_current = false;
+    }
+
+    pub(crate) fn has_mail(&self) -> bool {
+        !self.mail.is_empty() || !self.closes.is_empty()
+    }
+}

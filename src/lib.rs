@@ -1,0 +1,57 @@
+//! wharf: a hand-rolled, single-threaded event-loop TCP server.
+//!
+//! One thread runs one [`Reactor`]: a `mio::Poll` (epoll on Linux, kqueue on the BSDs and
+//! macOS) over non-blocking [`Listener`]s and a slab of connections, each an explicit state
+//! machine with its own input and output [`Buffer`]s, backpressure and half-close handling.
+//! The protocol is a [`Handler`] that never touches a socket; the built-in ones are in
+//! [`service`], over the sans-IO protocol cores in [`proto`].
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use wharf::{Config, Context, Handler, ListenOptions, Listener, Reactor};
+//!
+//! /// Counts the bytes each connection sends and reports the total when it half-closes.
+//! struct Count;
+//!
+//! impl Handler for Count {
+//!     type Session = u64;
+//!     fn on_open(&mut self, _: &mut Context<'_>, _: SocketAddr) -> u64 { 0 }
+//!     fn on_data(&mut self, _: &mut Context<'_>, total: &mut u64, input: &[u8]) -> usize {
+//!         *total += input.len() as u64;
+//!         input.len()
+//!     }
+//!     fn on_peer_closed(&mut self, ctx: &mut Context<'_>, total: &mut u64, _: &[u8]) {
+//!         ctx.write(format!("{total}\n").as_bytes());
+//!     }
+//! }
+//!
+//! let mut reactor = Reactor::new(Config::default(), Count)?;
+//! reactor.add_listener(Listener::bind("127.0.0.1:7000".parse()?, &ListenOptions::default())?)?;
+//! reactor.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See `docs/ARCHITECTURE.md` for how the loop, the connection states and the buffers fit.
+
+#![warn(missing_docs)]
+
+mod buffer;
+mod config;
+mod conn;
+mod conn_id;
+mod handler;
+mod listener;
+pub mod proto;
+mod reactor;
+pub mod service;
+mod stats;
+
+pub use buffer::Buffer;
+pub use config::Config;
+pub use conn_id::ConnId;
+pub use handler::{CloseReason, Context, Handler};
+pub use listener::{ListenError, ListenOptions, Listener};
+pub use reactor::{Handle, Reactor};
+pub use stats::Stats;

@@ -1,0 +1,340 @@
+//! Listening sockets, built with libc so that every option is the caller's choice.
+//!
+//! `std::net::TcpListener::bind` hides the backlog (it always asks for 128) and offers no
+//! SO_REUSEPORT and no control of IPV6_V6ONLY, and those are what an operator tunes. So the
+//! socket is made by hand: `socket` (non-blocking, close-on-exec), `setsockopt`, `bind`,
+//! `listen(fd, backlog)`, and only then handed to mio. This file and nothing else in the crate
+//! calls libc for sockets; every `unsafe` block says why it holds.
+//!
+//! Defaults are conservative: SO_REUSEADDR on (a restarted server can bind while old
+//! connections sit in TIME_WAIT), SO_REUSEPORT off (two servers on one port by accident would
+//! silently split the traffic), and IPv6 sockets dual-stack so that `[::]:PORT` also serves
+//! IPv4 clients.
+
+use std::fmt;
+use std::io;
+use std::mem;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// How a listening socket is set up.
+///
+/// ```
+/// let options = wharf::ListenOptions { backlog: 4096, ..Default::default() };
+/// assert!(!options.reuseport);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Length of the accept queue passed to `listen(2)`. The kernel silently caps it at
+    /// `net.core.somaxconn`; [`Listener::bind`] logs a warning when that happens.
+    /// Default: 1024.
+    pub backlog: u32,
+    /// Set SO_REUSEPORT, so several sockets (processes or threads) can listen on one port and
+    /// the kernel spreads new connections among them. Default: off.
+    pub reuseport: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: 1024,
+            reuseport: false,
+        }
+    }
+}
+
+/// A bound, listening, non-blocking TCP socket, ready to be given to a [`crate::Reactor`].
+///
+/// ```
+/// use wharf::{ListenOptions, Listener};
+///
+/// let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), &ListenOptions::default())?;
+/// assert_ne!(listener.local_addr().port(), 0, "port 0 picks a free port");
+/// # Ok::<(), wharf::ListenError>(())
+/// ```
+#[derive(Debug)]
+pub struct Listener {
+    socket: mio::net::TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl Listener {
+    /// Creates a socket listening on `addr` with `options`.
+    ///
+    /// Errors name the address and say what to do about it; see [`ListenError`].
+    pub fn bind(addr: SocketAddr, options: &ListenOptions) -> Result<Listener, ListenError> {
+        let fail = |step: &'static str| move |error| ListenError::from_os(addr, step, error);
+        let fd = new_socket(&addr).map_err(fail("socket"))?;
+        set_flag(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, true)
+            .map_err(fail("setsockopt(SO_REUSEADDR)"))?;
+        if options.reuseport {
+            set_flag(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, true)
+                .map_err(fail("setsockopt(SO_REUSEPORT)"))?;
+        }
+        if addr.is_ipv6() {
+            set_flag(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, false)
+                .map_err(fail("setsockopt(IPV6_V6ONLY)"))?;
+        }
+        bind(&fd, &addr).map_err(fail("bind"))?;
+        warn_if_backlog_capped(options.backlog);
+        let backlog = options.backlog.min(i32::MAX as u32) as i32;
+        // SAFETY: `fd` is a valid, bound socket we own; listen takes no pointers.
+        if unsafe { libc::listen(fd.as_raw_fd(), backlog) } != 0 {
+            return Err(fail("listen")(io::Error::last_os_error()));
+        }
+        let socket = mio::net::TcpListener::from_std(StdListener::from(fd));
+        let local_addr = socket.local_addr().map_err(fail("getsockname"))?;
+        Ok(Listener { socket, local_addr })
+    }
+
+    /// The address actually bound: with port 0 in the request, this holds the port chosen.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub(crate) fn socket_mut(&mut self) -> &mut mio::net::TcpListener {
+        &mut self.socket
+    }
+}
+
+/// Why a listening socket could not be created.
+#[derive(Debug)]
+pub enum ListenError {
+    /// Another socket already listens on this address.
+    AddrInUse(SocketAddr),
+    /// The port is privileged (below 1024) and the process may not bind it.
+    PermissionDenied(SocketAddr),
+    /// No interface of this machine has this IP address.
+    AddrNotAvailable(SocketAddr),
+    /// Any other failure, with the system call that failed.
+    Os {
+        /// The address being set up.
+        addr: SocketAddr,
+        /// The call that failed, e.g. `listen`.
+        step: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
+}
+
+impl ListenError {
+    fn from_os(addr: SocketAddr, step: &'static str, source: io::Error) -> ListenError {
+        match source.raw_os_error() {
+            Some(libc::EADDRINUSE) => ListenError::AddrInUse(addr),
+            Some(libc::EACCES | libc::EPERM) if step == "bind" => {
+                ListenError::PermissionDenied(addr)
+            }
+            Some(libc::EADDRNOTAVAIL) => ListenError::AddrNotAvailable(addr),
+            _ => ListenError::Os { addr, step, source },
+        }
+    }
+}
+
+impl fmt::Display for ListenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenError::AddrInUse(addr) => write!(
+                f,
+                "address {addr} is already in use: is another server running? \
+                 see `ss -ltnp 'sport = :{}'`",
+                addr.port()
+            ),
+            ListenError::PermissionDenied(addr) => write!(
+                f,
+                "permission denied binding {addr}: ports below 1024 need root or \
+                 CAP_NET_BIND_SERVICE; pick a port of 1024 or above"
+            ),
+            ListenError::AddrNotAvailable(addr) => write!(
+                f,
+                "cannot listen on {addr}: no network interface of this machine has address {}",
+                addr.ip()
+            ),
+            ListenError::Os { addr, step, source } => {
+                write!(f, "cannot listen on {addr}: {step} failed: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ListenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ListenError::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A new non-blocking, close-on-exec stream socket for `addr`'s family.
+fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    {
+        let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: socket takes no pointers; a non-negative result is a new fd we now own.
+        let fd = unsafe { libc::socket(domain, kind, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket and is owned by nothing else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
+    {
+        // No SOCK_NONBLOCK/SOCK_CLOEXEC (macOS): set both flags right after creation.
+        // SAFETY: socket takes no pointers; a non-negative result is a new fd we now own.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: fcntl on an fd we own, with integer arguments only.
+        let ok = unsafe {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) == 0
+                && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) == 0
+        };
+        if !ok {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+fn set_flag(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, on: bool) -> io::Result<()> {
+    let value: libc::c_int = on.into();
+    // SAFETY: the pointer and length describe `value`, a live c_int, for the whole call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn bind(fd: &OwnedFd, addr: &SocketAddr) -> io::Result<()> {
+    // SAFETY: sockaddr_storage is plain data for which all-zero bytes are a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr type.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_scope_id = v6.scope_id();
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `storage` holds a sockaddr of the family and length given, alive for the call.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The kernel shortens the accept queue to net.core.somaxconn without telling anyone; say so,
+/// because a too-short queue shows up only as dropped SYNs under load.
+fn warn_if_backlog_capped(backlog: u32) {
+    #[cfg(target_os = "linux")]
+    if let Some(max) = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+    {
+        if backlog > max {
+            log::warn!(
+                "backlog {backlog} exceeds net.core.somaxconn={max}: the kernel caps it at \
+                 {max} (raise it with `sysctl -w net.core.somaxconn={backlog}`)"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = backlog;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_an_ephemeral_port_and_accepts() {
+        let listener =
+            Listener::bind("127.0.0.1:0".parse().unwrap(), &ListenOptions::default()).unwrap();
+        let addr = listener.local_addr();
+        assert_ne!(addr.port(), 0);
+        std::net::TcpStream::connect(addr).expect("connect to the new listener");
+    }
+
+    #[test]
+    fn second_bind_of_the_same_address_says_in_use() {
+        let first =
+            Listener::bind("127.0.0.1:0".parse().unwrap(), &ListenOptions::default()).unwrap();
+        let error = Listener::bind(first.local_addr(), &ListenOptions::default()).unwrap_err();
+        assert!(matches!(error, ListenError::AddrInUse(_)), "{error:?}");
+        assert!(error.to_string().contains("ss -ltnp"), "{error}");
+    }
+
+    #[test]
+    fn reuseport_lets_two_sockets_share_a_port() {
+        let options = ListenOptions {
+            reuseport: true,
+            ..Default::default()
+        };
+        let first = Listener::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
+        Listener::bind(first.local_addr(), &options).expect("second SO_REUSEPORT socket");
+    }
+
+    #[test]
+    fn foreign_address_is_not_available() {
+        // 192.0.2.0/24 is TEST-NET-1: never assigned to a real interface.
+        let error =
+            Listener::bind("192.0.2.1:0".parse().unwrap(), &ListenOptions::default()).unwrap_err();
+        assert!(
+            matches!(error, ListenError::AddrNotAvailable(_)),
+            "{error:?}"
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! Line echo: each complete `\n`-terminated line is sent back byte-exact, terminator included.
+//!
+//! Lines are bytes, not text: `\r\n`, empty lines, NUL and invalid UTF-8 pass through
+//! untouched. A line's length is the number of bytes before its `\n`; a line longer than the
+//! limit is refused with one error line and the connection is closed after it. The limit is
+//! enforced as soon as more than `max_line` bytes are waiting without a newline, so a peer can
+//! never make the server buffer more than `max_line` bytes of a line (plus one read).
+//!
+//! Complete lines are never copied one by one: consecutive good lines form one prefix of the
+//! input, which is echoed with one write.
+
+use memchr::memchr_iter;
+
+/// The line-echo protocol.
+///
+/// ```
+/// use wharf::proto::line::{LineEcho, LineStep};
+///
+/// let proto = LineEcho::new(8);
+/// // Two complete lines and the start of a third: the complete ones are echoed.
+/// assert_eq!(proto.on_input(b"a\r\n\nhal"), LineStep::Echo(b"a\r\n\n"));
+/// // More than 8 bytes without a newline: refuse and close.
+/// assert_eq!(proto.on_input(b"ok\n123456789"), LineStep::TooLong { lines: b"ok\n" });
+/// assert_eq!(proto.error_line(), b"ERR line too long (max 8 bytes)\n");
+/// // At end of input, the unterminated rest is echoed as it is.
+/// assert_eq!(proto.on_peer_closed(b"tail"), b"tail");
+/// ```
+#[derive(Debug, Clone)]
+pub struct LineEcho {
+    max_line: usize,
+    error_line: Box<[u8]>,
+}
+
+/// What the line protocol does with the bytes received so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineStep<'a> {
+    /// Send these complete lines back and consume them (a prefix of the input, possibly
+    /// empty); keep the rest until more input arrives.
+    Echo(&'a [u8]),
+    /// A line is over the limit: send `lines` (the complete lines before it), then
+    /// [`LineEcho::error_line`], then close the connection.
+    TooLong {
+        /// Complete, acceptable lines that precede the overlong one.
+        lines: &'a [u8],
+    },
+}
+
+/// The default line limit, in bytes before the `\n`.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
+impl LineEcho {
+    /// A line protocol that accepts lines of at most `max_line` bytes before the `\n`.
+    pub fn new(max_line: usize) -> Self {
+        let error_line = format!("ERR line too long (max {max_line} bytes)\n").into_bytes();
+        LineEcho {
+            max_line,
+            error_line: error_line.into_boxed_slice(),
+        }
+    }
+
+    /// The longest line accepted, in bytes before the `\n`.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// The line sent to a peer whose line is too long.
+    pub fn error_line(&self) -> &[u8] {
+        &self.error_line
+    }
+
+    /// Decides what to do with `input`, all the bytes received and not yet consumed.
+    pub fn on_input<'a>(&self, input: &'a [u8]) -> LineStep<'a> {
+        let mut line_start = 0;
+        for newline in memchr_iter(b'\n', input) {
+            if newline - line_start > self.max_line {
+                return LineStep::TooLong {
+                    lines: &input[..line_start],
+                };
+            }
+            line_start = newline + 1;
+        }
+        if input.len() - line_start > self.max_line {
+            return LineStep::TooLong {
+                lines: &input[..line_start],
+            };
+        }
+        LineStep::Echo(&input[..line_start])
+    }
+
+    /// The reply when the peer has finished sending: `rest` (an unterminated final line,
+    /// never longer than the limit because [`LineEcho::on_input`] saw it first) is echoed as
+    /// it is.
+    pub fn on_peer_closed<'a>(&self, rest: &'a [u8]) -> &'a [u8] {
+        rest
+    }
+}
+
+impl Default for LineEcho {
+    fn default() -> Self {
+        LineEcho::new(DEFAULT_MAX_LINE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` in pieces of `split` bytes the way the reactor does (unconsumed bytes
+    /// stay buffered) and returns everything sent back, and whether the error ended it.
+    fn run(proto: &LineEcho, stream: &[u8], split: usize) -> (Vec<u8>, bool) {
+        let mut pending = Vec::new();
+        let mut out = Vec::new();
+        for piece in stream.chunks(split.max(1)) {
+            pending.extend_from_slice(piece);
+            match proto.on_input(&pending) {
+                LineStep::Echo(lines) => {
+                    out.extend_from_slice(lines);
+                    let n = lines.len();
+                    pending.drain(..n);
+                }
+                LineStep::TooLong { lines } => {
+                    out.extend_from_slice(lines);
+                    out.extend_from_slice(proto.error_line());
+                    return (out, true);
+                }
+            }
+        }
+        out.extend_from_slice(proto.on_peer_closed(&pending));
+        (out, false)
+    }
+
+    #[test]
+    fn lines_pass_through_byte_exact() {
+        let stream = b"plain\ncrlf\r\n\n\0nul\0\n\xff\xfe not utf-8\nlast no newline";
+        for split in [1, 2, 3, 7, 64] {
+            let (out, failed) = run(&LineEcho::default(), stream, split);
+            assert!(!failed);
+            assert_eq!(out, stream, "split {split}");
+        }
+    }
+
+    #[test]
+    fn incomplete_line_is_kept_until_its_newline() {
+        let proto = LineEcho::new(100);
+        assert_eq!(proto.on_input(b"par"), LineStep::Echo(b""));
+        assert_eq!(
+            proto.on_input(b"partial\nnext"),
+            LineStep::Echo(b"partial\n")
+        );
+    }
+
+    #[test]
+    fn line_of_exactly_the_limit_is_accepted() {
+        let proto = LineEcho::new(4);
+        assert_eq!(proto.on_input(b"abcd\n"), LineStep::Echo(b"abcd\n"));
+        assert_eq!(proto.on_input(b"abcd"), LineStep::Echo(b""));
+    }
+
+    #[test]
+    fn overlong_complete_line_is_refused_after_the_good_ones() {
+        let proto = LineEcho::new(4);
+        assert_eq!(
+            proto.on_input(b"ok\nabcde\nlater\n"),
+            LineStep::TooLong { lines: b"ok\n" }
+        );
+    }
+
+    #[test]
+    fn overlong_partial_line_is_refused_without_waiting_for_newline() {
+        let proto = LineEcho::new(4);
+        assert_eq!(proto.on_input(b"abcde"), LineStep::TooLong { lines: b"" });
+        let (out, failed) = run(&proto, b"ok\nabcdefgh", 1);
+        assert!(failed);
+        assert_eq!(out, b"ok\nERR line too long (max 4 bytes)\n");
+    }
+
+    #[test]
+    fn carriage_return_counts_toward_the_limit() {
+        let proto = LineEcho::new(4);
+        assert_eq!(proto.on_input(b"abc\r\n"), LineStep::Echo(b"abc\r\n"));
+        assert_eq!(
+            proto.on_input(b"abcd\r\n"),
+            LineStep::TooLong { lines: b"" }
+        );
+    }
+}

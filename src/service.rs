@@ -1,0 +1,81 @@
+//! The built-in services: the sans-IO protocols of [`crate::proto`] wired to the reactor as
+//! [`Handler`]s. These are what `wharf echo` and `wharf line` run.
+
+use std::net::SocketAddr;
+
+use crate::handler::{Context, Handler};
+use crate::proto::echo::Echo as EchoProtocol;
+use crate::proto::line::{LineEcho, LineStep};
+
+/// Echo (RFC 862): every byte back, in order.
+///
+/// ```
+/// # use wharf::{Config, Reactor, service::Echo};
+/// let reactor = Reactor::new(Config::default(), Echo)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Echo;
+
+impl Handler for Echo {
+    type Session = ();
+
+    fn on_open(&mut self, _ctx: &mut Context<'_>, _peer: SocketAddr) {}
+
+    fn on_data(&mut self, ctx: &mut Context<'_>, _session: &mut (), input: &[u8]) -> usize {
+        let step = EchoProtocol.on_input(input);
+        ctx.write(step.reply);
+        step.consumed
+    }
+}
+
+/// Line echo: complete lines back byte-exact; an overlong line gets an error and a close.
+///
+/// ```
+/// # use wharf::{Config, Reactor, service::Line};
+/// let reactor = Reactor::new(Config::default(), Line::new(1024))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Line {
+    protocol: LineEcho,
+}
+
+impl Line {
+    /// Line echo that accepts lines of at most `max_line` bytes before the `\n`.
+    pub fn new(max_line: usize) -> Line {
+        Line {
+            protocol: LineEcho::new(max_line),
+        }
+    }
+}
+
+impl Handler for Line {
+    type Session = ();
+
+    fn on_open(&mut self, _ctx: &mut Context<'_>, _peer: SocketAddr) {}
+
+    fn on_data(&mut self, ctx: &mut Context<'_>, _session: &mut (), input: &[u8]) -> usize {
+        match self.protocol.on_input(input) {
+            LineStep::Echo(lines) => {
+                ctx.write(lines);
+                lines.len()
+            }
+            LineStep::TooLong { lines } => {
+                ctx.write(lines);
+                ctx.write(self.protocol.error_line());
+                ctx.close();
+                log::debug!(
+                    "conn={} closing: line longer than {} bytes",
+                    ctx.id(),
+                    self.protocol.max_line()
+                );
+                input.len()
+            }
+        }
+    }
+
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_>, _session: &mut (), unconsumed: &[u8]) {
+        ctx.write(self.protocol.on_peer_closed(unconsumed));
+    }
+}
