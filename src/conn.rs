@@ -106,7 +106,7 @@ pub(crate) struct Conn<S> {
     /// Bytes owed to the peer that the socket did not take yet.
     pub(crate) output: Buffer,
     /// Bytes discarded while lingering.
-    pub(crate) discarded: usize,
+    pub(crate) discarded: u32,
     pub(crate) session: S,
 }
 
@@ -256,5 +256,25 @@ mod tests {
         for phase in [Phase::Throttled, Phase::PeerClosed, Phase::Closing] {
             assert!(!phase.reads(), "{phase:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod size {
+    use super::Conn;
+
+    /// docs/ARCHITECTURE.md states this size; an idle connection costs this much in the slab
+    /// (plus the slab's own tag) and no heap at all.
+    #[test]
+    fn idle_connection_struct_stays_small() {
+        let size = std::mem::size_of::<Conn<()>>();
+        let entry = std::mem::size_of::<slab::Slab<Conn<()>>>();
+        eprintln!("Conn<()> = {size} bytes; Slab header = {entry} bytes");
+        // mio adds a selector id to every source when debug assertions are on (16 bytes here).
+        let limit = if cfg!(debug_assertions) { 96 } else { 80 };
+        assert!(
+            size <= limit,
+            "Conn<()> grew to {size} bytes: update docs/ARCHITECTURE.md"
+        );
     }
 }

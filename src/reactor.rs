@@ -385,8 +385,8 @@ impl<H: Handler> Core<H> {
                 Ok(0) if lingering => return self.close(id, CloseReason::Closed),
                 Ok(0) => return self.peer_closed(id),
                 Ok(n) if lingering => {
-                    conn.discarded += n;
-                    if conn.discarded > self.config.linger_discard_limit {
+                    conn.discarded = conn.discarded.saturating_add(n as u32);
+                    if conn.discarded as usize > self.config.linger_discard_limit {
                         return self.close(id, CloseReason::Closed);
                     }
                 }
