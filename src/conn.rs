@@ -28,6 +28,22 @@ use mio::Interest;
 
 use crate::buffer::Buffer;
 
+/// What a connection asks the poller for while it reads.
+///
+/// On Linux this includes PRIORITY: urgent (MSG_OOB) data makes the kernel end a read at the
+/// urgent mark even when more data follows, so a short read only proves the socket drained
+/// when the poller did not flag urgent data (EPOLLPRI) with the event.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) const READ_INTEREST: Interest = Interest::READABLE.add(Interest::PRIORITY);
+/// What a connection asks the poller for while it reads.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) const READ_INTEREST: Interest = Interest::READABLE;
+
+/// Whether a short read can be trusted to mean "drained" when the event flagged neither
+/// urgent data nor the end of stream. Where the poller cannot flag urgent data (kqueue), it
+/// cannot, and every read loop continues to `WouldBlock`.
+pub(crate) const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 /// Where a connection is in its life. See the module diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -116,7 +132,7 @@ impl<S> Conn<S> {
             stream,
             generation,
             phase: Phase::Open,
-            registered: Interest::READABLE,
+            registered: READ_INTEREST,
             input: Buffer::new(),
             output: Buffer::new(),
             discarded: 0,
@@ -130,12 +146,12 @@ impl<S> Conn<S> {
     pub(crate) fn interest(&self) -> Interest {
         let pending = !self.output.is_empty();
         match (self.phase.reads(), pending) {
-            (true, true) => Interest::READABLE | Interest::WRITABLE,
-            (true, false) => Interest::READABLE,
+            (true, true) => READ_INTEREST | Interest::WRITABLE,
+            (true, false) => READ_INTEREST,
             // A phase that does not read always has output pending, except for the instant
-            // between draining and `settle`; keep READABLE then so the interest is never empty.
+            // between draining and `settle`; keep reading interest then so it is never empty.
             (false, true) => Interest::WRITABLE,
-            (false, false) => Interest::READABLE,
+            (false, false) => READ_INTEREST,
         }
     }
 

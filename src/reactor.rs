@@ -9,7 +9,9 @@
 //! is drained until the operating system says `WouldBlock`, with two deliberate exceptions:
 //! - a short read (fewer bytes than the buffer holds) means the socket is drained, and the
 //!   next arrival raises a new edge, so the read that would only say `WouldBlock` is skipped;
-//!   but not when the event also flagged the end of stream, which raises no new edge;
+//!   but not when the event also flagged the end of stream (which raises no new edge) or
+//!   urgent data (at whose mark the kernel ends a read early), and not where the poller cannot
+//!   flag urgent data at all (see [`crate::conn`]);
 //! - a budget caps the work per event (bytes read per connection, accepts per listener) so
 //!   that one busy source cannot starve the others. A source cut short by its budget goes on
 //!   a resume list, served after the current batch; the loop then polls without sleeping.
@@ -26,7 +28,7 @@ use mio::{Events, Interest, Poll, Registry, Waker};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::conn::{settle, Conn, Next, Phase, Watermarks};
+use crate::conn::{settle, Conn, Next, Phase, Watermarks, READ_INTEREST, SHORT_READ_DRAINS};
 use crate::conn_id::{ConnId, Generations, Source, MAX_KEY};
 use crate::handler::{CloseReason, Context, Handler, Outbox};
 use crate::listener::Listener;
@@ -132,8 +134,9 @@ struct Core<H: Handler> {
 struct Readiness {
     readable: bool,
     writable: bool,
-    /// The end of stream (or an error) is known to be there: read until it is seen.
-    end_of_stream: bool,
+    /// A short read does not prove the socket drained (the end of stream, an error or urgent
+    /// data is flagged): read until `WouldBlock`.
+    read_to_would_block: bool,
 }
 
 impl Readiness {
@@ -142,7 +145,10 @@ impl Readiness {
         Readiness {
             readable: event.is_readable() || event.is_read_closed() || error,
             writable: event.is_writable() || event.is_write_closed() || error,
-            end_of_stream: event.is_read_closed() || error,
+            read_to_would_block: event.is_read_closed()
+                || error
+                || event.is_priority()
+                || !SHORT_READ_DRAINS,
         }
     }
 
@@ -150,7 +156,7 @@ impl Readiness {
     const RESUME: Readiness = Readiness {
         readable: true,
         writable: false,
-        end_of_stream: true,
+        read_to_would_block: true,
     };
 }
 
@@ -332,7 +338,7 @@ impl<H: Handler> Core<H> {
         // so there is no read here.
         if let Err(error) = self
             .registry
-            .register(&mut stream, id.token(), Interest::READABLE)
+            .register(&mut stream, id.token(), READ_INTEREST)
         {
             log::warn!("peer={peer} cannot register connection: {error}");
             return;
@@ -355,7 +361,7 @@ impl<H: Handler> Core<H> {
             return;
         }
         if ready.readable && self.conns[id.key()].phase.reads() {
-            self.read_input(id, ready.end_of_stream);
+            self.read_input(id, ready.read_to_would_block);
         }
         if self.is_live(id) {
             self.settle(id);
@@ -376,7 +382,7 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    fn read_input(&mut self, id: ConnId, end_of_stream: bool) {
+    fn read_input(&mut self, id: ConnId, read_to_would_block: bool) {
         let mut budget = self.config.read_budget;
         loop {
             let conn = &mut self.conns[id.key()];
@@ -396,9 +402,9 @@ impl<H: Handler> Core<H> {
                     if !self.is_live(id) || !self.conns[id.key()].phase.reads() {
                         return;
                     }
-                    // Short read: drained. The next arrival raises a new edge, but a pending
-                    // end of stream does not, so keep reading when one was flagged.
-                    if n < self.scratch.len() && !end_of_stream {
+                    // Short read: drained, and the next arrival raises a new edge; unless the
+                    // event said otherwise (see the module docs).
+                    if n < self.scratch.len() && !read_to_would_block {
                         return;
                     }
                     budget = budget.saturating_sub(n);

@@ -96,3 +96,25 @@ fn server_keeps_serving_after_clients_disconnect_abruptly() {
     assert_bytes_eq("after abrupt disconnects", b"still here", &got);
     server.assert_running();
 }
+
+#[test]
+fn urgent_data_does_not_stall_the_bytes_behind_it() {
+    // Linux ends a read at the urgent (MSG_OOB) mark even when more data follows, so a short
+    // read there does not mean the socket is drained. Each client sends a line, one urgent
+    // byte and another line in quick succession, and never half-closes (which would raise a
+    // new event and hide a stall). The urgent byte is out of band, not part of the stream.
+    let server = Server::start("echo", &["--listen", "127.0.0.1:0"]);
+    let mut clients: Vec<_> = (0..100).map(|_| connect(server.addr())).collect();
+    for client in &mut clients {
+        client.set_nodelay(true).expect("TCP_NODELAY");
+        client.write_all(b"AAAA\n").expect("first line");
+        socket2::SockRef::from(&*client)
+            .send_out_of_band(b"!")
+            .expect("urgent byte");
+        client.write_all(b"CCCC\n").expect("second line");
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let got = read_exactly(client, 10, Duration::from_secs(20));
+        assert_bytes_eq(&format!("client {i}"), b"AAAA\nCCCC\n", &got);
+    }
+}
