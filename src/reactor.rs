@@ -126,6 +126,9 @@ struct Core<H: Handler> {
     scratch: Box<[u8]>,
     /// Sources cut short by a budget or resumed after backpressure, to serve before sleeping.
     resume: Vec<Source>,
+    /// Accepting failed for lack of resources (descriptors, memory): retried when a
+    /// connection closes, since no new edge comes for connections already queued.
+    accept_paused: bool,
     shared: Arc<Shared>,
 }
 
@@ -187,6 +190,7 @@ impl<H: Handler> Reactor<H> {
                 stats: Stats::default(),
                 scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
                 resume: Vec::new(),
+                accept_paused: false,
                 shared: Arc::new(Shared {
                     stop: AtomicBool::new(false),
                     waker,
@@ -307,8 +311,9 @@ impl<H: Handler> Core<H> {
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
                 Err(error) => {
-                    // EMFILE and friends: the connection stays in the kernel's queue, and the
-                    // next arrival raises a new edge to try again.
+                    // EMFILE and friends: the connection stays in the kernel's queue. Retrying
+                    // now would spin; the next close frees a descriptor and resumes accepting.
+                    self.accept_paused = true;
                     self.stats.accept_errors += 1;
                     if self.stats.accept_errors.is_power_of_two() {
                         log::warn!(
@@ -578,6 +583,11 @@ impl<H: Handler> Core<H> {
         }
         log::debug!("conn={id} closed: {reason}");
         drop(conn.stream);
+        if self.accept_paused {
+            self.accept_paused = false;
+            self.resume
+                .extend((0..self.listeners.len()).map(Source::Listener));
+        }
         self.outbox.begin(id, false);
         self.handler.on_close(
             &mut Context::new(&mut self.outbox, &self.stats),

@@ -65,8 +65,34 @@ impl Server {
     /// Starts `wharf <mode> <args...>` and waits until it has printed one
     /// `listening on` line per `--listen` argument (one if there is none).
     pub fn start(mode: &str, args: &[&str]) -> Server {
+        Server::start_command(mode, args, wharf_command(mode, args))
+    }
+
+    /// Like [`Server::start`], with the open-files limit of the server set to `nofile`
+    /// (soft and hard) before it runs.
+    pub fn start_with_nofile(mode: &str, args: &[&str], nofile: u64) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = wharf_command(mode, args);
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Server::start_command(mode, args, cmd)
+    }
+
+    fn start_command(mode: &str, args: &[&str], mut cmd: Command) -> Server {
         let expected = args.iter().filter(|a| **a == "--listen").count().max(1);
-        let mut child = wharf_command(mode, args)
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
