@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
-use wharf::proto::line::LineEcho;
+use wharf::proto::line::{LineCursor, LineEcho};
 use wharf::Buffer;
 
 fn line_framing(c: &mut Criterion) {
@@ -21,7 +21,7 @@ fn line_framing(c: &mut Criterion) {
         input.truncate(64 * 1024);
         group.throughput(Throughput::Bytes(input.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(line_len), &input, |b, input| {
-            b.iter(|| proto.on_input(black_box(input)))
+            b.iter(|| proto.on_input(&mut LineCursor::default(), black_box(input)))
         });
     }
     group.finish();

@@ -143,7 +143,7 @@ impl<'a> Context<'a> {
     }
 
     /// Queues `data` for connection `id`, which may be the current one. Data for a connection
-    /// that has closed (or is closing) is dropped.
+    /// that has closed, or that an earlier callback closed, is dropped.
     pub fn write_to(&mut self, id: ConnId, data: &[u8]) {
         if id == self.outbox.current {
             self.write(data);
@@ -159,7 +159,8 @@ impl<'a> Context<'a> {
         self.outbox.close_current = true;
     }
 
-    /// Closes connection `id` once everything written to it has been sent.
+    /// Closes connection `id` once everything written to it has been sent, including what
+    /// this callback writes to it before or after this call.
     pub fn close_conn(&mut self, id: ConnId) {
         if id == self.outbox.current {
             self.close();

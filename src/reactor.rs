@@ -123,6 +123,8 @@ struct Core<H: Handler> {
     /// more mail) adds to the queue instead of recursing.
     delivering: bool,
     stats: Stats,
+    /// `Config::linger_discard_limit`, within the range of the per-connection counter.
+    linger_limit: u32,
     scratch: Box<[u8]>,
     /// Sources cut short by a budget or resumed after backpressure, to serve before sleeping.
     resume: Vec<Source>,
@@ -165,11 +167,15 @@ impl Readiness {
 
 impl<H: Handler> Reactor<H> {
     /// A reactor with no listeners yet; add them with [`Reactor::add_listener`].
-    pub fn new(config: Config, handler: H) -> io::Result<Reactor<H>> {
+    pub fn new(mut config: Config, handler: H) -> io::Result<Reactor<H>> {
+        // A budget of zero would never make progress and spin the loop; one is the least.
+        config.accept_budget = config.accept_budget.max(1);
+        config.read_budget = config.read_budget.max(1);
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), Source::Waker.token())?;
         let events = Events::with_capacity(config.events_capacity.max(1));
+        let linger_limit = config.linger_discard_limit.min(u32::MAX as usize - 1) as u32;
         let water = Watermarks {
             high: config.high_water,
             low: config.low_water.min(config.high_water),
@@ -188,6 +194,7 @@ impl<H: Handler> Reactor<H> {
                 outbox: Outbox::new(),
                 delivering: false,
                 stats: Stats::default(),
+                linger_limit,
                 scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
                 resume: Vec::new(),
                 accept_paused: false,
@@ -392,34 +399,35 @@ impl<H: Handler> Core<H> {
         loop {
             let conn = &mut self.conns[id.key()];
             let lingering = conn.phase == Phase::Lingering;
-            match conn.read(&mut self.scratch) {
+            let n = match conn.read(&mut self.scratch) {
                 Ok(0) if lingering => return self.close(id, CloseReason::Closed),
                 Ok(0) => return self.peer_closed(id),
-                Ok(n) if lingering => {
-                    conn.discarded = conn.discarded.saturating_add(n as u32);
-                    if conn.discarded as usize > self.config.linger_discard_limit {
-                        return self.close(id, CloseReason::Closed);
-                    }
-                }
-                Ok(n) => {
-                    self.stats.bytes_in += n as u64;
-                    self.deliver(id, n);
-                    if !self.is_live(id) || !self.conns[id.key()].phase.reads() {
-                        return;
-                    }
-                    // Short read: drained, and the next arrival raises a new edge; unless the
-                    // event said otherwise (see the module docs).
-                    if n < self.scratch.len() && !read_to_would_block {
-                        return;
-                    }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        self.resume.push(Source::Conn(id));
-                        return;
-                    }
-                }
+                Ok(n) => n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) => return self.close(id, CloseReason::from_error(&error)),
+            };
+            if lingering {
+                conn.discarded = conn.discarded.saturating_add(n as u32);
+                if conn.discarded > self.linger_limit {
+                    return self.close(id, CloseReason::Closed);
+                }
+            } else {
+                self.stats.bytes_in += n as u64;
+                self.deliver(id, n);
+                if !self.is_live(id) || !self.conns[id.key()].phase.reads() {
+                    return;
+                }
+                // Short read: drained, and the next arrival raises a new edge; unless the
+                // event said otherwise (see the module docs).
+                if n < self.scratch.len() && !read_to_would_block {
+                    return;
+                }
+            }
+            // Reads and discards alike count against the budget.
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                self.resume.push(Source::Conn(id));
+                return;
             }
         }
     }

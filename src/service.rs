@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::handler::{Context, Handler};
 use crate::proto::echo::Echo as EchoProtocol;
-use crate::proto::line::{LineEcho, LineStep};
+use crate::proto::line::{LineCursor, LineEcho, LineStep};
 
 /// Echo (RFC 862): every byte back, in order.
 ///
@@ -51,12 +51,14 @@ impl Line {
 }
 
 impl Handler for Line {
-    type Session = ();
+    type Session = LineCursor;
 
-    fn on_open(&mut self, _ctx: &mut Context<'_>, _peer: SocketAddr) {}
+    fn on_open(&mut self, _ctx: &mut Context<'_>, _peer: SocketAddr) -> LineCursor {
+        LineCursor::default()
+    }
 
-    fn on_data(&mut self, ctx: &mut Context<'_>, _session: &mut (), input: &[u8]) -> usize {
-        match self.protocol.on_input(input) {
+    fn on_data(&mut self, ctx: &mut Context<'_>, cursor: &mut LineCursor, input: &[u8]) -> usize {
+        match self.protocol.on_input(cursor, input) {
             LineStep::Echo(lines) => {
                 ctx.write(lines);
                 lines.len()
@@ -75,7 +77,7 @@ impl Handler for Line {
         }
     }
 
-    fn on_peer_closed(&mut self, ctx: &mut Context<'_>, _session: &mut (), unconsumed: &[u8]) {
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_>, _: &mut LineCursor, unconsumed: &[u8]) {
         ctx.write(self.protocol.on_peer_closed(unconsumed));
     }
 }

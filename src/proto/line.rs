@@ -7,20 +7,25 @@
 //! never make the server buffer more than `max_line` bytes of a line (plus one read).
 //!
 //! Complete lines are never copied one by one: consecutive good lines form one prefix of the
-//! input, which is echoed with one write.
+//! input, which is echoed with one write. Each byte is searched for a newline once, however a
+//! line is split across reads: a per-connection [`LineCursor`] remembers how much of the
+//! waiting partial line has been searched already (otherwise a 64 KiB line arriving a byte at
+//! a time would cost gigabytes of scanning).
 
 use memchr::memchr_iter;
 
 /// The line-echo protocol.
 ///
 /// ```
-/// use wharf::proto::line::{LineEcho, LineStep};
+/// use wharf::proto::line::{LineCursor, LineEcho, LineStep};
 ///
 /// let proto = LineEcho::new(8);
-/// // Two complete lines and the start of a third: the complete ones are echoed.
-/// assert_eq!(proto.on_input(b"a\r\n\nhal"), LineStep::Echo(b"a\r\n\n"));
-/// // More than 8 bytes without a newline: refuse and close.
-/// assert_eq!(proto.on_input(b"ok\n123456789"), LineStep::TooLong { lines: b"ok\n" });
+/// let mut cursor = LineCursor::default(); // one per connection
+/// // Two complete lines and the start of a third: the complete ones are echoed (and the
+/// // caller consumes them, keeping "hal").
+/// assert_eq!(proto.on_input(&mut cursor, b"a\r\n\nhal"), LineStep::Echo(b"a\r\n\n"));
+/// // More bytes arrived after "hal": more than 8 without a newline: refuse and close.
+/// assert_eq!(proto.on_input(&mut cursor, b"half a line"), LineStep::TooLong { lines: b"" });
 /// assert_eq!(proto.error_line(), b"ERR line too long (max 8 bytes)\n");
 /// // At end of input, the unterminated rest is echoed as it is.
 /// assert_eq!(proto.on_peer_closed(b"tail"), b"tail");
@@ -29,6 +34,16 @@ use memchr::memchr_iter;
 pub struct LineEcho {
     max_line: usize,
     error_line: Box<[u8]>,
+}
+
+/// How far one connection's waiting partial line has been searched for a newline.
+///
+/// Keep one per connection, pass it to every [`LineEcho::on_input`] call with all the
+/// unconsumed input, and consume exactly the lines each call returns.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LineCursor {
+    /// Bytes at the start of the next input known to contain no newline.
+    searched: usize,
 }
 
 /// What the line protocol does with the bytes received so far.
@@ -68,22 +83,29 @@ impl LineEcho {
         &self.error_line
     }
 
-    /// Decides what to do with `input`, all the bytes received and not yet consumed.
-    pub fn on_input<'a>(&self, input: &'a [u8]) -> LineStep<'a> {
+    /// Decides what to do with `input`, all the bytes received and not yet consumed, and
+    /// advances `cursor` past what it searched.
+    pub fn on_input<'a>(&self, cursor: &mut LineCursor, input: &'a [u8]) -> LineStep<'a> {
+        let skip = cursor.searched.min(input.len());
         let mut line_start = 0;
-        for newline in memchr_iter(b'\n', input) {
+        for newline in memchr_iter(b'\n', &input[skip..]).map(|at| at + skip) {
             if newline - line_start > self.max_line {
+                *cursor = LineCursor::default();
                 return LineStep::TooLong {
                     lines: &input[..line_start],
                 };
             }
             line_start = newline + 1;
         }
-        if input.len() - line_start > self.max_line {
+        let partial = input.len() - line_start;
+        if partial > self.max_line {
+            *cursor = LineCursor::default();
             return LineStep::TooLong {
                 lines: &input[..line_start],
             };
         }
+        // Once the complete lines are consumed, the partial line starts the next input.
+        cursor.searched = partial;
         LineStep::Echo(&input[..line_start])
     }
 
@@ -110,9 +132,10 @@ mod tests {
     fn run(proto: &LineEcho, stream: &[u8], split: usize) -> (Vec<u8>, bool) {
         let mut pending = Vec::new();
         let mut out = Vec::new();
+        let mut cursor = LineCursor::default();
         for piece in stream.chunks(split.max(1)) {
             pending.extend_from_slice(piece);
-            match proto.on_input(&pending) {
+            match proto.on_input(&mut cursor, &pending) {
                 LineStep::Echo(lines) => {
                     out.extend_from_slice(lines);
                     let n = lines.len();
@@ -139,28 +162,53 @@ mod tests {
         }
     }
 
+    /// One `on_input` call with a fresh cursor.
+    fn once<'a>(proto: &LineEcho, input: &'a [u8]) -> LineStep<'a> {
+        proto.on_input(&mut LineCursor::default(), input)
+    }
+
     #[test]
     fn incomplete_line_is_kept_until_its_newline() {
         let proto = LineEcho::new(100);
-        assert_eq!(proto.on_input(b"par"), LineStep::Echo(b""));
+        let mut cursor = LineCursor::default();
+        assert_eq!(proto.on_input(&mut cursor, b"par"), LineStep::Echo(b""));
         assert_eq!(
-            proto.on_input(b"partial\nnext"),
+            proto.on_input(&mut cursor, b"partial\nnext"),
             LineStep::Echo(b"partial\n")
         );
     }
 
     #[test]
+    fn cursor_skips_what_was_already_searched() {
+        let proto = LineEcho::new(100);
+        let mut cursor = LineCursor::default();
+        assert_eq!(proto.on_input(&mut cursor, b"abc"), LineStep::Echo(b""));
+        assert_eq!(cursor, LineCursor { searched: 3 });
+        // The cursor trusts that the first 3 bytes hold no newline: it never looks again.
+        assert_eq!(
+            proto.on_input(&mut cursor, b"\n\n\nd\n"),
+            LineStep::Echo(b"\n\n\nd\n")
+        );
+        assert_eq!(cursor, LineCursor { searched: 0 });
+        assert_eq!(
+            proto.on_input(&mut cursor, b"ef\ngh"),
+            LineStep::Echo(b"ef\n")
+        );
+        assert_eq!(cursor, LineCursor { searched: 2 });
+    }
+
+    #[test]
     fn line_of_exactly_the_limit_is_accepted() {
         let proto = LineEcho::new(4);
-        assert_eq!(proto.on_input(b"abcd\n"), LineStep::Echo(b"abcd\n"));
-        assert_eq!(proto.on_input(b"abcd"), LineStep::Echo(b""));
+        assert_eq!(once(&proto, b"abcd\n"), LineStep::Echo(b"abcd\n"));
+        assert_eq!(once(&proto, b"abcd"), LineStep::Echo(b""));
     }
 
     #[test]
     fn overlong_complete_line_is_refused_after_the_good_ones() {
         let proto = LineEcho::new(4);
         assert_eq!(
-            proto.on_input(b"ok\nabcde\nlater\n"),
+            once(&proto, b"ok\nabcde\nlater\n"),
             LineStep::TooLong { lines: b"ok\n" }
         );
     }
@@ -168,7 +216,7 @@ mod tests {
     #[test]
     fn overlong_partial_line_is_refused_without_waiting_for_newline() {
         let proto = LineEcho::new(4);
-        assert_eq!(proto.on_input(b"abcde"), LineStep::TooLong { lines: b"" });
+        assert_eq!(once(&proto, b"abcde"), LineStep::TooLong { lines: b"" });
         let (out, failed) = run(&proto, b"ok\nabcdefgh", 1);
         assert!(failed);
         assert_eq!(out, b"ok\nERR line too long (max 4 bytes)\n");
@@ -177,10 +225,7 @@ mod tests {
     #[test]
     fn carriage_return_counts_toward_the_limit() {
         let proto = LineEcho::new(4);
-        assert_eq!(proto.on_input(b"abc\r\n"), LineStep::Echo(b"abc\r\n"));
-        assert_eq!(
-            proto.on_input(b"abcd\r\n"),
-            LineStep::TooLong { lines: b"" }
-        );
+        assert_eq!(once(&proto, b"abc\r\n"), LineStep::Echo(b"abc\r\n"));
+        assert_eq!(once(&proto, b"abcd\r\n"), LineStep::TooLong { lines: b"" });
     }
 }
