@@ -26,6 +26,11 @@ pub struct Config {
     /// Fairness: connections accepted per listener wakeup before established connections get
     /// their turn, so a connection storm cannot starve them. Default: 256.
     pub accept_budget: usize,
+    /// Input limit: when a handler leaves more than this many bytes unconsumed (a message
+    /// that never completes), the connection is closed, as by [`crate::Context::close`], so
+    /// a peer cannot grow the server's memory without bound. Set it above the largest message
+    /// the protocol accepts. Default: 1 MiB.
+    pub max_input: usize,
     /// Readiness events taken from the poller per wakeup. Default: 1024.
     pub events_capacity: usize,
     /// Set TCP_NODELAY on accepted connections (send small replies at once instead of
@@ -45,6 +50,7 @@ impl Default for Config {
             low_water: 16 * 1024,
             read_budget: 256 * 1024,
             accept_budget: 256,
+            max_input: 1024 * 1024,
             events_capacity: 1024,
             nodelay: false,
             linger_discard_limit: 16 * 1024 * 1024,

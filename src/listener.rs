@@ -32,6 +32,10 @@ pub struct ListenOptions {
     /// Set SO_REUSEPORT, so several sockets (processes or threads) can listen on one port and
     /// the kernel spreads new connections among them. Default: off.
     pub reuseport: bool,
+    /// For IPv6 addresses, set IPV6_V6ONLY: accept IPv6 clients only, so that `[::]:PORT`
+    /// and `0.0.0.0:PORT` can be two separate listeners. Default: off, so `[::]:PORT`
+    /// serves IPv4 clients too (as IPv4-mapped addresses).
+    pub v6only: bool,
 }
 
 impl Default for ListenOptions {
@@ -39,6 +43,7 @@ impl Default for ListenOptions {
         ListenOptions {
             backlog: 1024,
             reuseport: false,
+            v6only: false,
         }
     }
 }
@@ -72,7 +77,7 @@ impl Listener {
                 .map_err(fail("setsockopt(SO_REUSEPORT)"))?;
         }
         if addr.is_ipv6() {
-            set_flag(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, false)
+            set_flag(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, options.v6only)
                 .map_err(fail("setsockopt(IPV6_V6ONLY)"))?;
         }
         bind(&fd, &addr).map_err(fail("bind"))?;
@@ -325,6 +330,28 @@ mod tests {
         };
         let first = Listener::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
         Listener::bind(first.local_addr(), &options).expect("second SO_REUSEPORT socket");
+    }
+
+    #[test]
+    fn v6only_lets_ipv4_and_ipv6_wildcards_share_a_port() {
+        let any6: SocketAddr = "[::]:0".parse().unwrap();
+        let dual = match Listener::bind(any6, &ListenOptions::default()) {
+            Ok(listener) => listener,
+            Err(error) => return eprintln!("skipped: no IPv6 here ({error})"),
+        };
+        // Dual-stack by default: the IPv6 wildcard also holds the IPv4 side of its port.
+        let v4_same_port = SocketAddr::from(([0, 0, 0, 0], dual.local_addr().port()));
+        let error = Listener::bind(v4_same_port, &ListenOptions::default()).unwrap_err();
+        assert!(matches!(error, ListenError::AddrInUse(_)), "{error:?}");
+
+        let v6only = ListenOptions {
+            v6only: true,
+            ..Default::default()
+        };
+        let only6 = Listener::bind(any6, &v6only).expect("IPv6-only wildcard");
+        let v4_same_port = SocketAddr::from(([0, 0, 0, 0], only6.local_addr().port()));
+        Listener::bind(v4_same_port, &ListenOptions::default())
+            .expect("IPv4 wildcard beside an IPv6-only one");
     }
 
     #[test]

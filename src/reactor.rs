@@ -461,6 +461,14 @@ impl<H: Handler> Core<H> {
         } else {
             conn.input.extend(&fresh[consumed..]);
         }
+        if conn.input.len() > self.config.max_input {
+            log::debug!(
+                "conn={id} closing: {} bytes unconsumed, over max_input={}",
+                conn.input.len(),
+                self.config.max_input
+            );
+            self.outbox.close_current = true;
+        }
         self.finish_callback(id);
     }
 

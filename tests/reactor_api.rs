@@ -308,3 +308,27 @@ fn backpressure_stops_reading_from_a_peer_that_does_not_read() {
     assert_eq!(echoed.len(), written);
     assert!(echoed.iter().all(|&b| b == 7));
 }
+
+/// Never consumes anything: waits for a message that never completes.
+struct Hoarder;
+
+impl Handler for Hoarder {
+    type Session = ();
+    fn on_open(&mut self, _: &mut Context<'_>, _: SocketAddr) {}
+    fn on_data(&mut self, _: &mut Context<'_>, _: &mut (), _: &[u8]) -> usize {
+        0
+    }
+}
+
+#[test]
+fn input_over_max_input_closes_the_connection() {
+    let config = Config {
+        max_input: 8 * 1024,
+        ..Config::default()
+    };
+    let server = Server::start(config, Hoarder);
+    let mut client = server.connect();
+    client.write_all(&[1u8; 64 * 1024]).unwrap();
+    // The server gives up on the connection: end of stream, not a read timeout.
+    assert_eq!(read_to_end(&mut client), b"");
+}

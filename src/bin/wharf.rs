@@ -69,6 +69,10 @@ struct ListenArgs {
     /// Set SO_REUSEPORT, so several servers can share the port.
     #[arg(long)]
     reuseport: bool,
+    /// Make IPv6 listeners IPv6-only (IPV6_V6ONLY), so `[::]:PORT` and `0.0.0.0:PORT` can
+    /// be given as two listeners.
+    #[arg(long)]
+    v6only: bool,
 }
 
 fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
@@ -89,6 +93,8 @@ fn main() -> ExitCode {
             // Line replies are small and interactive: send them at once.
             let config = Config {
                 nodelay: true,
+                // The line protocol refuses longer lines itself, with an error line.
+                max_input: Config::default().max_input.max(max_line.saturating_add(1)),
                 ..Config::default()
             };
             serve("line", Line::new(max_line), config, &listen)
@@ -112,6 +118,7 @@ fn serve<H: Handler>(
     let options = ListenOptions {
         backlog: args.backlog,
         reuseport: args.reuseport,
+        v6only: args.v6only,
     };
     let listeners = args
         .addrs
