@@ -1,0 +1,259 @@
+//! Driving one connection: flush, read, hand input to the handler, write its reply, deliver
+//! its mail, settle the phase, close.
+
+use std::io;
+
+use super::{Core, Readiness};
+use crate::conn::{settle, Next, Phase};
+use crate::conn_id::{ConnId, Source};
+use crate::handler::{CloseReason, Context, Handler};
+
+impl<H: Handler> Core<H> {
+    /// Serves one readiness event (or a resumption) of a live connection.
+    pub(super) fn drive(&mut self, id: ConnId, ready: Readiness) {
+        // Output first: room in the socket may lift throttling and let reading resume.
+        if ready.writable && !self.flush(id) {
+            return;
+        }
+        if ready.readable && self.conns[id.key()].phase.reads() {
+            self.read_input(id, ready.read_to_would_block);
+        }
+        if self.is_live(id) {
+            self.settle(id);
+        }
+    }
+
+    /// Writes queued output; false if that closed the connection.
+    pub(super) fn flush(&mut self, id: ConnId) -> bool {
+        match self.conns[id.key()].flush() {
+            Ok(written) => {
+                self.stats.bytes_out += written as u64;
+                true
+            }
+            Err(error) => {
+                self.close(id, CloseReason::from_error(&error));
+                false
+            }
+        }
+    }
+
+    pub(super) fn read_input(&mut self, id: ConnId, read_to_would_block: bool) {
+        let mut budget = self.config.read_budget;
+        loop {
+            let conn = &mut self.conns[id.key()];
+            let lingering = conn.phase == Phase::Lingering;
+            let n = match conn.read(&mut self.scratch) {
+                Ok(0) if lingering => return self.close(id, CloseReason::Closed),
+                Ok(0) => return self.peer_closed(id),
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => return self.close(id, CloseReason::from_error(&error)),
+            };
+            if lingering {
+                conn.discarded = conn.discarded.saturating_add(n as u32);
+                if conn.discarded > self.linger_limit {
+                    return self.close(id, CloseReason::Closed);
+                }
+            } else {
+                self.stats.bytes_in += n as u64;
+                self.deliver(id, n);
+                if !self.is_live(id) || !self.conns[id.key()].phase.reads() {
+                    return;
+                }
+                // Short read: drained, and the next arrival raises a new edge; unless the
+                // event said otherwise (see the module docs).
+                if n < self.scratch.len() && !read_to_would_block {
+                    return;
+                }
+            }
+            // Reads and discards alike count against the budget.
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                self.resume.push(Source::Conn(id));
+                return;
+            }
+        }
+    }
+
+    /// Hands `n` freshly read bytes (in the scratch buffer) to the handler.
+    pub(super) fn deliver(&mut self, id: ConnId, n: usize) {
+        let conn = &mut self.conns[id.key()];
+        let fresh = &self.scratch[..n];
+        // Without leftovers the handler reads straight from the scratch buffer: the common
+        // case copies nothing and allocates nothing.
+        let buffered = !conn.input.is_empty();
+        if buffered {
+            conn.input.extend(fresh);
+        }
+        let input = if buffered {
+            conn.input.as_slice()
+        } else {
+            fresh
+        };
+        self.outbox.begin(id, true);
+        let consumed = self
+            .handler
+            .on_data(
+                &mut Context::new(&mut self.outbox, &self.stats),
+                &mut conn.session,
+                input,
+            )
+            .min(input.len());
+        if buffered {
+            conn.input.consume(consumed);
+        } else {
+            conn.input.extend(&fresh[consumed..]);
+        }
+        if conn.input.len() > self.config.max_input {
+            log::debug!(
+                "conn={id} closing: {} bytes unconsumed, over max_input={}",
+                conn.input.len(),
+                self.config.max_input
+            );
+            self.outbox.close_current = true;
+        }
+        self.finish_callback(id);
+    }
+
+    /// The peer shut down its sending side.
+    pub(super) fn peer_closed(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.key()];
+        conn.phase = Phase::PeerClosed;
+        let unconsumed = std::mem::take(&mut conn.input);
+        self.outbox.begin(id, true);
+        self.handler.on_peer_closed(
+            &mut Context::new(&mut self.outbox, &self.stats),
+            &mut conn.session,
+            unconsumed.as_slice(),
+        );
+        self.finish_callback(id);
+    }
+
+    /// Performs what a callback about `id` asked for: its reply, its close, its mail.
+    pub(super) fn finish_callback(&mut self, id: ConnId) {
+        if !self.outbox.reply.is_empty() {
+            let result = self.conns[id.key()].send(&self.outbox.reply);
+            self.outbox.reply.clear();
+            match result {
+                Ok(written) => self.stats.bytes_out += written as u64,
+                Err(error) => {
+                    self.close(id, CloseReason::from_error(&error));
+                    self.deliver_mail();
+                    return;
+                }
+            }
+        }
+        if self.outbox.close_current {
+            let conn = &mut self.conns[id.key()];
+            if conn.phase != Phase::PeerClosed {
+                conn.phase = Phase::Closing;
+            }
+            conn.input.clear();
+        }
+        self.deliver_mail();
+        if self.is_live(id) {
+            self.settle(id);
+        }
+    }
+
+    /// Delivers writes and closes that callbacks addressed to other connections.
+    pub(super) fn deliver_mail(&mut self) {
+        if self.delivering {
+            return; // the outer call picks up what was added
+        }
+        self.delivering = true;
+        while self.outbox.has_mail() {
+            let mut mail = std::mem::take(&mut self.outbox.mail);
+            let bytes = std::mem::take(&mut self.outbox.mail_bytes);
+            let mut offset = 0;
+            for (to, len) in mail.drain(..) {
+                let data = &bytes[offset..offset + len];
+                offset += len;
+                if !self.is_live(to) || !self.conns[to.key()].phase.accepts_output() {
+                    continue;
+                }
+                match self.conns[to.key()].send(data) {
+                    Ok(written) => {
+                        self.stats.bytes_out += written as u64;
+                        self.settle(to);
+                    }
+                    Err(error) => self.close(to, CloseReason::from_error(&error)),
+                }
+            }
+            for to in std::mem::take(&mut self.outbox.closes) {
+                if self.is_live(to) {
+                    let conn = &mut self.conns[to.key()];
+                    if conn.phase != Phase::PeerClosed && conn.phase != Phase::Lingering {
+                        conn.phase = Phase::Closing;
+                        conn.input.clear();
+                    }
+                    self.settle(to);
+                }
+            }
+            if self.outbox.mail.is_empty() {
+                self.outbox.mail = mail; // keep the allocations
+                let mut bytes = bytes;
+                bytes.clear();
+                self.outbox.mail_bytes = bytes;
+            }
+        }
+        self.delivering = false;
+    }
+
+    /// Moves the connection to its next phase and keeps the poller interest in step.
+    pub(super) fn settle(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.key()];
+        let (phase, next) = settle(conn.phase, conn.output.len(), self.water);
+        conn.phase = phase;
+        match next {
+            Next::Stay => {}
+            Next::ResumeReading => self.resume.push(Source::Conn(id)),
+            Next::ShutdownWrite => {
+                if let Err(error) = conn.shutdown_write() {
+                    return self.close(id, CloseReason::from_error(&error));
+                }
+                // The peer's end of stream may already be queued, with no edge to come.
+                self.resume.push(Source::Conn(id));
+            }
+            Next::Close => return self.close(id, CloseReason::PeerClosed),
+        }
+        let conn = &mut self.conns[id.key()];
+        let interest = conn.interest();
+        if interest != conn.registered {
+            if let Err(error) = self
+                .registry
+                .reregister(&mut conn.stream, id.token(), interest)
+            {
+                return self.close(id, CloseReason::from_error(&error));
+            }
+            conn.registered = interest;
+        }
+    }
+
+    /// Closes the connection now and tells the handler.
+    pub(super) fn close(&mut self, id: ConnId, reason: CloseReason) {
+        // Dropping the stream closes the socket, which also removes it from the poller:
+        // no deregister call needed.
+        let conn = self.conns.remove(id.key());
+        self.stats.active -= 1;
+        self.stats.closed += 1;
+        if matches!(reason, CloseReason::Error(_)) {
+            self.stats.errors += 1;
+        }
+        log::debug!("conn={id} closed: {reason}");
+        drop(conn.stream);
+        if self.accept_paused {
+            self.accept_paused = false;
+            self.resume
+                .extend((0..self.listeners.len()).map(Source::Listener));
+        }
+        self.outbox.begin(id, false);
+        self.handler.on_close(
+            &mut Context::new(&mut self.outbox, &self.stats),
+            conn.session,
+            reason,
+        );
+        self.outbox.reply.clear();
+        self.deliver_mail();
+    }
+}

@@ -1,0 +1,325 @@
+//! The event loop: one thread, one `mio::Poll`, edge-triggered.
+//!
+//! The loop waits for readiness, accepts new connections, and drives each ready connection:
+//! flush its output, read its input into one scratch buffer shared by all connections, hand
+//! the bytes to the [`Handler`], write the reply, and [`settle`] the connection's phase. It
+//! knows nothing about protocols.
+//!
+//! Edge-triggered readiness is reported once per change, not while it lasts, so every source
+//! is drained until the operating system says `WouldBlock`, with two deliberate exceptions:
+//! - a short read (fewer bytes than the buffer holds) means the socket is drained, and the
+//!   next arrival raises a new edge, so the read that would only say `WouldBlock` is skipped;
+//!   but not when the event also flagged the end of stream (which raises no new edge) or
+//!   urgent data (at whose mark the kernel ends a read early), and not where the poller cannot
+//!   flag urgent data at all (see [`crate::conn`]);
+//! - a budget caps the work per event (bytes read per connection, accepts per listener) so
+//!   that one busy source cannot starve the others. A source cut short by its budget goes on
+//!   a resume list, served after the current batch; the loop then polls without sleeping.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Registry, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{Conn, Watermarks, SHORT_READ_DRAINS};
+use crate::conn_id::{ConnId, Generations, Source};
+use crate::handler::{CloseReason, Handler, Outbox};
+use crate::listener::Listener;
+use crate::stats::Stats;
+
+mod accept;
+mod drive;
+
+/// Size of the read buffer shared by all connections: one read takes up to this much.
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// A single-threaded event loop serving the connections of its listeners with one handler.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::net::{SocketAddr, TcpStream};
+/// use wharf::{Config, Context, Handler, ListenOptions, Listener, Reactor};
+///
+/// /// Replies to every byte with its uppercase form.
+/// struct Upper;
+/// impl Handler for Upper {
+///     type Session = ();
+///     fn on_open(&mut self, _: &mut Context<'_>, _: SocketAddr) {}
+///     fn on_data(&mut self, ctx: &mut Context<'_>, _: &mut (), input: &[u8]) -> usize {
+///         ctx.write(&input.to_ascii_uppercase());
+///         input.len()
+///     }
+/// }
+///
+/// let listener = Listener::bind("127.0.0.1:0".parse()?, &ListenOptions::default())?;
+/// let addr = listener.local_addr();
+/// let mut reactor = Reactor::new(Config::default(), Upper)?;
+/// reactor.add_listener(listener)?;
+/// let handle = reactor.handle();
+/// let server = std::thread::spawn(move || reactor.run());
+///
+/// let mut client = TcpStream::connect(addr)?;
+/// client.write_all(b"hello")?;
+/// let mut reply = [0; 5];
+/// client.read_exact(&mut reply)?;
+/// assert_eq!(&reply, b"HELLO");
+///
+/// handle.stop();
+/// server.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Reactor<H: Handler> {
+    poll: Poll,
+    events: Events,
+    core: Core<H>,
+}
+
+/// A handle that stops a running [`Reactor`] from any thread.
+///
+/// ```
+/// # use wharf::{Config, Reactor, service::Echo};
+/// let mut reactor = Reactor::new(Config::default(), Echo)?;
+/// let handle = reactor.handle();
+/// handle.stop(); // before or while it runs: `run` returns promptly
+/// reactor.run()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    waker: Waker,
+}
+
+impl Handle {
+    /// Asks the reactor to stop: [`Reactor::run`] closes every connection and returns.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Err(error) = self.shared.waker.wake() {
+            log::error!("cannot wake the reactor to stop it: {error}");
+        }
+    }
+}
+
+/// Everything but the poller and its event list, so that events can be iterated while the
+/// rest is mutated.
+struct Core<H: Handler> {
+    registry: Registry,
+    water: Watermarks,
+    config: Config,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn<H::Session>>,
+    generations: Generations,
+    handler: H,
+    outbox: Outbox,
+    /// True while mail is being delivered, so that a close inside delivery (which can create
+    /// more mail) adds to the queue instead of recursing.
+    delivering: bool,
+    stats: Stats,
+    /// `Config::linger_discard_limit`, within the range of the per-connection counter.
+    linger_limit: u32,
+    scratch: Box<[u8]>,
+    /// Sources cut short by a budget or resumed after backpressure, to serve before sleeping.
+    resume: Vec<Source>,
+    /// Accepting failed for lack of resources (descriptors, memory): retried when a
+    /// connection closes, since no new edge comes for connections already queued.
+    accept_paused: bool,
+    shared: Arc<Shared>,
+}
+
+/// What one poller event says about a connection.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// A short read does not prove the socket drained (the end of stream, an error or urgent
+    /// data is flagged): read until `WouldBlock`.
+    read_to_would_block: bool,
+}
+
+impl Readiness {
+    fn from_event(event: &Event) -> Readiness {
+        let error = event.is_error();
+        Readiness {
+            readable: event.is_readable() || event.is_read_closed() || error,
+            writable: event.is_writable() || event.is_write_closed() || error,
+            read_to_would_block: event.is_read_closed()
+                || error
+                || event.is_priority()
+                || !SHORT_READ_DRAINS,
+        }
+    }
+
+    /// Serving a connection from the resume list: read until `WouldBlock`.
+    const RESUME: Readiness = Readiness {
+        readable: true,
+        writable: false,
+        read_to_would_block: true,
+    };
+}
+
+impl<H: Handler> Reactor<H> {
+    /// A reactor with no listeners yet; add them with [`Reactor::add_listener`].
+    pub fn new(mut config: Config, handler: H) -> io::Result<Reactor<H>> {
+        // A budget of zero would never make progress and spin the loop; one is the least.
+        config.accept_budget = config.accept_budget.max(1);
+        config.read_budget = config.read_budget.max(1);
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(poll.registry(), Source::Waker.token())?;
+        let events = Events::with_capacity(config.events_capacity.max(1));
+        let linger_limit = config.linger_discard_limit.min(u32::MAX as usize - 1) as u32;
+        let water = Watermarks {
+            high: config.high_water,
+            low: config.low_water.min(config.high_water),
+        };
+        Ok(Reactor {
+            poll,
+            events,
+            core: Core {
+                registry,
+                water,
+                config,
+                listeners: Vec::new(),
+                conns: Slab::new(),
+                generations: Generations::default(),
+                handler,
+                outbox: Outbox::new(),
+                delivering: false,
+                stats: Stats::default(),
+                linger_limit,
+                scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+                resume: Vec::new(),
+                accept_paused: false,
+                shared: Arc::new(Shared {
+                    stop: AtomicBool::new(false),
+                    waker,
+                }),
+            },
+        })
+    }
+
+    /// Starts accepting connections on `listener`.
+    pub fn add_listener(&mut self, mut listener: Listener) -> io::Result<()> {
+        let token = Source::Listener(self.core.listeners.len()).token();
+        self.core
+            .registry
+            .register(listener.socket_mut(), token, Interest::READABLE)?;
+        self.core.listeners.push(listener);
+        Ok(())
+    }
+
+    /// The addresses of the listeners, in the order they were added.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.core
+            .listeners
+            .iter()
+            .map(Listener::local_addr)
+            .collect()
+    }
+
+    /// A handle that can stop this reactor from another thread.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.core.shared),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.core.handler
+    }
+
+    /// Runs the loop until [`Handle::stop`] or [`Context::stop_reactor`] is called, then
+    /// closes every connection and the listeners and returns. Errors only when the poller
+    /// itself fails; a failing connection closes alone and never stops the loop.
+    pub fn run(&mut self) -> io::Result<()> {
+        while !self.core.stopping() {
+            let timeout = if self.core.resume.is_empty() {
+                None
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+            for event in self.events.iter() {
+                self.core.dispatch(event);
+            }
+            self.core.serve_resumed();
+        }
+        self.core.shut_down();
+        Ok(())
+    }
+}
+
+impl<H: Handler> Core<H> {
+    fn stopping(&self) -> bool {
+        self.outbox.stop || self.shared.stop.load(Ordering::Acquire)
+    }
+
+    fn dispatch(&mut self, event: &Event) {
+        match Source::from_token(event.token()) {
+            // The stop flag is read at the top of the loop.
+            Source::Waker => {}
+            Source::Listener(index) => self.accept(index),
+            Source::Conn(id) => {
+                if self.is_live(id) {
+                    self.drive(id, Readiness::from_event(event));
+                }
+                // else: a stale event for a connection closed earlier in this batch, whose
+                // slab slot may already hold a new connection with another generation.
+            }
+        }
+    }
+
+    fn serve_resumed(&mut self) {
+        let mut work = std::mem::take(&mut self.resume);
+        for source in work.drain(..) {
+            match source {
+                Source::Listener(index) => self.accept(index),
+                Source::Conn(id) if self.is_live(id) => self.drive(id, Readiness::RESUME),
+                _ => {}
+            }
+        }
+        if self.resume.is_empty() {
+            self.resume = work; // keep the allocation
+        }
+    }
+
+    fn is_live(&self, id: ConnId) -> bool {
+        self.conns
+            .get(id.key())
+            .is_some_and(|conn| conn.generation == id.generation())
+    }
+
+    fn shut_down(&mut self) {
+        self.listeners.clear();
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .map(|(key, conn)| ConnId::new(key, conn.generation))
+            .collect();
+        for id in ids {
+            if self.is_live(id) {
+                self.close(id, CloseReason::Shutdown);
+            }
+        }
+    }
+}
