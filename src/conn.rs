@@ -27,6 +27,7 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::buffer::Buffer;
+use crate::timer::{after, Tick, NEVER};
 
 /// What a connection asks the poller for while it reads.
 ///
@@ -105,6 +106,25 @@ pub(crate) fn settle(phase: Phase, pending: usize, water: Watermarks) -> (Phase,
     }
 }
 
+/// The connection timeouts, in ticks (see [`crate::timer`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// Close a connection with nothing read or written for this long.
+    pub(crate) idle: Option<Tick>,
+    /// Close a connection whose pending output has not moved for this long.
+    pub(crate) write: Option<Tick>,
+    /// Give up lingering after this long.
+    pub(crate) linger: Tick,
+}
+
+/// Which deadline a connection reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    Idle,
+    Write,
+    Linger,
+}
+
 /// One connection's state, stored in the reactor's slab.
 ///
 /// Both buffers are empty and own no heap memory while the connection is idle; see
@@ -123,11 +143,17 @@ pub(crate) struct Conn<S> {
     pub(crate) output: Buffer,
     /// Bytes discarded while lingering.
     pub(crate) discarded: u32,
+    /// Last tick anything was read or written (idle timeout).
+    pub(crate) active_at: Tick,
+    /// Last tick output moved, or became pending, or lingering began (write timeout, linger).
+    pub(crate) wrote_at: Tick,
+    /// The tick of this connection's live entry in the timer heap ([`NEVER`]: none).
+    pub(crate) check_at: Tick,
     pub(crate) session: S,
 }
 
 impl<S> Conn<S> {
-    pub(crate) fn new(stream: TcpStream, generation: u32, session: S) -> Conn<S> {
+    pub(crate) fn new(stream: TcpStream, generation: u32, session: S, now: Tick) -> Conn<S> {
         Conn {
             stream,
             generation,
@@ -136,7 +162,28 @@ impl<S> Conn<S> {
             input: Buffer::new(),
             output: Buffer::new(),
             discarded: 0,
+            active_at: now,
+            wrote_at: now,
+            check_at: NEVER,
             session,
+        }
+    }
+
+    /// When this connection must be closed if nothing changes, and why.
+    pub(crate) fn deadline(&self, timeouts: Timeouts) -> Option<(Tick, Expiry)> {
+        if self.phase == Phase::Lingering {
+            return Some((after(self.wrote_at, timeouts.linger), Expiry::Linger));
+        }
+        let idle = timeouts
+            .idle
+            .map(|idle| (after(self.active_at, idle), Expiry::Idle));
+        let write = timeouts
+            .write
+            .filter(|_| !self.output.is_empty())
+            .map(|write| (after(self.wrote_at, write), Expiry::Write));
+        match (idle, write) {
+            (Some(idle), Some(write)) => Some(if write.0 <= idle.0 { write } else { idle }),
+            (idle, write) => idle.or(write),
         }
     }
 
@@ -158,30 +205,44 @@ impl<S> Conn<S> {
     /// Sends `data` after any output already queued: written straight to the socket when
     /// nothing is queued (the common case, which needs no buffer), the rest queued. Returns
     /// the bytes written now.
-    pub(crate) fn send(&mut self, data: &[u8]) -> io::Result<usize> {
+    pub(crate) fn send(&mut self, data: &[u8], now: Tick) -> io::Result<usize> {
         if !self.output.is_empty() {
             self.output.extend(data);
             return Ok(0);
         }
         let written = write_some(&mut self.stream, data)?;
-        self.output.extend(&data[written..]);
+        if written > 0 {
+            self.active_at = now;
+        }
+        if written < data.len() {
+            self.wrote_at = now; // output becomes pending: the write timeout starts
+            self.output.extend(&data[written..]);
+        }
         Ok(written)
     }
 
     /// Writes queued output until the socket takes no more. Returns the bytes written.
-    pub(crate) fn flush(&mut self) -> io::Result<usize> {
+    pub(crate) fn flush(&mut self, now: Tick) -> io::Result<usize> {
         if self.output.is_empty() {
             return Ok(0);
         }
         let written = write_some(&mut self.stream, self.output.as_slice())?;
-        self.output.consume(written);
+        if written > 0 {
+            self.output.consume(written);
+            self.active_at = now;
+            self.wrote_at = now;
+        }
         Ok(written)
     }
 
-    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn read(&mut self, buf: &mut [u8], now: Tick) -> io::Result<usize> {
         loop {
             match self.stream.read(buf) {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(n) => {
+                    self.active_at = now;
+                    return Ok(n);
+                }
                 result => return result,
             }
         }
@@ -287,10 +348,68 @@ mod size {
         let entry = std::mem::size_of::<slab::Slab<Conn<()>>>();
         eprintln!("Conn<()> = {size} bytes; Slab header = {entry} bytes");
         // mio adds a selector id to every source when debug assertions are on (16 bytes here).
-        let limit = if cfg!(debug_assertions) { 96 } else { 80 };
+        let limit = if cfg!(debug_assertions) { 112 } else { 96 };
         assert!(
             size <= limit,
             "Conn<()> grew to {size} bytes: update docs/ARCHITECTURE.md"
         );
+    }
+}
+
+#[cfg(test)]
+mod deadlines {
+    use super::*;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        idle: Some(100),
+        write: Some(20),
+        linger: 50,
+    };
+
+    /// A connection to a real loopback listener, for the fields around its socket.
+    fn conn() -> (Conn<()>, std::net::TcpListener) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (
+            Conn::new(TcpStream::from_std(stream), 0, (), 1000),
+            listener,
+        )
+    }
+
+    #[test]
+    fn idle_deadline_follows_the_last_activity() {
+        let (mut conn, _listener) = conn();
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1100, Expiry::Idle)));
+        conn.active_at = 1500;
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1600, Expiry::Idle)));
+    }
+
+    #[test]
+    fn pending_output_adds_the_sooner_write_deadline() {
+        let (mut conn, _listener) = conn();
+        conn.output.extend(b"owed");
+        conn.wrote_at = 1050;
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1070, Expiry::Write)));
+        conn.output.clear();
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1100, Expiry::Idle)));
+    }
+
+    #[test]
+    fn lingering_has_only_the_linger_deadline() {
+        let (mut conn, _listener) = conn();
+        conn.phase = Phase::Lingering;
+        conn.wrote_at = 2000;
+        assert_eq!(conn.deadline(TIMEOUTS), Some((2050, Expiry::Linger)));
+    }
+
+    #[test]
+    fn disabled_timeouts_leave_no_deadline() {
+        let (conn, _listener) = conn();
+        let off = Timeouts {
+            idle: None,
+            write: None,
+            linger: 50,
+        };
+        assert_eq!(conn.deadline(off), None);
     }
 }

@@ -95,6 +95,11 @@ pub enum CloseReason {
     Closed,
     /// The peer reset the connection, or the socket failed.
     Error(io::ErrorKind),
+    /// Nothing was read or written for `Config::idle_timeout`.
+    IdleTimeout,
+    /// Output was pending and none of it could be written for `Config::write_timeout`: the
+    /// peer stopped reading.
+    WriteTimeout,
     /// The reactor stopped.
     Shutdown,
 }
@@ -111,6 +116,8 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosed => f.write_str("peer closed"),
             CloseReason::Closed => f.write_str("closed by server"),
             CloseReason::Error(kind) => write!(f, "error: {kind}"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::WriteTimeout => f.write_str("write timeout: peer stopped reading"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
         }
     }

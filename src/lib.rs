@@ -43,10 +43,12 @@ mod conn;
 mod conn_id;
 mod handler;
 mod listener;
+mod log_limit;
 pub mod proto;
 mod reactor;
 pub mod service;
 mod stats;
+mod timer;
 
 pub use buffer::Buffer;
 pub use config::Config;

@@ -2,29 +2,96 @@
 //!
 //! The reactor is single-threaded, so these are plain integers updated in place, never atomics:
 //! a counter costs an add on the hot path, nothing more. Handlers read them through
-//! [`crate::Context::stats`]; embedders read them from [`crate::Reactor::stats`].
+//! [`crate::Context::stats`]; embedders read them from [`crate::Reactor::stats`]; the reactor
+//! logs them on `Config::stats_interval` and on [`crate::Handle::log_stats`].
+
+use std::fmt;
+
+use crate::handler::CloseReason;
 
 /// A snapshot of the reactor's counters since it started.
 ///
+/// Its `Display` form is the one-line summary the server logs:
+///
 /// ```
 /// let stats = wharf::Stats::default();
-/// assert_eq!(stats.active, 0);
+/// assert!(stats.to_string().starts_with("accepted=0 active=0 rejected=0 closed=0"));
 /// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Connections accepted.
+    /// Connections accepted and served.
     pub accepted: u64,
     /// Connections open now.
     pub active: u64,
-    /// Connections closed, for any reason.
-    pub closed: u64,
-    /// Connections closed because the peer reset them or a socket error occurred.
-    pub errors: u64,
+    /// Connections accepted only to be refused: over `max_conns`, or shed while the process
+    /// was out of file descriptors.
+    pub rejected: u64,
+    /// `accept` calls that failed with something other than "no connection waiting".
+    pub accept_errors: u64,
     /// Bytes read from connections.
     pub bytes_in: u64,
     /// Bytes written to connections.
     pub bytes_out: u64,
-    /// `accept` calls that failed with something other than "no connection waiting".
-    pub accept_errors: u64,
+    /// Connections closed after the peer finished sending.
+    pub closed_by_peer: u64,
+    /// Connections closed by the server (a handler's close, an overlong line, input limit).
+    pub closed_by_server: u64,
+    /// Connections closed by a socket error or a reset from the peer.
+    pub closed_by_error: u64,
+    /// Connections closed because they were silent for `idle_timeout`.
+    pub idle_timeouts: u64,
+    /// Connections closed because their output did not move for `write_timeout`.
+    pub write_timeouts: u64,
+    /// Connections closed because the reactor stopped (or a drain ran out of time).
+    pub closed_by_shutdown: u64,
+}
+
+impl Stats {
+    /// Connections closed, for any reason.
+    pub fn closed(&self) -> u64 {
+        self.closed_by_peer
+            + self.closed_by_server
+            + self.closed_by_error
+            + self.idle_timeouts
+            + self.write_timeouts
+            + self.closed_by_shutdown
+    }
+
+    pub(crate) fn count_close(&mut self, reason: CloseReason) {
+        self.active -= 1;
+        let counter = match reason {
+            CloseReason::PeerClosed => &mut self.closed_by_peer,
+            CloseReason::Closed => &mut self.closed_by_server,
+            CloseReason::Error(_) => &mut self.closed_by_error,
+            CloseReason::IdleTimeout => &mut self.idle_timeouts,
+            CloseReason::WriteTimeout => &mut self.write_timeouts,
+            CloseReason::Shutdown => &mut self.closed_by_shutdown,
+        };
+        *counter += 1;
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted={} active={} rejected={} closed={} closed_by_peer={} \
+             closed_by_server={} closed_by_error={} idle_timeouts={} write_timeouts={} \
+             closed_by_shutdown={} bytes_in={} bytes_out={} accept_errors={}",
+            self.accepted,
+            self.active,
+            self.rejected,
+            self.closed(),
+            self.closed_by_peer,
+            self.closed_by_server,
+            self.closed_by_error,
+            self.idle_timeouts,
+            self.write_timeouts,
+            self.closed_by_shutdown,
+            self.bytes_in,
+            self.bytes_out,
+            self.accept_errors
+        )
+    }
 }

@@ -7,7 +7,7 @@ use common::*;
 use std::io::Write;
 
 fn stops_cleanly_on(sig: libc::c_int, name: &str) {
-    let mut server = Server::start("echo", &["--listen", "127.0.0.1:0"]);
+    let mut server = Server::start("echo", &["--listen", "127.0.0.1:0", "--drain-timeout", "1"]);
 
     // A client that is connected and has been served: the event loop (and
     // with it the signal handling) is running when the signal arrives.

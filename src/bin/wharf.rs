@@ -1,17 +1,19 @@
 //! `wharf`: the server binary. Parses the command line into a [`Config`] and listeners, runs
-//! one reactor on this thread, and stops it on SIGINT or SIGTERM.
+//! one reactor on this thread, and turns signals into requests to it: SIGINT or SIGTERM
+//! drains (a second one stops at once), SIGUSR1 logs the counters.
 
 use std::error::Error;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::thread;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use wharf::proto::line::DEFAULT_MAX_LINE;
 use wharf::service::{Echo, Line};
-use wharf::{Config, Handler, ListenOptions, Listener, Reactor};
+use wharf::{Config, Handle, Handler, ListenOptions, Listener, Reactor};
 
 /// A single-threaded event-loop TCP server: echo and line echo, for testing clients,
 /// proxies and firewalls.
@@ -23,7 +25,10 @@ use wharf::{Config, Handler, ListenOptions, Listener, Reactor};
         wharf echo                                  # echo on 127.0.0.1:7000\n  \
         wharf line --listen '[::]:7000'             # line echo, IPv4 and IPv6, all interfaces\n  \
         wharf echo --listen 127.0.0.1:0             # any free port; the real one is printed\n\n\
-        Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace), default info."
+        Signals: SIGINT or SIGTERM drains (listeners close, connections get --drain-timeout \
+        to finish, exit 0); a second one stops at once. SIGUSR1 logs the counters.\n\
+        Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace), default info.\n\
+        docs/OPERATIONS.md explains every limit and the kernel settings behind it."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,7 +40,7 @@ enum Mode {
     /// Echo every byte back, in order (RFC 862).
     Echo {
         #[command(flatten)]
-        listen: ListenArgs,
+        server: ServerArgs,
     },
     /// Echo each complete line back byte-exact, terminator included.
     ///
@@ -44,7 +49,7 @@ enum Mode {
     /// gets `ERR line too long (max N bytes)` and the connection is closed.
     Line {
         #[command(flatten)]
-        listen: ListenArgs,
+        server: ServerArgs,
         /// Longest line accepted, in bytes before the \n.
         #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE)]
         max_line: usize,
@@ -52,7 +57,7 @@ enum Mode {
 }
 
 #[derive(Args)]
-struct ListenArgs {
+struct ServerArgs {
     /// Address to listen on, IP:PORT; repeat for several. `[::]:PORT` also accepts IPv4.
     /// Port 0 picks a free port.
     #[arg(
@@ -73,6 +78,37 @@ struct ListenArgs {
     /// be given as two listeners.
     #[arg(long)]
     v6only: bool,
+    /// Connections served at once; each one over the limit is sent
+    /// `ERR server full (max N connections)` and closed.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_conns)]
+    max_conns: usize,
+    /// Close connections with nothing read or written for this long (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    idle_timeout: u64,
+    /// Close a connection whose pending output has not moved for this long: its client
+    /// stopped reading (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    write_timeout: u64,
+    /// Largest output kept for one connection; past it the server stops reading from that
+    /// client until it reads (backpressure).
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().high_water)]
+    max_outbuf: usize,
+    /// On SIGINT or SIGTERM, how long connections may take to finish before they are closed.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    drain_timeout: u64,
+    /// Log a line of counters this often (0: never; SIGUSR1 logs one at any time).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    stats_interval: u64,
+    /// Send small replies at once (TCP_NODELAY). On by default in line mode.
+    #[arg(long, overrides_with = "no_nodelay")]
+    nodelay: bool,
+    /// Let the kernel coalesce small replies (Nagle's algorithm). The default in echo mode.
+    #[arg(long, overrides_with = "nodelay")]
+    no_nodelay: bool,
+    /// TCP keepalive: probe a connection after this much silence, so connections to hosts
+    /// that vanished are closed (0: off).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    keepalive: u64,
 }
 
 fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
@@ -84,20 +120,49 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// Seconds from the command line; 0 means "off".
+fn seconds(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+impl ServerArgs {
+    fn config(&self) -> Config {
+        Config {
+            max_conns: self.max_conns,
+            high_water: self.max_outbuf,
+            low_water: self.max_outbuf / 4,
+            idle_timeout: seconds(self.idle_timeout),
+            write_timeout: seconds(self.write_timeout),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            stats_interval: seconds(self.stats_interval),
+            ..Config::default()
+        }
+    }
+
+    fn listen_options(&self, nodelay_by_default: bool) -> ListenOptions {
+        ListenOptions {
+            backlog: self.backlog,
+            reuseport: self.reuseport,
+            v6only: self.v6only,
+            nodelay: (nodelay_by_default || self.nodelay) && !self.no_nodelay,
+            keepalive: seconds(self.keepalive),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.mode {
-        Mode::Echo { listen } => serve("echo", Echo, Config::default(), &listen),
-        Mode::Line { listen, max_line } => {
-            // Line replies are small and interactive: send them at once.
+        Mode::Echo { server } => serve("echo", Echo, &server, false, server.config()),
+        Mode::Line { server, max_line } => {
             let config = Config {
-                nodelay: true,
                 // The line protocol refuses longer lines itself, with an error line.
                 max_input: Config::default().max_input.max(max_line.saturating_add(1)),
-                ..Config::default()
+                ..server.config()
             };
-            serve("line", Line::new(max_line), config, &listen)
+            // Line replies are small and interactive: send them at once.
+            serve("line", Line::new(max_line), &server, true, config)
         }
     };
     match result {
@@ -112,14 +177,11 @@ fn main() -> ExitCode {
 fn serve<H: Handler>(
     mode: &str,
     handler: H,
+    args: &ServerArgs,
+    nodelay_by_default: bool,
     config: Config,
-    args: &ListenArgs,
 ) -> Result<(), Box<dyn Error>> {
-    let options = ListenOptions {
-        backlog: args.backlog,
-        reuseport: args.reuseport,
-        v6only: args.v6only,
-    };
+    let options = args.listen_options(nodelay_by_default);
     let listeners = args
         .addrs
         .iter()
@@ -130,22 +192,12 @@ fn serve<H: Handler>(
 
     // Signals are caught before anything is announced, so a script that signals as soon as it
     // reads "listening on" gets a clean stop and exit code 0.
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot catch signals: {e}"))?;
-    let stopper = reactor.handle();
+    let signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
+        .map_err(|e| format!("cannot catch signals: {e}"))?;
+    let handle = reactor.handle();
     thread::Builder::new()
         .name("wharf-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                };
-                log::info!("received {name}, stopping");
-                stopper.stop();
-            }
-        })?;
+        .spawn(move || forward_signals(signals, handle))?;
 
     for listener in listeners {
         let addr = listener.local_addr();
@@ -153,12 +205,30 @@ fn serve<H: Handler>(
         eprintln!("wharf: listening on {addr} ({mode})");
     }
     reactor.run()?;
-    let stats = reactor.stats();
-    log::info!(
-        "stopped: accepted={} bytes_in={} bytes_out={}",
-        stats.accepted,
-        stats.bytes_in,
-        stats.bytes_out
-    );
+    log::info!("stopped: {}", reactor.stats());
     Ok(())
+}
+
+/// Turns signals into reactor requests, on a thread of its own so the reactor handles none.
+fn forward_signals(mut signals: Signals, handle: Handle) {
+    let mut stopping = false;
+    for signal in signals.forever() {
+        match signal {
+            SIGUSR1 => handle.log_stats(),
+            _ if stopping => {
+                log::info!("second signal: stopping now");
+                handle.stop();
+            }
+            _ => {
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                log::info!("received {name}: draining (a second signal stops at once)");
+                stopping = true;
+                handle.drain();
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
-//! Accepting connections: the accept loop, its budget, and opening a connection.
+//! Accepting connections: the accept loop and its budget, the connection limit, running out
+//! of file descriptors, and opening a connection.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
@@ -9,12 +11,27 @@ use super::Core;
 use crate::conn::{Conn, READ_INTEREST};
 use crate::conn_id::{ConnId, Source, MAX_KEY};
 use crate::handler::{Context, Handler};
+use crate::timer;
+
+/// How long accepting pauses when it failed and no spare descriptor could make room.
+const ACCEPT_RETRY_TICKS: u32 = 10; // 1 s
+
+/// Refusal sent to a connection shed while the process is out of file descriptors.
+const OUT_OF_FDS_LINE: &[u8] = b"ERR server full (out of file descriptors)\n";
 
 impl<H: Handler> Core<H> {
     pub(super) fn accept(&mut self, index: usize) {
+        if index >= self.listeners.len() {
+            return; // closed by a drain since it was put on the resume list
+        }
         for _ in 0..self.config.accept_budget {
             match self.listeners[index].socket_mut().accept() {
-                Ok((stream, peer)) => self.open(stream, peer),
+                Ok((stream, peer)) if self.stats.active >= self.config.max_conns as u64 => {
+                    let line = std::mem::take(&mut self.full_line);
+                    self.refuse(stream, peer, &line, "connection limit reached");
+                    self.full_line = line;
+                }
+                Ok((stream, peer)) => self.open(index, stream, peer),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error)
                     if matches!(
@@ -22,16 +39,22 @@ impl<H: Handler> Core<H> {
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
                 Err(error) => {
-                    // EMFILE and friends: the connection stays in the kernel's queue. Retrying
-                    // now would spin; the next close frees a descriptor and resumes accepting.
-                    self.accept_paused = true;
                     self.stats.accept_errors += 1;
-                    if self.stats.accept_errors.is_power_of_two() {
+                    if let Some(count) = self.accept_error_log.hit(self.clock.now()) {
                         log::warn!(
-                            "accept failed: {error} ({} accept errors so far)",
-                            self.stats.accept_errors
+                            "accept failed: {error} ({count} failures in the last second); \
+                             see `ulimit -n` and docs/OPERATIONS.md"
                         );
                     }
+                    if is_out_of_descriptors(&error) && self.shed(index) {
+                        continue;
+                    }
+                    // Retrying now would spin. The next close frees a descriptor and resumes
+                    // accepting; the timer covers what a close cannot (ENFILE cleared by
+                    // another process, a failure of another kind).
+                    self.accept_paused = true;
+                    self.accept_retry_at = timer::after(self.clock.tick(), ACCEPT_RETRY_TICKS)
+                        .min(self.accept_retry_at);
                     return;
                 }
             }
@@ -39,15 +62,49 @@ impl<H: Handler> Core<H> {
         self.resume.push(Source::Listener(index));
     }
 
-    pub(super) fn open(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    /// Out of descriptors: closes the spare one to make room, accepts the waiting connection
+    /// and refuses it, then takes the spare back. The client learns at once that the server
+    /// is full, instead of waiting in the kernel's queue, and the listener is drained, so the
+    /// loop does not wake for it again and again. Returns false if there was no spare or the
+    /// accept still failed.
+    fn shed(&mut self, index: usize) -> bool {
+        let Some(spare) = self.spare_fd.take() else {
+            return false;
+        };
+        drop(spare);
+        let shed = match self.listeners[index].socket_mut().accept() {
+            Ok((stream, peer)) => {
+                self.refuse(stream, peer, OUT_OF_FDS_LINE, "out of file descriptors");
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare_fd = File::open("/dev/null").ok();
+        shed
+    }
+
+    /// Sends `line` to a connection the server will not serve, and closes it.
+    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, line: &[u8], why: &str) {
+        self.stats.rejected += 1;
+        // A fresh socket's send buffer is empty: one write either takes the whole line or
+        // the peer is already gone. Either way there is nothing more to do.
+        let _ = (&stream).write(line);
+        if let Some(count) = self.reject_log.hit(self.clock.now()) {
+            log::warn!(
+                "peer={peer} refused: {why} ({count} refused in the last second, {} active)",
+                self.stats.active
+            );
+        }
+    }
+
+    pub(super) fn open(&mut self, index: usize, mut stream: TcpStream, peer: SocketAddr) {
         let entry = self.conns.vacant_entry();
         if entry.key() > MAX_KEY {
             return; // four billion connections: drop the new one rather than alias a token
         }
-        if self.config.nodelay {
-            if let Err(error) = stream.set_nodelay(true) {
-                log::debug!("peer={peer} TCP_NODELAY failed: {error}");
-            }
+        let listener = &self.listeners[index];
+        if let Err(error) = listener.prepare(&stream) {
+            log::debug!("peer={peer} cannot set TCP options: {error}");
         }
         let id = ConnId::new(entry.key(), self.generations.next());
         // Data that arrived with the connection is reported by the poller once registered,
@@ -65,8 +122,22 @@ impl<H: Handler> Core<H> {
         let session = self
             .handler
             .on_open(&mut Context::new(&mut self.outbox, &self.stats), peer);
-        entry.insert(Conn::new(stream, id.generation(), session));
+        entry.insert(Conn::new(
+            stream,
+            id.generation(),
+            session,
+            self.clock.tick(),
+        ));
         log::trace!("conn={id} peer={peer} opened");
         self.finish_callback(id);
     }
+}
+
+/// Whether an accept failed for lack of descriptors (per process or system-wide) or of
+/// kernel memory for the new socket.
+fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }

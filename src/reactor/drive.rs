@@ -25,7 +25,7 @@ impl<H: Handler> Core<H> {
 
     /// Writes queued output; false if that closed the connection.
     pub(super) fn flush(&mut self, id: ConnId) -> bool {
-        match self.conns[id.key()].flush() {
+        match self.conns[id.key()].flush(self.clock.tick()) {
             Ok(written) => {
                 self.stats.bytes_out += written as u64;
                 true
@@ -42,7 +42,7 @@ impl<H: Handler> Core<H> {
         loop {
             let conn = &mut self.conns[id.key()];
             let lingering = conn.phase == Phase::Lingering;
-            let n = match conn.read(&mut self.scratch) {
+            let n = match conn.read(&mut self.scratch, self.clock.tick()) {
                 Ok(0) if lingering => return self.close(id, CloseReason::Closed),
                 Ok(0) => return self.peer_closed(id),
                 Ok(n) => n,
@@ -132,7 +132,7 @@ impl<H: Handler> Core<H> {
     /// Performs what a callback about `id` asked for: its reply, its close, its mail.
     pub(super) fn finish_callback(&mut self, id: ConnId) {
         if !self.outbox.reply.is_empty() {
-            let result = self.conns[id.key()].send(&self.outbox.reply);
+            let result = self.conns[id.key()].send(&self.outbox.reply, self.clock.tick());
             self.outbox.reply.clear();
             match result {
                 Ok(written) => self.stats.bytes_out += written as u64,
@@ -172,7 +172,7 @@ impl<H: Handler> Core<H> {
                 if !self.is_live(to) || !self.conns[to.key()].phase.accepts_output() {
                     continue;
                 }
-                match self.conns[to.key()].send(data) {
+                match self.conns[to.key()].send(data, self.clock.tick()) {
                     Ok(written) => {
                         self.stats.bytes_out += written as u64;
                         self.settle(to);
@@ -212,7 +212,8 @@ impl<H: Handler> Core<H> {
                 if let Err(error) = conn.shutdown_write() {
                     return self.close(id, CloseReason::from_error(&error));
                 }
-                // The peer's end of stream may already be queued, with no edge to come.
+                conn.wrote_at = self.clock.tick(); // the linger timeout starts now
+                                                   // The peer's end of stream may already be queued, with no edge to come.
                 self.resume.push(Source::Conn(id));
             }
             Next::Close => return self.close(id, CloseReason::PeerClosed),
@@ -228,6 +229,7 @@ impl<H: Handler> Core<H> {
             }
             conn.registered = interest;
         }
+        self.schedule(id);
     }
 
     /// Closes the connection now and tells the handler.
@@ -235,17 +237,11 @@ impl<H: Handler> Core<H> {
         // Dropping the stream closes the socket, which also removes it from the poller:
         // no deregister call needed.
         let conn = self.conns.remove(id.key());
-        self.stats.active -= 1;
-        self.stats.closed += 1;
-        if matches!(reason, CloseReason::Error(_)) {
-            self.stats.errors += 1;
-        }
+        self.stats.count_close(reason);
         log::debug!("conn={id} closed: {reason}");
         drop(conn.stream);
         if self.accept_paused {
-            self.accept_paused = false;
-            self.resume
-                .extend((0..self.listeners.len()).map(Source::Listener));
+            self.resume_listeners(); // a descriptor is free again
         }
         self.outbox.begin(id, false);
         self.handler.on_close(

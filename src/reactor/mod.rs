@@ -15,7 +15,11 @@
 //! - a budget caps the work per event (bytes read per connection, accepts per listener) so
 //!   that one busy source cannot starve the others. A source cut short by its budget goes on
 //!   a resume list, served after the current batch; the loop then polls without sleeping.
+//!
+//! The poll timeout is the time to the nearest deadline: a connection's timeout (see
+//! [`crate::timer`]), the end of a drain, the next stats line, or an accept retry.
 
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,14 +31,17 @@ use mio::{Events, Interest, Poll, Registry, Waker};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::conn::{Conn, Watermarks, SHORT_READ_DRAINS};
+use crate::conn::{Conn, Timeouts, Watermarks, SHORT_READ_DRAINS};
 use crate::conn_id::{ConnId, Generations, Source};
 use crate::handler::{CloseReason, Handler, Outbox};
 use crate::listener::Listener;
+use crate::log_limit::LogLimit;
 use crate::stats::Stats;
+use crate::timer::{self, Clock, Tick, Timers, NEVER};
 
 mod accept;
 mod drive;
+mod timeouts;
 
 /// Size of the read buffer shared by all connections: one read takes up to this much.
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -80,7 +87,8 @@ pub struct Reactor<H: Handler> {
     core: Core<H>,
 }
 
-/// A handle that stops a running [`Reactor`] from any thread.
+/// A handle that controls a running [`Reactor`] from any thread: stop it, drain it, or ask
+/// for a line of stats. Requests are flags read by the loop, which a [`mio::Waker`] wakes.
 ///
 /// ```
 /// # use wharf::{Config, Reactor, service::Echo};
@@ -97,15 +105,34 @@ pub struct Handle {
 
 struct Shared {
     stop: AtomicBool,
+    drain: AtomicBool,
+    log_stats: AtomicBool,
     waker: Waker,
 }
 
 impl Handle {
-    /// Asks the reactor to stop: [`Reactor::run`] closes every connection and returns.
+    /// Stops the reactor now: [`Reactor::run`] closes every connection and returns.
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.request(&self.shared.stop);
+    }
+
+    /// Stops the reactor gracefully: the listeners close at once, connections get up to
+    /// `Config::drain_timeout` to finish (everything received is still answered, half-closed
+    /// connections are flushed and closed), then the rest are closed and [`Reactor::run`]
+    /// returns. It returns sooner when the last connection closes.
+    pub fn drain(&self) {
+        self.request(&self.shared.drain);
+    }
+
+    /// Asks the reactor to log one line of [`Stats`] (at info level).
+    pub fn log_stats(&self) {
+        self.request(&self.shared.log_stats);
+    }
+
+    fn request(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
         if let Err(error) = self.shared.waker.wake() {
-            log::error!("cannot wake the reactor to stop it: {error}");
+            log::error!("cannot wake the reactor: {error}");
         }
     }
 }
@@ -131,8 +158,24 @@ struct Core<H: Handler> {
     /// Sources cut short by a budget or resumed after backpressure, to serve before sleeping.
     resume: Vec<Source>,
     /// Accepting failed for lack of resources (descriptors, memory): retried when a
-    /// connection closes, since no new edge comes for connections already queued.
+    /// connection closes or at `accept_retry_at`, since no new edge comes for connections
+    /// already queued.
     accept_paused: bool,
+    accept_retry_at: Tick,
+    /// A descriptor held in reserve: closed to make room to accept and refuse a connection
+    /// when the process is out of descriptors, then reopened.
+    spare_fd: Option<File>,
+    /// `ERR server full (max N connections)\n`
+    full_line: Box<[u8]>,
+    clock: Clock,
+    timers: Timers,
+    timeouts: Timeouts,
+    next_stats_at: Tick,
+    /// Set while draining: when the drain gives up.
+    drain_until: Option<Tick>,
+    reject_log: LogLimit,
+    accept_error_log: LogLimit,
+    write_timeout_log: LogLimit,
     shared: Arc<Shared>,
 }
 
@@ -182,6 +225,14 @@ impl<H: Handler> Reactor<H> {
             high: config.high_water,
             low: config.low_water.min(config.high_water),
         };
+        let timeouts = Timeouts {
+            idle: timer::ticks(config.idle_timeout),
+            write: timer::ticks(config.write_timeout),
+            linger: timer::ticks(Some(config.linger_timeout)).unwrap_or(0),
+        };
+        let stats_every = timer::ticks(config.stats_interval);
+        let full_line =
+            format!("ERR server full (max {} connections)\n", config.max_conns).into_bytes();
         Ok(Reactor {
             poll,
             events,
@@ -200,8 +251,21 @@ impl<H: Handler> Reactor<H> {
                 scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
                 resume: Vec::new(),
                 accept_paused: false,
+                accept_retry_at: NEVER,
+                spare_fd: File::open("/dev/null").ok(),
+                full_line: full_line.into_boxed_slice(),
+                clock: Clock::new(),
+                timers: Timers::default(),
+                timeouts,
+                next_stats_at: stats_every.unwrap_or(NEVER),
+                drain_until: None,
+                reject_log: LogLimit::per_second(),
+                accept_error_log: LogLimit::per_second(),
+                write_timeout_log: LogLimit::per_second(),
                 shared: Arc::new(Shared {
                     stop: AtomicBool::new(false),
+                    drain: AtomicBool::new(false),
+                    log_stats: AtomicBool::new(false),
                     waker,
                 }),
             },
@@ -244,25 +308,28 @@ impl<H: Handler> Reactor<H> {
         &self.core.handler
     }
 
-    /// Runs the loop until [`Handle::stop`] or [`Context::stop_reactor`] is called, then
-    /// closes every connection and the listeners and returns. Errors only when the poller
-    /// itself fails; a failing connection closes alone and never stops the loop.
+    /// Runs the loop until [`Handle::stop`] or [`Context::stop_reactor`](crate::Context) is
+    /// called, or a [`Handle::drain`] completes; then closes every connection and the
+    /// listeners and returns. Errors only when the poller itself fails; a failing connection
+    /// closes alone and never stops the loop.
     pub fn run(&mut self) -> io::Result<()> {
-        while !self.core.stopping() {
-            let timeout = if self.core.resume.is_empty() {
-                None
-            } else {
-                Some(Duration::ZERO)
-            };
+        loop {
+            self.core.take_requests();
+            if self.core.finished() {
+                break;
+            }
+            let timeout = self.core.poll_timeout();
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(error),
             }
+            self.core.clock.update();
             for event in self.events.iter() {
                 self.core.dispatch(event);
             }
             self.core.serve_resumed();
+            self.core.expire_timers();
         }
         self.core.shut_down();
         Ok(())
@@ -270,8 +337,52 @@ impl<H: Handler> Reactor<H> {
 }
 
 impl<H: Handler> Core<H> {
-    fn stopping(&self) -> bool {
-        self.outbox.stop || self.shared.stop.load(Ordering::Acquire)
+    /// Acts on what other threads asked for through a [`Handle`].
+    fn take_requests(&mut self) {
+        if self.shared.log_stats.swap(false, Ordering::AcqRel) {
+            log::info!("stats: {}", self.stats);
+        }
+        if self.drain_until.is_none() && self.shared.drain.load(Ordering::Acquire) {
+            self.clock.update();
+            let ticks = timer::ticks(Some(self.config.drain_timeout)).unwrap_or(0);
+            self.drain_until = Some(timer::after(self.clock.tick(), ticks));
+            // Closing the listeners first: no new connections while the others finish.
+            self.listeners.clear();
+            log::info!(
+                "draining: listeners closed, {} connections have up to {:?} to finish",
+                self.conns.len(),
+                self.config.drain_timeout
+            );
+        }
+    }
+
+    /// Whether `run` should return now.
+    fn finished(&self) -> bool {
+        if self.outbox.stop || self.shared.stop.load(Ordering::Acquire) {
+            return true;
+        }
+        match self.drain_until {
+            Some(until) => self.conns.is_empty() || self.clock.tick() >= until,
+            None => false,
+        }
+    }
+
+    /// How long the poller may sleep: not at all with work on the resume list, else until
+    /// the nearest deadline.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.resume.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let next = [
+            self.timers.next().unwrap_or(NEVER),
+            self.accept_retry_at,
+            self.next_stats_at,
+            self.drain_until.unwrap_or(NEVER),
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(NEVER);
+        (next != NEVER).then(|| self.clock.until(next))
     }
 
     fn dispatch(&mut self, event: &Event) {

@@ -689,3 +689,41 @@ pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> 
         thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// CPU time (user + system) a process has used so far, from /proc/PID/stat.
+pub fn cpu_time(pid: libc::pid_t) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat has a command name")
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// Resident memory of a process, from /proc/PID/status, in bytes.
+pub fn rss_bytes(pid: libc::pid_t) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Writes `message`, then reads exactly as many bytes back: one echo round trip.
+pub fn round_trip(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    stream
+        .write_all(message)
+        .expect("write the round-trip message");
+    read_exactly(stream, message.len(), IO_TIMEOUT)
+}

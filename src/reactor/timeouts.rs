@@ -1,0 +1,85 @@
+//! Deadlines: connection timeouts from the timer heap, and the reactor's own periodic work
+//! (accept retries, stats lines). See [`crate::timer`] for how the heap stays lazy.
+
+use super::Core;
+use crate::conn::Expiry;
+use crate::conn_id::{ConnId, Source};
+use crate::handler::{CloseReason, Handler};
+use crate::timer::{self, NEVER};
+
+impl<H: Handler> Core<H> {
+    /// Makes sure the timer heap will look at `id` no later than its current deadline.
+    /// Called whenever a connection settles; costs a few comparisons unless the deadline
+    /// moved earlier (output became pending, lingering began), which pushes one entry.
+    pub(super) fn schedule(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.key()];
+        if let Some((due, _)) = conn.deadline(self.timeouts) {
+            if due < conn.check_at {
+                conn.check_at = due;
+                self.timers.schedule(due, id);
+            }
+        }
+    }
+
+    /// Closes the connections whose deadline has passed, and runs the periodic work due.
+    pub(super) fn expire_timers(&mut self) {
+        let now = self.clock.tick();
+        while let Some((at, id)) = self.timers.pop_due(now) {
+            if !self.is_live(id) {
+                continue; // closed since: lazy deletion
+            }
+            let conn = &mut self.conns[id.key()];
+            if conn.check_at != at {
+                continue; // a sooner entry replaced this one
+            }
+            conn.check_at = NEVER;
+            match conn.deadline(self.timeouts) {
+                Some((due, why)) if due <= now => self.expire(id, why),
+                Some((due, _)) => {
+                    // Activity moved the deadline on since this entry was pushed.
+                    conn.check_at = due;
+                    self.timers.schedule(due, id);
+                }
+                None => {}
+            }
+        }
+        if self.accept_retry_at <= now {
+            self.accept_retry_at = NEVER;
+            self.resume_listeners();
+        }
+        if self.next_stats_at <= now {
+            log::info!("stats: {}", self.stats);
+            let every = timer::ticks(self.config.stats_interval).unwrap_or(NEVER);
+            self.next_stats_at = timer::after(now, every);
+        }
+    }
+
+    fn expire(&mut self, id: ConnId, why: Expiry) {
+        match why {
+            Expiry::Idle => {
+                log::debug!("conn={id} closed: idle timeout");
+                self.close(id, CloseReason::IdleTimeout);
+            }
+            Expiry::Write => {
+                let pending = self.conns[id.key()].output.len();
+                if let Some(count) = self.write_timeout_log.hit(self.clock.now()) {
+                    log::info!(
+                        "conn={id} dropped: {pending} bytes of output did not move for {:?}, \
+                         the peer stopped reading ({count} such drops in the last second)",
+                        self.config.write_timeout.unwrap_or_default()
+                    );
+                }
+                self.close(id, CloseReason::WriteTimeout);
+            }
+            // The peer never finished: there is nothing left to protect.
+            Expiry::Linger => self.close(id, CloseReason::Closed),
+        }
+    }
+
+    /// Puts every listener on the resume list (accepting was paused).
+    pub(super) fn resume_listeners(&mut self) {
+        self.accept_paused = false;
+        self.resume
+            .extend((0..self.listeners.len()).map(Source::Listener));
+    }
+}

@@ -1,0 +1,75 @@
+//! Running out of file descriptors: the server sheds what it cannot hold, keeps serving the
+//! connections it has, does not spin, and recovers when descriptors free up.
+
+mod common;
+
+use common::*;
+use std::io::{ErrorKind, Read, Write};
+use std::time::Duration;
+
+const REFUSAL: &[u8] = b"ERR server full (out of file descriptors)\n";
+
+#[test]
+fn fd_exhaustion_sheds_new_connections_without_spinning_and_recovers() {
+    // 64 descriptors: about 55 connections after the server's own (stdio, poller, waker,
+    // listener, spare, signal pipe).
+    let server = Server::start_with_nofile("echo", &["--listen", "127.0.0.1:0"], 64);
+    let mut existing = connect(server.addr());
+    assert_eq!(round_trip(&mut existing, b"before"), b"before");
+
+    // The flood: 200 connections, each says one byte. Each is either served (the byte comes
+    // back) or refused with one line and closed.
+    let mut flood: Vec<_> = (0..200).map(|_| connect(server.addr())).collect();
+    let (mut served, mut refused) = (0, 0);
+    for (i, client) in flood.iter_mut().enumerate() {
+        client.write_all(b"x").ok(); // a refused connection may already be reset
+        let mut first = [0u8; 1];
+        match client.read(&mut first) {
+            Ok(1) if first[0] == b'x' => served += 1,
+            Ok(1) => {
+                let mut rest = Vec::new();
+                let _ = client.read_to_end(&mut rest);
+                assert_bytes_eq(
+                    &format!("flood client {i}"),
+                    REFUSAL,
+                    &[&first[..], &rest].concat(),
+                );
+                refused += 1;
+            }
+            Ok(_) => panic!("flood client {i}: closed without a refusal line"),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => refused += 1,
+            Err(e) => panic!("flood client {i}: {e}"),
+        }
+    }
+    assert!(
+        served > 20 && refused > 100,
+        "served {served}, refused {refused}"
+    );
+
+    // Saturated: the existing client is still served, and the server does not spin.
+    assert_eq!(round_trip(&mut existing, b"during"), b"during");
+    let cpu_before = cpu_time(server.pid());
+    let window = Duration::from_secs(2);
+    std::thread::sleep(window); // a measuring window, not a synchronisation
+    let cpu = cpu_time(server.pid()) - cpu_before;
+    assert!(
+        cpu < Duration::from_millis(200),
+        "the server used {cpu:?} of CPU in {window:?} while saturated"
+    );
+    let stderr = server.stderr_text();
+    assert!(
+        stderr.contains("refused: out of file descriptors"),
+        "stderr:\n{stderr}"
+    );
+
+    // The flood leaves: new clients are served again.
+    drop(flood);
+    wait_until(Duration::from_secs(20), "a new client to be served", || {
+        let mut client = connect(server.addr());
+        client.write_all(b"after").is_ok() && {
+            let mut reply = [0u8; 5];
+            client.read_exact(&mut reply).is_ok() && &reply == b"after"
+        }
+    });
+    assert_eq!(round_trip(&mut existing, b"still"), b"still");
+}
