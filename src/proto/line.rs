@@ -126,6 +126,7 @@ impl Default for LineEcho {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Feeds `stream` in pieces of `split` bytes the way the reactor does (unconsumed bytes
     /// stay buffered) and returns everything sent back, and whether the error ended it.
@@ -227,5 +228,74 @@ mod tests {
         let proto = LineEcho::new(4);
         assert_eq!(once(&proto, b"abc\r\n"), LineStep::Echo(b"abc\r\n"));
         assert_eq!(once(&proto, b"abcd\r\n"), LineStep::TooLong { lines: b"" });
+    }
+
+    /// The reference: the same stream cut into lines in one go, without cursors or splits.
+    fn reference(proto: &LineEcho, stream: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        for line in stream.split_inclusive(|&b| b == b'\n') {
+            let content = line.len() - usize::from(line.ends_with(b"\n"));
+            if content > proto.max_line() {
+                out.extend_from_slice(proto.error_line());
+                return (out, true);
+            }
+            out.extend_from_slice(line);
+        }
+        (out, false)
+    }
+
+    /// Feeds `stream` in the pieces given by `splits` (cycled), like the reactor does.
+    fn run_split(proto: &LineEcho, stream: &[u8], splits: &[usize]) -> (Vec<u8>, bool) {
+        let mut pending = Vec::new();
+        let mut out = Vec::new();
+        let mut cursor = LineCursor::default();
+        let mut at = 0;
+        for &split in splits.iter().cycle() {
+            if at >= stream.len() {
+                break;
+            }
+            let end = (at + split).min(stream.len());
+            pending.extend_from_slice(&stream[at..end]);
+            at = end;
+            match proto.on_input(&mut cursor, &pending) {
+                LineStep::Echo(lines) => {
+                    out.extend_from_slice(lines);
+                    let n = lines.len();
+                    pending.drain(..n);
+                }
+                LineStep::TooLong { lines } => {
+                    out.extend_from_slice(lines);
+                    out.extend_from_slice(proto.error_line());
+                    return (out, true);
+                }
+            }
+        }
+        out.extend_from_slice(proto.on_peer_closed(&pending));
+        (out, false)
+    }
+
+    /// Bytes that matter to the framer, mixed with arbitrary ones.
+    fn stream_bytes() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                3 => Just(b'\n'),
+                1 => Just(b'\r'),
+                1 => Just(0u8),
+                6 => any::<u8>(),
+            ],
+            0..1000,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_any_stream_matches_the_reference(
+            stream in stream_bytes(),
+            max_line in 0usize..80,
+            splits in proptest::collection::vec(1usize..200, 1..20),
+        ) {
+            let proto = LineEcho::new(max_line);
+            prop_assert_eq!(run_split(&proto, &stream, &splits), reference(&proto, &stream));
+        }
     }
 }
