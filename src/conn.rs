@@ -379,9 +379,9 @@ mod deadlines {
     #[test]
     fn idle_deadline_follows_the_last_activity() {
         let (mut conn, _listener) = conn();
-        assert_eq!(conn.deadline(TIMEOUTS), Some((1100, Expiry::Idle)));
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1101, Expiry::Idle)));
         conn.active_at = 1500;
-        assert_eq!(conn.deadline(TIMEOUTS), Some((1600, Expiry::Idle)));
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1601, Expiry::Idle)));
     }
 
     #[test]
@@ -389,9 +389,9 @@ mod deadlines {
         let (mut conn, _listener) = conn();
         conn.output.extend(b"owed");
         conn.wrote_at = 1050;
-        assert_eq!(conn.deadline(TIMEOUTS), Some((1070, Expiry::Write)));
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1071, Expiry::Write)));
         conn.output.clear();
-        assert_eq!(conn.deadline(TIMEOUTS), Some((1100, Expiry::Idle)));
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1101, Expiry::Idle)));
     }
 
     #[test]
@@ -399,7 +399,7 @@ mod deadlines {
         let (mut conn, _listener) = conn();
         conn.phase = Phase::Lingering;
         conn.wrote_at = 2000;
-        assert_eq!(conn.deadline(TIMEOUTS), Some((2050, Expiry::Linger)));
+        assert_eq!(conn.deadline(TIMEOUTS), Some((2051, Expiry::Linger)));
     }
 
     #[test]

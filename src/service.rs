@@ -2,8 +2,10 @@
 //! [`Handler`]s. These are what `wharf echo` and `wharf line` run.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::handler::{Context, Handler};
+use crate::log_limit::LogLimit;
 use crate::proto::echo::Echo as EchoProtocol;
 use crate::proto::line::{LineCursor, LineEcho, LineStep};
 
@@ -36,9 +38,11 @@ impl Handler for Echo {
 /// let reactor = Reactor::new(Config::default(), Line::new(1024))?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Debug, Default, Clone)]
+#[derive(Debug)]
 pub struct Line {
     protocol: LineEcho,
+    /// Overlong lines are a client's doing: at most one log line per second about them.
+    overlong_log: LogLimit,
 }
 
 impl Line {
@@ -46,7 +50,14 @@ impl Line {
     pub fn new(max_line: usize) -> Line {
         Line {
             protocol: LineEcho::new(max_line),
+            overlong_log: LogLimit::per_second(),
         }
+    }
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        Line::new(crate::proto::line::DEFAULT_MAX_LINE)
     }
 }
 
@@ -67,11 +78,14 @@ impl Handler for Line {
                 ctx.write(lines);
                 ctx.write(self.protocol.error_line());
                 ctx.close();
-                log::debug!(
-                    "conn={} closing: line longer than {} bytes",
-                    ctx.id(),
-                    self.protocol.max_line()
-                );
+                if let Some(count) = self.overlong_log.hit(Instant::now()) {
+                    log::info!(
+                        "conn={} closing: line longer than {} bytes ({count} such in the last \
+                         second)",
+                        ctx.id(),
+                        self.protocol.max_line()
+                    );
+                }
                 input.len()
             }
         }

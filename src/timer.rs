@@ -72,9 +72,15 @@ impl Clock {
     }
 }
 
-/// Adds a timeout to a tick; `NEVER` stays `NEVER`.
+/// The first tick that begins at least `timeout` ticks after any instant within `tick`.
+///
+/// An event stamped with tick `t` happened somewhere inside it, so `t + timeout` could be
+/// reached up to one tick early; one more tick makes every timeout last at least its full
+/// length (and at most one tick more).
 pub(crate) fn after(tick: Tick, timeout: Tick) -> Tick {
-    tick.saturating_add(timeout).min(NEVER - 1)
+    tick.saturating_add(timeout)
+        .saturating_add(1)
+        .min(NEVER - 1)
 }
 
 /// Connection check times, soonest first.
@@ -139,8 +145,8 @@ mod tests {
     }
 
     #[test]
-    fn after_saturates_below_never() {
-        assert_eq!(after(5, 10), 15);
+    fn after_waits_the_full_timeout_and_saturates_below_never() {
+        assert_eq!(after(5, 10), 16);
         assert_eq!(after(NEVER - 3, 10), NEVER - 1);
     }
 

@@ -727,3 +727,90 @@ pub fn round_trip(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
         .expect("write the round-trip message");
     read_exactly(stream, message.len(), IO_TIMEOUT)
 }
+
+// ---------------------------------------------------------------------------
+// Log lines and counters (the hardening tests)
+// ---------------------------------------------------------------------------
+
+impl Server {
+    /// The stderr lines seen so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.stderr_lines
+            .lock()
+            .expect("stderr lines lock")
+            .iter()
+            .filter(|line| line.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (bounded) until a stderr line contains `needle`, and returns the first one.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log_lines(needle).into_iter().next() {
+                return line;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "no stderr line containing {needle:?} within {timeout:?}; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends SIGUSR1 and returns the `stats:` line it makes the server log.
+    pub fn request_stats(&self) -> String {
+        let before = self.log_lines("stats: ").len();
+        self.signal(libc::SIGUSR1);
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let lines = self.log_lines("stats: ");
+            if lines.len() > before {
+                return lines.last().expect("a stats line").clone();
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "no `stats:` line within {IO_TIMEOUT:?} of SIGUSR1; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Asks for the counters (SIGUSR1) until the `stats:` line satisfies `condition`, and
+    /// returns that line: the counters are updated by the server's event loop, a moment
+    /// after the client saw the event they count.
+    pub fn wait_for_stats(
+        &self,
+        timeout: Duration,
+        what: &str,
+        condition: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let line = self.request_stats();
+            if condition(&line) {
+                return line;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting until {what}; last stats line:\n{line}"
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The value of `field=N` in a `stats:` log line; panics if the field is missing.
+pub fn stat(line: &str, field: &str) -> u64 {
+    let key = format!("{field}=");
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key.as_str()))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric `{key}` in stats line {line:?}"))
+}
