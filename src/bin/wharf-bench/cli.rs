@@ -1,0 +1,195 @@
+//! The command line: subcommands and their flags, with defaults and help text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::dial::{parse_sources, Sources};
+
+/// A load generator for echo and line-echo TCP servers (any of them, not only wharf):
+/// round-trip throughput and latency, idle-connection memory, connections per second.
+#[derive(Parser, Debug)]
+#[command(
+    name = "wharf-bench",
+    version,
+    after_help = "Examples:\n  \
+        wharf-bench pingpong --addr 127.0.0.1:7000 -c 100 -s 64 -d 5\n  \
+        wharf-bench pingpong --addr 127.0.0.1:7000 -c 1000 --line --json\n  \
+        wharf-bench hold --addr 127.0.0.1:7000 -c 10000 --src 127.0.0.1-127.0.0.16 --server-pid \"$(pgrep -n wharf)\"\n  \
+        wharf-bench connect --addr 127.0.0.1:7000 -d 5\n  \
+        wharf-bench sweep --addr 127.0.0.1:7000 --conns 1,10,100,1000,10000 --out sweep/\n\n\
+        Exit status: 0 a clean run, 3 the run finished but counted errors, 1 it could not run, \
+        2 bad arguments."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to measure.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Round trips: each connection keeps one message in flight and checks every byte of the
+    /// reply. Reports round trips/s, MB/s, latency percentiles and errors.
+    Pingpong(PingpongArgs),
+    /// Opens CONNS connections, checks each with one round trip, then holds them idle.
+    /// Reports established/failed and, with --server-pid, the server's memory per connection.
+    Hold(HoldArgs),
+    /// Connect, one round trip, close, as fast as possible. Reports connections/s.
+    ///
+    /// Each closed connection holds a local port in TIME_WAIT for a minute, so at tens of
+    /// thousands a second one source address runs out: on loopback add
+    /// --src 127.0.0.1-127.0.0.16.
+    Connect(ConnectArgs),
+    /// Pingpong at each connection count; writes results.csv, results.json and plot.svg.
+    Sweep(SweepArgs),
+    /// Draws the results.json of one or more sweeps into one SVG plot.
+    Plot(PlotArgs),
+    /// Medians of many runs (JSON lines from --json, with --label and --scenario) as one
+    /// table, with the ratio of two labels.
+    Summary(SummaryArgs),
+}
+
+/// Where to connect, and what to call the run.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The server, IP:PORT.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    pub addr: SocketAddr,
+    /// Source addresses to spread connections over (bind before connect), each bringing
+    /// its own range of local ports: 127.0.0.2, 127.0.0.1-127.0.0.16 or a comma list.
+    #[arg(long, value_name = "ADDRS", value_parser = parse_sources)]
+    pub src: Option<Sources>,
+    /// Process id of the server: reports its CPU time per operation and its memory, from
+    /// /proc/PID.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// An exchange (or handshake) without a whole answer for this long counts as a timeout.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub timeout: Duration,
+    /// Most handshakes in flight at once while connecting, so the server's SYN and accept
+    /// queues (backlog) are not overrun.
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_pace: u32,
+    /// Print one JSON object per run on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// A name for the server under test, carried into the JSON (e.g. wharf, tokio).
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
+    /// A name for the scenario, carried into the JSON (used by `summary` to group runs).
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Option<String>,
+}
+
+/// What each pingpong connection sends.
+#[derive(Args, Debug, Clone)]
+pub struct Load {
+    /// Bytes per message (in --line mode, including the \n).
+    #[arg(short = 's', long = "size", value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+    pub size: u32,
+    /// Line-echo server: each message is SIZE-1 bytes without a newline, then \n.
+    #[arg(long)]
+    pub line: bool,
+    /// How long to measure, in seconds (after all connections are up).
+    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub duration: Duration,
+}
+
+/// `pingpong` flags.
+#[derive(Args, Debug, Clone)]
+pub struct PingpongArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Concurrent connections.
+    #[arg(short = 'c', long = "conns", value_name = "CONNS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub conns: u32,
+    #[command(flatten)]
+    pub load: Load,
+}
+
+/// `hold` flags.
+#[derive(Args, Debug, Clone)]
+pub struct HoldArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Connections to open and hold.
+    #[arg(short = 'c', long = "conns", value_name = "CONNS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub conns: u32,
+    /// How long to hold them once all are up, in seconds.
+    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub duration: Duration,
+}
+
+/// `connect` flags.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Connections in flight at once.
+    #[arg(short = 'c', long = "concurrency", value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+    /// How long to measure, in seconds.
+    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub duration: Duration,
+}
+
+/// `sweep` flags.
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Connection counts to run pingpong at, in order.
+    #[arg(long, value_name = "LIST", default_value = "1,10,100,1000,10000", value_delimiter = ',',
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub conns: Vec<u32>,
+    #[command(flatten)]
+    pub load: Load,
+    /// Directory for results.csv, results.json and plot.svg (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// `plot` flags.
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// The SVG file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// A title above the plot.
+    #[arg(long, value_name = "TEXT", default_value = "pingpong sweep")]
+    pub title: String,
+    /// results.json files written by `sweep`; each becomes one line, named by its --label.
+    #[arg(required = true, value_name = "RESULTS_JSON")]
+    pub inputs: Vec<PathBuf>,
+}
+
+/// `summary` flags.
+#[derive(Args, Debug, Clone)]
+pub struct SummaryArgs {
+    /// A file of JSON lines, one run each, as printed by --json.
+    #[arg(value_name = "RUNS_JSONL")]
+    pub runs: PathBuf,
+    /// Add a ratio column A/B of two labels' medians, e.g. wharf/tokio.
+    #[arg(long, value_name = "A/B")]
+    pub ratio: Option<String>,
+}
+
+/// Parses a duration in seconds, fractions allowed ("2", "0.5").
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!(
+            "'{text}' seconds is out of range (more than 0, at most a day)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}

@@ -1,0 +1,242 @@
+//! One client connection: which phase of its exchange it is in, and the socket I/O that moves
+//! it on. The driver (`client.rs`) owns the poller and decides what a connection does next;
+//! this file only reads, writes and checks bytes.
+//!
+//! Hot path: a round trip is one `write` (or `writev` in line mode) and one `read` into the
+//! driver's shared scratch buffer, compared in place; nothing is allocated.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::TcpStream;
+
+use crate::failure::{Failure, FailureKind};
+use crate::message::Message;
+
+/// Where a connection is in its exchange.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// The TCP handshake is under way.
+    Connecting,
+    /// A message is out: `sent` bytes of it written, `received` bytes of the reply checked.
+    /// Both can advance together: an echo server answers the first part of a large message
+    /// while the rest is still being written, and waiting for the write to finish before
+    /// reading would deadlock once both socket buffers are full.
+    Exchanging { sent: usize, received: usize },
+    /// Open, nothing in flight.
+    Idle,
+}
+
+/// Readiness flags of one event, taken apart once.
+#[derive(Debug, Clone, Copy)]
+pub struct Readiness {
+    readable: bool,
+    writable: bool,
+    /// End of stream or an error: reads must go on until they say which.
+    hangup: bool,
+}
+
+impl From<&Event> for Readiness {
+    fn from(event: &Event) -> Readiness {
+        Readiness {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            hangup: event.is_read_closed() || event.is_write_closed() || event.is_error(),
+        }
+    }
+}
+
+/// A client connection and its exchange in flight.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket, registered with the driver's poller.
+    pub stream: TcpStream,
+    phase: Phase,
+    /// Which message is in flight: selects its bytes (see [`Message`]).
+    seq: u32,
+    /// When the current exchange started (the dial, for the first one).
+    pub started: Instant,
+    /// Whether the current exchange is the connection's first (it includes the handshake).
+    pub first: bool,
+}
+
+impl Conn {
+    /// A connection whose handshake has just started. `seq` picks its first message, so
+    /// connections started together do not all send the same bytes.
+    pub fn connecting(stream: TcpStream, seq: u32) -> Conn {
+        Conn {
+            stream,
+            phase: Phase::Connecting,
+            seq,
+            started: Instant::now(),
+            first: true,
+        }
+    }
+
+    /// Open with nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Idle)
+    }
+
+    /// Still in the TCP handshake.
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting)
+    }
+
+    /// Leaves the connection open and quiet after a round trip.
+    pub fn go_idle(&mut self) {
+        self.phase = Phase::Idle;
+    }
+
+    /// Moves the connection on as far as `readiness` allows: finishes the handshake, writes,
+    /// reads and checks. `Ok(Some(latency))` when a whole reply has come back.
+    pub fn advance(
+        &mut self,
+        readiness: Readiness,
+        message: &Message,
+        scratch: &mut [u8],
+    ) -> Result<Option<Duration>, Failure> {
+        match self.phase {
+            Phase::Connecting => {
+                if !(readiness.writable || readiness.hangup) {
+                    return Ok(None);
+                }
+                match finish_connect(&self.stream) {
+                    Ok(false) => return Ok(None),
+                    Ok(true) => self.start_exchange(message, self.started)?,
+                    Err(error) => {
+                        return Err(Failure::new(FailureKind::ConnectFailed, Some(error)))
+                    }
+                }
+            }
+            Phase::Idle => {
+                if readiness.readable || readiness.hangup {
+                    check_idle(&mut self.stream, scratch)?;
+                }
+                return Ok(None);
+            }
+            Phase::Exchanging { .. } => {}
+        }
+        let Phase::Exchanging { sent, received } = self.phase else {
+            return Ok(None);
+        };
+        if readiness.writable && sent < message.size() {
+            let sent = write_some(&mut self.stream, message, self.seq, sent)?;
+            self.phase = Phase::Exchanging { sent, received };
+        }
+        if !(readiness.readable || readiness.hangup) {
+            return Ok(None);
+        }
+        if self.read_reply(message, scratch, readiness.hangup)? {
+            Ok(Some(self.started.elapsed()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Begins the next message on a connection with nothing in flight (or the first one,
+    /// timed from the dial, once the handshake is done).
+    pub fn start_exchange(&mut self, message: &Message, now: Instant) -> Result<(), Failure> {
+        if !self.first {
+            self.seq = self.seq.wrapping_add(1);
+            self.started = now;
+        }
+        let sent = write_some(&mut self.stream, message, self.seq, 0)?;
+        self.phase = Phase::Exchanging { sent, received: 0 };
+        Ok(())
+    }
+
+    /// Reads and checks reply bytes; `Ok(true)` once the whole message is back.
+    ///
+    /// A short read (fewer bytes than the scratch buffer holds) drained the socket, and with
+    /// edge-triggered polling the next arrival raises a new event, so the read that would only
+    /// say `WouldBlock` is skipped. Not after a hangup, though: then reads go on to learn
+    /// whether it is the end of stream or an error.
+    fn read_reply(
+        &mut self,
+        message: &Message,
+        scratch: &mut [u8],
+        hangup: bool,
+    ) -> Result<bool, Failure> {
+        let Phase::Exchanging { sent, mut received } = self.phase else {
+            return Ok(false);
+        };
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return Err(Failure::new(FailureKind::Closed, None)),
+                Ok(n) => {
+                    if !message.matches(self.seq, received, &scratch[..n]) {
+                        return Err(Failure::mismatch(received, &scratch[..n]));
+                    }
+                    received += n;
+                    self.phase = Phase::Exchanging { sent, received };
+                    if received == message.size() {
+                        return Ok(true);
+                    }
+                    if n < scratch.len() && !hangup {
+                        return Ok(false);
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(Failure::from_io(error)),
+            }
+        }
+    }
+}
+
+/// Whether a non-blocking connect has completed: `Ok(false)` while it is still under way.
+fn finish_connect(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(error) = stream.take_error()? {
+        return Err(error);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// An idle connection was reported readable: nothing was asked, so any byte is a mismatch,
+/// and the end of stream or an error means the server dropped it.
+fn check_idle(stream: &mut TcpStream, scratch: &mut [u8]) -> Result<(), Failure> {
+    loop {
+        match stream.read(scratch) {
+            Ok(0) => return Err(Failure::new(FailureKind::Closed, None)),
+            Ok(n) => return Err(Failure::mismatch(0, &scratch[..n])),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(Failure::from_io(error)),
+        }
+    }
+}
+
+/// Writes what remains of message `seq` until it is all sent or the socket is full; returns
+/// the bytes sent so far.
+fn write_some(
+    stream: &mut TcpStream,
+    message: &Message,
+    seq: u32,
+    mut sent: usize,
+) -> Result<usize, Failure> {
+    while sent < message.size() {
+        let (body, tail) = message.unsent(seq, sent);
+        // A plain write when there is one slice, so the common case is the cheapest call.
+        let result = if tail.is_empty() {
+            stream.write(body)
+        } else if body.is_empty() {
+            stream.write(tail)
+        } else {
+            stream.write_vectored(&[IoSlice::new(body), IoSlice::new(tail)])
+        };
+        match result {
+            Ok(0) => return Err(Failure::new(FailureKind::Closed, None)),
+            Ok(n) => sent += n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(Failure::from_io(error)),
+        }
+    }
+    Ok(sent)
+}

@@ -1,0 +1,64 @@
+//! Why a run could not start or finish: one enum, with messages a user can act on.
+//!
+//! Failures of single connections (refused, reset, a wrong byte) are not errors of the run:
+//! they are counted in its report. These are the failures that leave nothing to report.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+/// A run that could not be carried out.
+#[derive(Debug)]
+pub enum BenchError {
+    /// A limit of this machine would make the run fail; the text says which and what to do.
+    Limit(String),
+    /// Flags that cannot work together, e.g. an IPv4 source for an IPv6 server.
+    Usage(String),
+    /// Not one connection to the server could be established.
+    NoConnection {
+        /// The server address.
+        addr: SocketAddr,
+        /// The first failure seen, for example "connection refused".
+        first_failure: String,
+    },
+    /// A local operation (the poller, a file, /proc) failed.
+    Io {
+        /// What was being done, e.g. "creating the poller".
+        context: String,
+        /// The underlying error.
+        error: io::Error,
+    },
+    /// An input file (a results.json or a JSON-lines file) is not what was expected.
+    BadInput(String),
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BenchError::Limit(text) | BenchError::Usage(text) | BenchError::BadInput(text) => {
+                f.write_str(text)
+            }
+            BenchError::NoConnection {
+                addr,
+                first_failure,
+            } => write!(
+                f,
+                "no connection to {addr} could be established ({first_failure}): is an echo \
+                 server listening there? e.g. `wharf echo --listen {addr}`"
+            ),
+            BenchError::Io { context, error } => write!(f, "{context}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+impl BenchError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, error: io::Error) -> BenchError {
+        BenchError::Io {
+            context: context.into(),
+            error,
+        }
+    }
+}

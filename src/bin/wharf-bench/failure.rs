@@ -1,0 +1,145 @@
+//! How a connection failed, and the tally of failures a run reports.
+
+use std::fmt;
+use std::io;
+
+use serde::Serialize;
+
+/// The kinds of failure a report counts separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The handshake failed: refused, reset, timed out, or no local port or descriptor.
+    ConnectFailed,
+    /// An established connection was reset (ECONNRESET, EPIPE, ECONNABORTED).
+    Reset,
+    /// The server closed the connection before the whole reply came back.
+    Closed,
+    /// A reply byte differed from what was sent, or more came back than was sent.
+    Mismatch,
+    /// No whole reply within the timeout.
+    Timeout,
+    /// Any other socket error on an established connection.
+    Other,
+}
+
+/// Reply bytes quoted in a mismatch: enough to recognise an error message from the server.
+const QUOTED_BYTES: usize = 60;
+
+/// One connection's failure, with the error behind it when there is one.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong.
+    pub kind: FailureKind,
+    /// The socket error, if the failure came from one.
+    pub error: Option<io::Error>,
+    /// For a mismatch: where, and the start of what came back.
+    detail: Option<String>,
+}
+
+impl Failure {
+    /// A failure of `kind`.
+    pub fn new(kind: FailureKind, error: Option<io::Error>) -> Failure {
+        Failure {
+            kind,
+            error,
+            detail: None,
+        }
+    }
+
+    /// A reply that differs from the message from byte `at` on, where `got` came back. The
+    /// quote tells a wrong echo from, say, a server's `ERR server full` line.
+    pub fn mismatch(at: usize, got: &[u8]) -> Failure {
+        let quoted: String = got
+            .iter()
+            .take(QUOTED_BYTES)
+            .flat_map(|&byte| std::ascii::escape_default(byte))
+            .map(char::from)
+            .collect();
+        let more = if got.len() > QUOTED_BYTES { "..." } else { "" };
+        Failure {
+            kind: FailureKind::Mismatch,
+            error: None,
+            detail: Some(format!(
+                "from byte {at} on, the server sent \"{quoted}\"{more}"
+            )),
+        }
+    }
+
+    /// Classifies a socket error on an established connection.
+    pub fn from_io(error: io::Error) -> Failure {
+        let kind = match error.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => FailureKind::Reset,
+            io::ErrorKind::TimedOut => FailureKind::Timeout,
+            _ => FailureKind::Other,
+        };
+        Failure::new(kind, Some(error))
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            FailureKind::ConnectFailed => "connect failed",
+            FailureKind::Reset => "connection reset",
+            FailureKind::Closed => "server closed the connection mid-reply",
+            FailureKind::Mismatch => "reply differs from what was sent",
+            FailureKind::Timeout => "timed out",
+            FailureKind::Other => "socket error",
+        };
+        match (&self.error, &self.detail) {
+            (Some(error), _) => write!(f, "{what}: {error}"),
+            (None, Some(detail)) => write!(f, "{what}: {detail}"),
+            (None, None) => f.write_str(what),
+        }
+    }
+}
+
+/// Failures counted over a run, by kind. Serialised as the report's `errors_by_kind`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Tally {
+    /// Handshakes that failed.
+    pub connect_failed: u64,
+    /// Established connections reset.
+    pub resets: u64,
+    /// Connections the server closed mid-reply.
+    pub closed: u64,
+    /// Replies that differed from what was sent.
+    pub mismatches: u64,
+    /// Exchanges without a whole reply within the timeout.
+    pub timeouts: u64,
+    /// Other socket errors.
+    pub other: u64,
+    /// The first failure, word for word, to tell the user what went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+}
+
+impl Tally {
+    /// Counts one failure.
+    pub fn record(&mut self, failure: &Failure) {
+        let counter = match failure.kind {
+            FailureKind::ConnectFailed => &mut self.connect_failed,
+            FailureKind::Reset => &mut self.resets,
+            FailureKind::Closed => &mut self.closed,
+            FailureKind::Mismatch => &mut self.mismatches,
+            FailureKind::Timeout => &mut self.timeouts,
+            FailureKind::Other => &mut self.other,
+        };
+        *counter += 1;
+        if self.first.is_none() {
+            self.first = Some(failure.to_string());
+        }
+    }
+
+    /// Every failure counted, failed handshakes included: zero means a clean run.
+    pub fn total(&self) -> u64 {
+        self.connect_failed
+            + self.resets
+            + self.closed
+            + self.mismatches
+            + self.timeouts
+            + self.other
+    }
+}

@@ -1,0 +1,80 @@
+//! `wharf-bench`: a load generator for echo and line-echo TCP servers, any of them.
+//!
+//! One thread drives every connection through one edge-triggered `mio::Poll`, so the client
+//! costs as little CPU as the server it measures: a round trip is one write and one read,
+//! with no allocation. Subcommands: `pingpong` (throughput and latency), `hold` (idle
+//! connections and the server's memory per connection), `connect` (connections per second),
+//! `sweep` (pingpong over connection counts, with a plot), and `plot` and `summary` to
+//! combine the results of several servers.
+//!
+//! Files: `cli` (flags), `limits` (checks before a run), `dial` (sockets), `client` (the event
+//! loop) and `conn` (one connection's I/O), `message` (the bytes and their check),
+//! `establish` (paced connecting), one file per subcommand, `latency`, `failure`, `server`
+//! (/proc of the server), `report`, `progress`, `plot`, `summary`, `error`, and `sys` (the
+//! only unsafe code).
+
+mod cli;
+mod client;
+mod conn;
+mod connect;
+mod dial;
+mod error;
+mod establish;
+mod failure;
+mod hold;
+mod latency;
+mod limits;
+mod message;
+mod pingpong;
+mod plot;
+mod progress;
+mod report;
+mod server;
+mod summary;
+mod sweep;
+mod sys;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::BenchError;
+use crate::report::{to_json, Report};
+
+/// Exit status of a run that finished but counted failures.
+const EXIT_ERRORS_COUNTED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(&cli.command) {
+        Ok(errors) if errors > 0 => ExitCode::from(EXIT_ERRORS_COUNTED),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wharf-bench: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the subcommand; returns the number of failures its runs counted.
+fn execute(command: &Command) -> Result<u64, BenchError> {
+    match command {
+        Command::Pingpong(args) => print(&pingpong::run(args)?, args.target.json),
+        Command::Hold(args) => print(&hold::run(args)?, args.target.json),
+        Command::Connect(args) => print(&connect::run(args)?, args.target.json),
+        Command::Sweep(args) => Ok(sweep::run(args)?.iter().map(Report::errors).sum()),
+        Command::Plot(args) => plot::run(args).map(|()| 0),
+        Command::Summary(args) => summary::run(args).map(|()| 0),
+    }
+}
+
+/// Prints a report as text or as one line of JSON; returns its failure count.
+fn print(report: &impl Report, json: bool) -> Result<u64, BenchError> {
+    if json {
+        println!("{}", to_json(report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(report.errors())
+}

@@ -1,0 +1,325 @@
+//! What a run reports: one struct per mode, printed as text for people or as one JSON object
+//! per line (`--json`) for scripts. JSON keys are stable; figures that were not measured
+//! (no `--server-pid`) are `null`, never missing.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::cli::Target;
+use crate::error::BenchError;
+use crate::failure::Tally;
+use crate::latency::LatencySummary;
+use crate::server::ServerCost;
+
+/// A finished run, in any mode.
+pub trait Report: Serialize {
+    /// Every failure counted; non-zero makes the exit status 3.
+    fn errors(&self) -> u64;
+    /// The human-readable form, several lines.
+    fn text(&self) -> String;
+}
+
+/// Names and address common to every report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunId {
+    /// `pingpong`, `hold` or `connect`.
+    pub mode: &'static str,
+    /// `--label`: the server under test.
+    pub label: Option<String>,
+    /// `--scenario`: the group this run belongs to in a comparison.
+    pub scenario: Option<String>,
+    /// The server address.
+    pub addr: String,
+}
+
+impl RunId {
+    /// The identity of a `mode` run against `target`.
+    pub fn new(mode: &'static str, target: &Target) -> RunId {
+        RunId {
+            mode,
+            label: target.label.clone(),
+            scenario: target.scenario.clone(),
+            addr: target.addr.to_string(),
+        }
+    }
+
+    fn heading(&self) -> String {
+        match &self.label {
+            Some(label) => format!("{} {} ({label})", self.mode, self.addr),
+            None => format!("{} {}", self.mode, self.addr),
+        }
+    }
+}
+
+/// The server's side of a run (`--server-pid`); all `null` without it.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ServerFigures {
+    /// The process measured.
+    pub server_pid: Option<u32>,
+    /// Server user-space CPU time per operation (round trip or connection), in nanoseconds.
+    pub server_user_ns_per_op: Option<f64>,
+    /// Server kernel CPU time per operation, in nanoseconds.
+    pub server_sys_ns_per_op: Option<f64>,
+    /// Server total CPU time per operation, in nanoseconds (nanosecond-precise).
+    pub server_cpu_ns_per_op: Option<f64>,
+    /// Server resident memory at the end of the measured interval, in bytes.
+    pub server_rss_bytes: Option<u64>,
+}
+
+impl ServerFigures {
+    /// Figures of process `pid` from its CPU `cost` and memory.
+    pub fn measured(pid: u32, cost: ServerCost, rss_bytes: u64) -> ServerFigures {
+        ServerFigures {
+            server_pid: Some(pid),
+            server_user_ns_per_op: Some(cost.user_ns_per_op),
+            server_sys_ns_per_op: Some(cost.sys_ns_per_op),
+            server_cpu_ns_per_op: cost.cpu_ns_per_op,
+            server_rss_bytes: Some(rss_bytes),
+        }
+    }
+
+    fn text(&self, out: &mut String, per: &str) {
+        let (Some(pid), Some(user), Some(sys)) = (
+            self.server_pid,
+            self.server_user_ns_per_op,
+            self.server_sys_ns_per_op,
+        ) else {
+            return;
+        };
+        let total = self
+            .server_cpu_ns_per_op
+            .map(|cpu| format!(", total {cpu:.0}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  server CPU    user {user:.0} ns/{per}, sys {sys:.0} ns/{per}{total} (pid {pid})"
+        );
+    }
+}
+
+/// `pingpong`: round trips with one message in flight per connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct PingpongReport {
+    #[serde(flatten)]
+    pub id: RunId,
+    /// Connections asked for (`-c`).
+    pub connections: u64,
+    /// Bytes per message, each way.
+    pub size: u64,
+    /// Line mode (`--line`).
+    pub line: bool,
+    /// The measured interval, in seconds.
+    pub duration_s: f64,
+    /// Round trips completed in the interval.
+    pub round_trips: u64,
+    /// Round trips per second.
+    pub round_trips_per_s: f64,
+    /// Echoed payload per second, one way, in MB (10^6 bytes).
+    pub mb_per_s: f64,
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+    /// Every failure: failed connects, resets, early closes, mismatches, timeouts.
+    pub errors: u64,
+    /// Connections whose first round trip succeeded before the measurement.
+    pub connects_established: u64,
+    /// Connections that failed before their first round trip completed.
+    pub connects_failed: u64,
+    /// Time to open all connections, in seconds.
+    pub establish_s: f64,
+    /// The failures, by kind.
+    pub errors_by_kind: Tally,
+    #[serde(flatten)]
+    pub server: ServerFigures,
+}
+
+impl Report for PingpongReport {
+    fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let mode = if self.line { "line" } else { "echo" };
+        let _ = writeln!(
+            out,
+            "{}: {} x {} B {mode} messages, {:.1} s",
+            self.id.heading(),
+            self.connections,
+            self.size,
+            self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "  round trips   {} ({:.0}/s, {:.2} MB/s each way)",
+            self.round_trips, self.round_trips_per_s, self.mb_per_s
+        );
+        latency_text(&mut out, &self.latency);
+        connections_text(
+            &mut out,
+            self.connects_established,
+            self.connects_failed,
+            self.establish_s,
+        );
+        errors_text(&mut out, self.errors, &self.errors_by_kind);
+        self.server.text(&mut out, "round trip");
+        out
+    }
+}
+
+/// `hold`: idle connections held open.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldReport {
+    #[serde(flatten)]
+    pub id: RunId,
+    /// Connections asked for (`-c`).
+    pub connections: u64,
+    /// Connections up (first round trip done) and still open at the end of the hold.
+    pub established: u64,
+    /// Connections that failed before their first round trip completed.
+    pub connects_failed: u64,
+    /// Every failure, held connections the server dropped included.
+    pub errors: u64,
+    /// Time to open all connections, in seconds.
+    pub establish_s: f64,
+    /// How long they were held, in seconds.
+    pub hold_s: f64,
+    /// The failures, by kind.
+    pub errors_by_kind: Tally,
+    /// The server process measured.
+    pub server_pid: Option<u32>,
+    /// Server resident memory before the first connection, in bytes.
+    pub server_rss_before_bytes: Option<u64>,
+    /// Server resident memory at the end of the hold, in bytes.
+    pub server_rss_holding_bytes: Option<u64>,
+    /// (holding - before) / established, in bytes: what one idle connection costs the
+    /// server's user space (socket buffers in the kernel are not in RSS).
+    pub server_rss_per_conn_bytes: Option<f64>,
+}
+
+impl Report for HoldReport {
+    fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}: {} idle connections, held {:.1} s",
+            self.id.heading(),
+            self.connections,
+            self.hold_s
+        );
+        connections_text(
+            &mut out,
+            self.established,
+            self.connects_failed,
+            self.establish_s,
+        );
+        errors_text(&mut out, self.errors, &self.errors_by_kind);
+        if let (Some(before), Some(holding), Some(per_conn)) = (
+            self.server_rss_before_bytes,
+            self.server_rss_holding_bytes,
+            self.server_rss_per_conn_bytes,
+        ) {
+            let _ = writeln!(
+                out,
+                "  server RSS    {:.1} MiB before, {:.1} MiB holding: {per_conn:.0} bytes per connection",
+                before as f64 / 1048576.0,
+                holding as f64 / 1048576.0
+            );
+        }
+        out
+    }
+}
+
+/// `connect`: connect, one round trip, close.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectReport {
+    #[serde(flatten)]
+    pub id: RunId,
+    /// Connections in flight at once (`-c`).
+    pub concurrency: u64,
+    /// The measured interval, in seconds.
+    pub duration_s: f64,
+    /// Connections that completed connect, round trip and close.
+    pub connections: u64,
+    /// Completed connections per second.
+    pub connections_per_s: f64,
+    /// Latency of the whole connect + round trip.
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+    /// Every failure.
+    pub errors: u64,
+    /// Handshakes that failed.
+    pub connects_failed: u64,
+    /// The failures, by kind.
+    pub errors_by_kind: Tally,
+    #[serde(flatten)]
+    pub server: ServerFigures,
+}
+
+impl Report for ConnectReport {
+    fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}: connect, round trip, close; {} in flight, {:.1} s",
+            self.id.heading(),
+            self.concurrency,
+            self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "  connections   {} ({:.0}/s)",
+            self.connections, self.connections_per_s
+        );
+        latency_text(&mut out, &self.latency);
+        errors_text(&mut out, self.errors, &self.errors_by_kind);
+        self.server.text(&mut out, "connection");
+        out
+    }
+}
+
+fn latency_text(out: &mut String, latency: &LatencySummary) {
+    let _ = writeln!(
+        out,
+        "  latency (us)  p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        latency.p50_us, latency.p99_us, latency.p999_us, latency.max_us
+    );
+}
+
+fn connections_text(out: &mut String, established: u64, failed: u64, establish_s: f64) {
+    let _ = writeln!(
+        out,
+        "  connections   {established} established, {failed} failed ({establish_s:.2} s to connect)"
+    );
+}
+
+fn errors_text(out: &mut String, errors: u64, tally: &Tally) {
+    let _ = writeln!(
+        out,
+        "  errors        {errors} ({} connect, {} resets, {} closed, {} mismatches, {} timeouts, {} other)",
+        tally.connect_failed, tally.resets, tally.closed, tally.mismatches, tally.timeouts, tally.other
+    );
+    if let Some(first) = &tally.first {
+        let _ = writeln!(out, "  first error   {first}");
+    }
+}
+
+/// A value as one line of JSON (the `--json` output).
+pub fn to_json(value: &impl Serialize) -> Result<String, BenchError> {
+    serde_json::to_string(value)
+        .map_err(|error| BenchError::io("encoding JSON", std::io::Error::other(error)))
+}
+
+/// A value as indented JSON (the files `sweep` writes).
+pub fn to_json_pretty(value: &impl Serialize) -> Result<String, BenchError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|error| BenchError::io("encoding JSON", std::io::Error::other(error)))
+}

@@ -1,0 +1,289 @@
+//! `summary`: many runs (JSON lines printed by `--json`, tagged with `--label` and
+//! `--scenario`) as one Markdown table of medians, one column per label and, with
+//! `--ratio A/B`, the ratio of two labels' medians.
+//!
+//! This is the table of the side-by-side comparison (`benches/compare.sh`): each scenario
+//! runs every server several times, interleaved, and the median of the rounds is what is
+//! quoted, because this machine's speed drifts between rounds.
+
+use std::fmt::Write as _;
+use std::fs;
+
+use serde_json::Value;
+
+use crate::cli::SummaryArgs;
+use crate::error::BenchError;
+
+/// How a metric's rounds are folded into one figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fold {
+    /// The median of the rounds: for rates, latencies and costs.
+    Median,
+    /// The sum over all rounds: for errors, where any is news.
+    Sum,
+}
+
+/// A row of the table: which key of a run, under what name.
+#[derive(Debug, Clone, Copy)]
+struct Metric {
+    key: &'static str,
+    name: &'static str,
+    fold: Fold,
+}
+
+const fn median(key: &'static str, name: &'static str) -> Metric {
+    Metric {
+        key,
+        name,
+        fold: Fold::Median,
+    }
+}
+
+const fn sum(key: &'static str, name: &'static str) -> Metric {
+    Metric {
+        key,
+        name,
+        fold: Fold::Sum,
+    }
+}
+
+const PINGPONG: &[Metric] = &[
+    median("round_trips_per_s", "round trips/s"),
+    median("p99_us", "p99 latency, us"),
+    median("server_user_ns_per_op", "server user ns / round trip"),
+    median("server_sys_ns_per_op", "server sys ns / round trip"),
+    median("server_cpu_ns_per_op", "server CPU ns / round trip"),
+    sum("errors", "errors (all rounds)"),
+];
+
+const HOLD: &[Metric] = &[
+    median("established", "connections held"),
+    median("server_rss_per_conn_bytes", "server RSS bytes / connection"),
+    sum("errors", "errors (all rounds)"),
+];
+
+const CONNECT: &[Metric] = &[
+    median("connections_per_s", "connections/s"),
+    median("server_user_ns_per_op", "server user ns / connection"),
+    median("server_sys_ns_per_op", "server sys ns / connection"),
+    median("server_cpu_ns_per_op", "server CPU ns / connection"),
+    sum("errors", "errors (all rounds)"),
+];
+
+/// Runs of one scenario, in file order.
+struct Scenario {
+    name: String,
+    mode: String,
+    runs: Vec<Value>,
+}
+
+/// Prints the table for `args.runs`.
+pub fn run(args: &SummaryArgs) -> Result<(), BenchError> {
+    let path = &args.runs;
+    let text = fs::read_to_string(path)
+        .map_err(|error| BenchError::io(format!("reading {}", path.display()), error))?;
+    let mut runs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let run: Value = serde_json::from_str(line).map_err(|error| {
+            BenchError::BadInput(format!(
+                "{}:{}: not a JSON run ({error})",
+                path.display(),
+                number + 1
+            ))
+        })?;
+        runs.push(run);
+    }
+    let ratio = match &args.ratio {
+        None => None,
+        Some(text) => Some(text.split_once('/').ok_or_else(|| {
+            BenchError::Usage(format!("--ratio '{text}': expected two labels, A/B"))
+        })?),
+    };
+    print!("{}", table(&runs, ratio));
+    Ok(())
+}
+
+/// The Markdown table of `runs`: a row per scenario and metric, a column per label.
+fn table(runs: &[Value], ratio: Option<(&str, &str)>) -> String {
+    let labels = distinct(runs.iter().map(|run| text_of(run, "label")));
+    let scenarios = group(runs);
+    let mut out = String::new();
+    let _ = write!(out, "| scenario | metric |");
+    for label in &labels {
+        let _ = write!(out, " {label} |");
+    }
+    if let Some((a, b)) = ratio {
+        let _ = write!(out, " {a}/{b} |");
+    }
+    let _ = write!(out, "\n|---|---|");
+    for _ in 0..labels.len() + usize::from(ratio.is_some()) {
+        let _ = write!(out, "---:|");
+    }
+    out.push('\n');
+    for scenario in &scenarios {
+        let metrics = match scenario.mode.as_str() {
+            "pingpong" => PINGPONG,
+            "hold" => HOLD,
+            "connect" => CONNECT,
+            _ => continue,
+        };
+        let rounds = scenario.runs.len() / labels.len().max(1);
+        let mut first_row = true;
+        for metric in metrics {
+            let figures: Vec<Option<f64>> = labels
+                .iter()
+                .map(|label| fold(&scenario.runs, label, metric))
+                .collect();
+            if figures.iter().all(Option::is_none) {
+                continue; // not measured (e.g. no --server-pid)
+            }
+            let name = if first_row {
+                format!("{} ({rounds} rounds)", scenario.name)
+            } else {
+                String::new()
+            };
+            first_row = false;
+            let _ = write!(out, "| {name} | {} |", metric.name);
+            for figure in &figures {
+                let _ = write!(out, " {} |", figure.map_or("-".to_string(), number));
+            }
+            if let Some((a, b)) = ratio {
+                let pick = |want: &str| {
+                    labels
+                        .iter()
+                        .position(|label| label == want)
+                        .and_then(|i| figures[i])
+                };
+                let cell = match (pick(a), pick(b)) {
+                    (Some(a), Some(b)) if b != 0.0 && metric.fold == Fold::Median => {
+                        format!("{:.2}", a / b)
+                    }
+                    _ => "-".to_string(),
+                };
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// One label's figure for `metric` in a scenario, or None when no run of it has the key.
+fn fold(runs: &[Value], label: &str, metric: &Metric) -> Option<f64> {
+    let mut values: Vec<f64> = runs
+        .iter()
+        .filter(|run| text_of(run, "label") == label)
+        .filter_map(|run| run.get(metric.key)?.as_f64())
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    Some(match metric.fold {
+        Fold::Sum => values.iter().sum(),
+        Fold::Median => {
+            values.sort_by(f64::total_cmp);
+            let middle = values.len() / 2;
+            if values.len() % 2 == 1 {
+                values[middle]
+            } else {
+                (values[middle - 1] + values[middle]) / 2.0
+            }
+        }
+    })
+}
+
+/// Runs grouped by scenario (their `scenario`, else mode and connection count), in order of
+/// first appearance.
+fn group(runs: &[Value]) -> Vec<Scenario> {
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    for run in runs {
+        let mode = text_of(run, "mode");
+        let name = match run.get("scenario").and_then(Value::as_str) {
+            Some(name) => name.to_string(),
+            None => format!(
+                "{mode} c={}",
+                run.get("connections").and_then(Value::as_u64).unwrap_or(0)
+            ),
+        };
+        match scenarios.iter_mut().find(|s| s.name == name) {
+            Some(scenario) => scenario.runs.push(run.clone()),
+            None => scenarios.push(Scenario {
+                name,
+                mode,
+                runs: vec![run.clone()],
+            }),
+        }
+    }
+    scenarios
+}
+
+fn distinct(values: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for value in values {
+        if !seen.contains(&value) {
+            seen.push(value);
+        }
+    }
+    seen
+}
+
+fn text_of(run: &Value, key: &str) -> String {
+    run.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or("-")
+        .to_string()
+}
+
+/// 123456.7 -> "123457", 12.345 -> "12.3", 0.5 -> "0.50", 3.0 -> "3": enough digits, no
+/// more, and counts stay whole.
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 {
+        return format!("{value:.0}");
+    }
+    match value.abs() {
+        v if v >= 100.0 => format!("{value:.0}"),
+        v if v >= 10.0 => format!("{value:.1}"),
+        _ => format!("{value:.2}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(label: &str, rps: f64, errors: u64) -> Value {
+        serde_json::json!({
+            "mode": "pingpong", "label": label, "scenario": "64 B x 100",
+            "round_trips_per_s": rps, "p99_us": 50.0, "errors": errors,
+            "server_user_ns_per_op": null
+        })
+    }
+
+    #[test]
+    fn medians_per_label_and_their_ratio() {
+        let runs = [
+            run("wharf", 100.0, 0),
+            run("tokio", 50.0, 0),
+            run("wharf", 300.0, 1),
+            run("tokio", 60.0, 0),
+            run("wharf", 200.0, 0),
+            run("tokio", 40.0, 2),
+        ];
+        let table = table(&runs, Some(("wharf", "tokio")));
+        assert!(
+            table.contains("| 64 B x 100 (3 rounds) | round trips/s | 200 | 50 | 4.00 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| errors (all rounds) | 1 | 2 | - |"),
+            "{table}"
+        );
+        assert!(
+            !table.contains("server user"),
+            "unmeasured rows are left out:\n{table}"
+        );
+    }
+}

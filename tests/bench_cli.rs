@@ -1,0 +1,402 @@
+//! Integration tests of the `wharf-bench` load generator over loopback: each subcommand runs
+//! for a fraction of a second against a real `wharf` server (or a deliberately broken one)
+//! and its JSON report is checked.
+//!
+//! Every wait is on a condition with a generous deadline (a `listening on` line, a process
+//! exit); the deadlines only matter when something is broken.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How long a server may take to print its `listening on` line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one wharf-bench run may take (runs are asked for well under a second).
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `wharf` server on a free loopback port, killed and reaped on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(mode: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args([mode, "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wharf");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (lines, received) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                // The receiver is gone once the address is known; keep draining the pipe.
+                let _ = lines.send(line);
+            }
+        });
+        let addr = loop {
+            let line = received
+                .recv_timeout(STARTUP_TIMEOUT)
+                .expect("wharf printed no `listening on` line");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .expect("address after `listening on`");
+                break addr.parse().expect("a socket address");
+            }
+        };
+        Server { child, addr }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server that answers every chunk with the same bytes, each with one bit flipped.
+fn start_corrupting_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    buffer[..n].iter_mut().for_each(|byte| *byte ^= 1);
+                    if stream.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address where nothing listens (a port just released).
+fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local addr")
+}
+
+fn bench() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf-bench"));
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Runs a wharf-bench command to its end, killing it if it outlives `RUN_TIMEOUT`.
+fn run(command: &mut Command) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wharf-bench");
+    let pid = child.id();
+    let (done, finished) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(RUN_TIMEOUT) {
+        Ok(output) => output.expect("wait for wharf-bench"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("wharf-bench did not finish within {RUN_TIMEOUT:?}");
+        }
+    }
+}
+
+/// The one JSON object a `--json` run printed.
+fn json_report(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().next().unwrap_or_else(|| {
+        panic!(
+            "no report on stdout; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+}
+
+fn number(report: &Value, key: &str) -> f64 {
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{key}` is not a number in {report}"))
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wharf-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn pingpong_against_wharf_counts_round_trips_and_no_errors() {
+    let server = Server::start("echo");
+    let output = run(bench().args([
+        "pingpong",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "4",
+        "-s",
+        "100",
+        "-d",
+        "0.5",
+        "--json",
+        "--label",
+        "wharf",
+        "--server-pid",
+        &server.pid(),
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(report["mode"], "pingpong");
+    assert_eq!(report["label"], "wharf");
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+    assert_eq!(number(&report, "connects_established"), 4.0, "{report}");
+    assert!(number(&report, "round_trips_per_s") > 0.0, "{report}");
+    assert!(number(&report, "mb_per_s") > 0.0, "{report}");
+    for key in ["p50_us", "p99_us", "p999_us", "max_us"] {
+        assert!(number(&report, key) > 0.0, "{key} in {report}");
+    }
+    for key in [
+        "server_user_ns_per_op",
+        "server_sys_ns_per_op",
+        "server_rss_bytes",
+    ] {
+        number(&report, key); // measured, so a number rather than null
+    }
+}
+
+#[test]
+fn pingpong_line_mode_checks_lines_against_wharf_line() {
+    let server = Server::start("line");
+    let output = run(bench().args([
+        "pingpong",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "3",
+        "-s",
+        "40",
+        "--line",
+        "-d",
+        "0.3",
+        "--json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(report["line"], true);
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+    assert!(number(&report, "round_trips") > 0.0, "{report}");
+}
+
+#[test]
+fn a_server_that_returns_wrong_bytes_is_reported_as_mismatches() {
+    let addr = start_corrupting_server();
+    let output = run(bench().args([
+        "pingpong",
+        "--addr",
+        &addr.to_string(),
+        "-c",
+        "2",
+        "-d",
+        "0.3",
+        "--json",
+    ]));
+    assert_eq!(output.status.code(), Some(3), "errors counted: {output:?}");
+    let report = json_report(&output);
+    assert_eq!(number(&report, "round_trips"), 0.0, "{report}");
+    assert_eq!(report["errors_by_kind"]["mismatches"], 2, "{report}");
+    assert_eq!(number(&report, "errors"), 2.0, "{report}");
+}
+
+#[test]
+fn hold_keeps_connections_from_several_sources_and_measures_server_memory() {
+    let server = Server::start("echo");
+    let output = run(bench().args([
+        "hold",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "200",
+        "-d",
+        "0.3",
+        "--src",
+        "127.0.0.1-127.0.0.4",
+        "--connect-pace",
+        "16",
+        "--server-pid",
+        &server.pid(),
+        "--json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(report["mode"], "hold");
+    assert_eq!(number(&report, "established"), 200.0, "{report}");
+    assert_eq!(number(&report, "connects_failed"), 0.0, "{report}");
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+    number(&report, "server_rss_per_conn_bytes");
+}
+
+#[test]
+fn connect_reports_connections_per_second() {
+    let server = Server::start("echo");
+    let output = run(bench().args([
+        "connect",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "4",
+        "-d",
+        "0.3",
+        "--server-pid",
+        &server.pid(),
+        "--json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(report["mode"], "connect");
+    assert!(number(&report, "connections") > 0.0, "{report}");
+    assert!(number(&report, "connections_per_s") > 0.0, "{report}");
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+    number(&report, "server_sys_ns_per_op");
+}
+
+#[test]
+fn sweep_writes_csv_json_and_an_svg_plot_that_plot_and_summary_can_combine() {
+    let server = Server::start("echo");
+    let dir = scratch_dir("sweep");
+    let output = run(bench().args([
+        "sweep",
+        "--addr",
+        &server.addr.to_string(),
+        "--conns",
+        "1,4",
+        "-d",
+        "0.3",
+        "--label",
+        "wharf",
+        "--out",
+        dir.to_str().expect("utf-8 temp path"),
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect(name);
+    let csv = read("results.csv");
+    assert_eq!(csv.lines().count(), 3, "header and two rows:\n{csv}");
+    assert!(csv.starts_with("label,connections,"), "{csv}");
+    let runs: Vec<Value> = serde_json::from_str(&read("results.json")).expect("JSON array");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["connections"], 4);
+    assert!(read("plot.svg").contains("<svg"));
+
+    // Two sweeps in one plot, and a summary table of JSON lines.
+    let merged = dir.join("merged.svg");
+    let results = dir.join("results.json");
+    let output = run(bench()
+        .args(["plot", "--out"])
+        .arg(&merged)
+        .arg(&results)
+        .arg(&results));
+    assert!(output.status.success(), "{output:?}");
+    assert!(std::fs::read_to_string(&merged)
+        .expect("merged plot")
+        .contains("wharf"));
+    summary_of_labelled_runs(&dir, &runs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `summary` turns runs labelled a and b into one table with the a/b ratio.
+fn summary_of_labelled_runs(dir: &Path, runs: &[Value]) {
+    let mut lines = String::new();
+    for (label, run) in [("a", &runs[0]), ("b", &runs[0])] {
+        let mut run = run.clone();
+        run["label"] = label.into();
+        run["scenario"] = "one".into();
+        lines.push_str(&format!("{run}\n"));
+    }
+    let path = dir.join("runs.jsonl");
+    std::fs::write(&path, lines).expect("write runs");
+    let output = run(bench().arg("summary").arg(&path).args(["--ratio", "a/b"]));
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("| scenario | metric | a | b | a/b |"),
+        "{table}"
+    );
+    assert!(table.contains("round trips/s"), "{table}");
+    assert!(
+        table.contains("| 1.00 |"),
+        "equal runs give a ratio of 1:\n{table}"
+    );
+}
+
+#[test]
+fn too_few_open_files_is_explained_before_the_run() {
+    let mut command = bench();
+    command.args([
+        "pingpong",
+        "--addr",
+        &closed_port().to_string(),
+        "-c",
+        "100",
+    ]);
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let output = run(&mut command);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ulimit -n is 64"), "{stderr}");
+    assert!(stderr.contains("-c 100 needs"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn no_server_listening_is_one_clear_error() {
+    let addr = closed_port();
+    let output = run(bench().args(["pingpong", "--addr", &addr.to_string(), "-d", "0.2"]));
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("no connection to {addr} could be established")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused"), "{stderr}");
+}
