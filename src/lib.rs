@@ -48,6 +48,7 @@ pub mod proto;
 mod reactor;
 pub mod service;
 mod stats;
+mod sys;
 mod timer;
 
 pub use buffer::Buffer;

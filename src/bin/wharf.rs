@@ -1,19 +1,17 @@
-//! `wharf`: the server binary. Parses the command line into a [`Config`] and listeners, runs
-//! one reactor on this thread, and turns signals into requests to it: SIGINT or SIGTERM
-//! drains (a second one stops at once), SIGUSR1 logs the counters.
+//! `wharf`: the server binary. Parses the command line into a [`Config`] and listeners, and
+//! runs one reactor on this, its only, thread. Signals become requests to the reactor
+//! ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a second one stops
+//! at once), SIGUSR1 logs the counters.
 
 use std::error::Error;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::thread;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-use signal_hook::iterator::Signals;
 use wharf::proto::line::DEFAULT_MAX_LINE;
 use wharf::service::{Echo, Line};
-use wharf::{Config, Handle, Handler, ListenOptions, Listener, Reactor};
+use wharf::{Config, Handler, ListenOptions, Listener, Reactor};
 
 /// A single-threaded event-loop TCP server: echo and line echo, for testing clients,
 /// proxies and firewalls.
@@ -192,12 +190,10 @@ fn serve<H: Handler>(
 
     // Signals are caught before anything is announced, so a script that signals as soon as it
     // reads "listening on" gets a clean stop and exit code 0.
-    let signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
+    reactor
+        .handle()
+        .install_signal_handlers()
         .map_err(|e| format!("cannot catch signals: {e}"))?;
-    let handle = reactor.handle();
-    thread::Builder::new()
-        .name("wharf-signals".into())
-        .spawn(move || forward_signals(signals, handle))?;
 
     for listener in listeners {
         let addr = listener.local_addr();
@@ -207,28 +203,4 @@ fn serve<H: Handler>(
     reactor.run()?;
     log::info!("stopped: {}", reactor.stats());
     Ok(())
-}
-
-/// Turns signals into reactor requests, on a thread of its own so the reactor handles none.
-fn forward_signals(mut signals: Signals, handle: Handle) {
-    let mut stopping = false;
-    for signal in signals.forever() {
-        match signal {
-            SIGUSR1 => handle.log_stats(),
-            _ if stopping => {
-                log::info!("second signal: stopping now");
-                handle.stop();
-            }
-            _ => {
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                };
-                log::info!("received {name}: draining (a second signal stops at once)");
-                stopping = true;
-                handle.drain();
-            }
-        }
-    }
 }

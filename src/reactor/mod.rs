@@ -22,7 +22,7 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,7 +107,17 @@ struct Shared {
     stop: AtomicBool,
     drain: AtomicBool,
     log_stats: AtomicBool,
+    /// The last signal that made a request (0: none), named in the reactor's log lines.
+    signal: AtomicI32,
     waker: Waker,
+}
+
+/// What a [`Handle`] can ask of the reactor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Request {
+    Stop,
+    Drain,
+    LogStats,
 }
 
 impl Handle {
@@ -129,11 +139,33 @@ impl Handle {
         self.request(&self.shared.log_stats);
     }
 
+    /// Installs process-wide signal handlers that drive this reactor: the first SIGINT or
+    /// SIGTERM [drains](Handle::drain) it, a second one [stops](Handle::stop) it, and SIGUSR1
+    /// [logs its stats](Handle::log_stats). The handlers make the requests themselves, so
+    /// no thread is started and the process stays single-threaded. Call it once, before
+    /// [`Reactor::run`].
+    pub fn install_signal_handlers(&self) -> io::Result<()> {
+        crate::sys::signal::install(self)
+    }
+
     fn request(&self, flag: &AtomicBool) {
         flag.store(true, Ordering::Release);
         if let Err(error) = self.shared.waker.wake() {
             log::error!("cannot wake the reactor: {error}");
         }
+    }
+
+    /// [`Handle::request`] for signal handlers: only atomics and the waker's write, which
+    /// are async-signal-safe, and no logging.
+    pub(crate) fn request_from_signal(&self, signal: i32, request: Request) {
+        self.shared.signal.store(signal, Ordering::Release);
+        let flag = match request {
+            Request::Stop => &self.shared.stop,
+            Request::Drain => &self.shared.drain,
+            Request::LogStats => &self.shared.log_stats,
+        };
+        flag.store(true, Ordering::Release);
+        let _ = self.shared.waker.wake();
     }
 }
 
@@ -266,6 +298,7 @@ impl<H: Handler> Reactor<H> {
                     stop: AtomicBool::new(false),
                     drain: AtomicBool::new(false),
                     log_stats: AtomicBool::new(false),
+                    signal: AtomicI32::new(0),
                     waker,
                 }),
             },
@@ -337,10 +370,20 @@ impl<H: Handler> Reactor<H> {
 }
 
 impl<H: Handler> Core<H> {
-    /// Acts on what other threads asked for through a [`Handle`].
+    /// Acts on what other threads (or signal handlers) asked for through a [`Handle`].
     fn take_requests(&mut self) {
         if self.shared.log_stats.swap(false, Ordering::AcqRel) {
             log::info!("stats: {}", self.stats);
+        }
+        if self.shared.stop.load(Ordering::Acquire) {
+            let why = match self.signal() {
+                Some(_) if self.drain_until.is_some() => "second signal: ",
+                _ => "",
+            };
+            log::info!(
+                "{why}stopping now, closing {} connections",
+                self.conns.len()
+            );
         }
         if self.drain_until.is_none() && self.shared.drain.load(Ordering::Acquire) {
             self.clock.update();
@@ -348,11 +391,23 @@ impl<H: Handler> Core<H> {
             self.drain_until = Some(timer::after(self.clock.tick(), ticks));
             // Closing the listeners first: no new connections while the others finish.
             self.listeners.clear();
+            let received = match self.signal() {
+                Some(name) => format!("received {name}: "),
+                None => String::new(),
+            };
             log::info!(
-                "draining: listeners closed, {} connections have up to {:?} to finish",
+                "{received}draining: listeners closed, {} connections have up to {:?} to finish",
                 self.conns.len(),
                 self.config.drain_timeout
             );
+        }
+    }
+
+    /// The name of the last signal that made a request, if one did.
+    fn signal(&self) -> Option<&'static str> {
+        match self.shared.signal.load(Ordering::Acquire) {
+            0 => None,
+            signal => Some(crate::sys::signal::name(signal)),
         }
     }
 
