@@ -41,17 +41,29 @@ pub(crate) fn ticks(timeout: Option<Duration>) -> Option<Tick> {
 pub(crate) struct Clock {
     start: Instant,
     now: Instant,
+    /// `now` in ticks, computed once per update: connections read it on every event.
+    tick: Tick,
 }
 
 impl Clock {
     pub(crate) fn new() -> Clock {
         let start = Instant::now();
-        Clock { start, now: start }
+        Clock {
+            start,
+            now: start,
+            tick: 0,
+        }
     }
 
     /// Reads the system clock.
     pub(crate) fn update(&mut self) {
         self.now = Instant::now();
+        let elapsed = self.now.duration_since(self.start);
+        // Whole ticks in 64-bit arithmetic (Duration::as_nanos would divide 128-bit numbers).
+        let tick_ms = TICK.as_millis() as u64;
+        let ticks =
+            elapsed.as_secs() * (1000 / tick_ms) + u64::from(elapsed.subsec_millis()) / tick_ms;
+        self.tick = ticks.min(u64::from(NEVER - 1)) as Tick;
     }
 
     /// The time of the last update.
@@ -61,8 +73,7 @@ impl Clock {
 
     /// The tick of the last update.
     pub(crate) fn tick(&self) -> Tick {
-        let elapsed = self.now.duration_since(self.start);
-        (elapsed.as_nanos() / TICK.as_nanos()).min(NEVER as u128 - 1) as Tick
+        self.tick
     }
 
     /// How long from the last update until `tick` begins (zero if it has).
@@ -148,6 +159,15 @@ mod tests {
     fn after_waits_the_full_timeout_and_saturates_below_never() {
         assert_eq!(after(5, 10), 16);
         assert_eq!(after(NEVER - 3, 10), NEVER - 1);
+    }
+
+    #[test]
+    fn clock_ticks_follow_the_updates() {
+        let mut clock = Clock::new();
+        clock.start -= Duration::from_millis(2_345);
+        clock.update();
+        assert_eq!(clock.tick(), 23);
+        assert!(clock.until(24) <= Duration::from_millis(56));
     }
 
     #[test]

@@ -130,6 +130,9 @@ impl<H: Handler> Core<H> {
         ));
         log::trace!("conn={id} peer={peer} opened");
         self.finish_callback(id);
+        if self.is_live(id) {
+            self.settle(id);
+        }
     }
 }
 

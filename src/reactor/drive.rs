@@ -57,7 +57,12 @@ impl<H: Handler> Core<H> {
             } else {
                 self.stats.bytes_in += n as u64;
                 self.deliver(id, n);
-                if !self.is_live(id) || !self.conns[id.key()].phase.reads() {
+                if !self.is_live(id) {
+                    return;
+                }
+                // Closing, or output past the high-water mark (settle will throttle): stop.
+                let conn = &self.conns[id.key()];
+                if !conn.phase.reads() || conn.output.len() > self.water.high {
                     return;
                 }
                 // Short read: drained, and the next arrival raises a new edge; unless the
@@ -138,7 +143,6 @@ impl<H: Handler> Core<H> {
                 Ok(written) => self.stats.bytes_out += written as u64,
                 Err(error) => {
                     self.close(id, CloseReason::from_error(&error));
-                    self.deliver_mail();
                     return;
                 }
             }
@@ -150,10 +154,10 @@ impl<H: Handler> Core<H> {
             }
             conn.input.clear();
         }
-        self.deliver_mail();
-        if self.is_live(id) {
-            self.settle(id);
+        if self.outbox.has_mail() {
+            self.deliver_mail();
         }
+        // The caller settles the connection once its event is done (not per callback).
     }
 
     /// Delivers writes and closes that callbacks addressed to other connections.
@@ -250,6 +254,8 @@ impl<H: Handler> Core<H> {
             reason,
         );
         self.outbox.reply.clear();
-        self.deliver_mail();
+        if self.outbox.has_mail() {
+            self.deliver_mail();
+        }
     }
 }

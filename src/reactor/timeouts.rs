@@ -2,7 +2,7 @@
 //! (accept retries, stats lines). See [`crate::timer`] for how the heap stays lazy.
 
 use super::Core;
-use crate::conn::Expiry;
+use crate::conn::{Expiry, Phase};
 use crate::conn_id::{ConnId, Source};
 use crate::handler::{CloseReason, Handler};
 use crate::timer::{self, NEVER};
@@ -13,6 +13,11 @@ impl<H: Handler> Core<H> {
     /// moved earlier (output became pending, lingering began), which pushes one entry.
     pub(super) fn schedule(&mut self, id: ConnId) {
         let conn = &mut self.conns[id.key()];
+        // The common case, an open connection with nothing pending that is already in the
+        // heap: its deadline (last activity + idle timeout) can only have moved later.
+        if conn.check_at != NEVER && conn.output.is_empty() && conn.phase == Phase::Open {
+            return;
+        }
         if let Some((due, _)) = conn.deadline(self.timeouts) {
             if due < conn.check_at {
                 conn.check_at = due;
