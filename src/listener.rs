@@ -198,6 +198,16 @@ impl std::error::Error for ListenError {
     }
 }
 
+/// Whether `socket(2)` takes SOCK_NONBLOCK and SOCK_CLOEXEC in its type argument.
+const ATOMIC_SOCKET_FLAGS: bool = cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+));
+
 /// A new non-blocking, close-on-exec stream socket for `addr`'s family.
 fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     let domain = if addr.is_ipv4() {
@@ -213,16 +223,7 @@ fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
         target_os = "openbsd",
         target_os = "dragonfly"
     ))]
-    {
-        let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-        // SAFETY: socket takes no pointers; a non-negative result is a new fd we now own.
-        let fd = unsafe { libc::socket(domain, kind, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by socket and is owned by nothing else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
+    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     #[cfg(not(any(
         target_os = "linux",
         target_os = "android",
@@ -231,15 +232,16 @@ fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
         target_os = "openbsd",
         target_os = "dragonfly"
     )))]
-    {
+    let kind = libc::SOCK_STREAM;
+    // SAFETY: socket takes no pointers; a non-negative result is a new fd we now own.
+    let fd = unsafe { libc::socket(domain, kind, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if !ATOMIC_SOCKET_FLAGS {
         // No SOCK_NONBLOCK/SOCK_CLOEXEC (macOS): set both flags right after creation.
-        // SAFETY: socket takes no pointers; a non-negative result is a new fd we now own.
-        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just returned by socket and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: fcntl on an fd we own, with integer arguments only.
         let ok = unsafe {
             libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) == 0
@@ -248,8 +250,8 @@ fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
         if !ok {
             return Err(io::Error::last_os_error());
         }
-        Ok(fd)
     }
+    Ok(fd)
 }
 
 /// TCP_NODELAY and keepalive, as `options` ask (nothing is set for what is off).

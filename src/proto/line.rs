@@ -131,26 +131,7 @@ mod tests {
     /// Feeds `stream` in pieces of `split` bytes the way the reactor does (unconsumed bytes
     /// stay buffered) and returns everything sent back, and whether the error ended it.
     fn run(proto: &LineEcho, stream: &[u8], split: usize) -> (Vec<u8>, bool) {
-        let mut pending = Vec::new();
-        let mut out = Vec::new();
-        let mut cursor = LineCursor::default();
-        for piece in stream.chunks(split.max(1)) {
-            pending.extend_from_slice(piece);
-            match proto.on_input(&mut cursor, &pending) {
-                LineStep::Echo(lines) => {
-                    out.extend_from_slice(lines);
-                    let n = lines.len();
-                    pending.drain(..n);
-                }
-                LineStep::TooLong { lines } => {
-                    out.extend_from_slice(lines);
-                    out.extend_from_slice(proto.error_line());
-                    return (out, true);
-                }
-            }
-        }
-        out.extend_from_slice(proto.on_peer_closed(&pending));
-        (out, false)
+        run_split(proto, stream, &[split.max(1)])
     }
 
     #[test]
