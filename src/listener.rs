@@ -261,7 +261,9 @@ fn set_stream_options(fd: RawFd, options: &ListenOptions) -> io::Result<()> {
     }
     if let Some(idle) = options.keepalive {
         set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-        let seconds = idle.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+        // Linux refuses TCP_KEEPIDLE above 32767 s (MAX_TCP_KEEPIDLE); nine hours is as
+        // good as "rarely" for a keepalive.
+        let seconds = idle.as_secs().clamp(1, 32767) as libc::c_int;
         #[cfg(any(target_os = "macos", target_os = "ios"))]
         set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPALIVE, seconds)?;
         #[cfg(not(any(target_os = "macos", target_os = "ios")))]

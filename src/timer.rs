@@ -120,9 +120,18 @@ impl Timers {
     }
 
     /// Number of entries, stale ones included.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Drops the entries `live` rejects, and memory the heap no longer needs. Stale entries
+    /// (closed connections, superseded checks) otherwise wait until they come due, and a
+    /// stream of short connections would pile up one per connection per idle timeout.
+    pub(crate) fn compact(&mut self, mut live: impl FnMut(Tick, ConnId) -> bool) {
+        self.heap.retain(|Reverse((at, id))| live(*at, *id));
+        if self.heap.capacity() > 4 * self.heap.len() + 64 {
+            self.heap.shrink_to(2 * self.heap.len());
+        }
     }
 }
 
@@ -153,6 +162,18 @@ mod tests {
         assert_eq!(timers.pop_due(25), Some((20, c)));
         assert_eq!(timers.pop_due(25), None);
         assert_eq!(timers.len(), 1);
+    }
+
+    #[test]
+    fn compact_keeps_only_live_entries_and_gives_memory_back() {
+        let mut timers = Timers::default();
+        for key in 0..10_000 {
+            timers.schedule(key as Tick, ConnId::new(key, 0));
+        }
+        timers.compact(|_, id| id.key() % 1000 == 0);
+        assert_eq!(timers.len(), 10);
+        assert!(timers.heap.capacity() < 100);
+        assert_eq!(timers.pop_due(NEVER - 1), Some((0, ConnId::new(0, 0))));
     }
 
     #[test]

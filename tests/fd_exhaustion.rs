@@ -73,3 +73,30 @@ fn fd_exhaustion_sheds_new_connections_without_spinning_and_recovers() {
     });
     assert_eq!(round_trip(&mut existing, b"still"), b"still");
 }
+
+#[test]
+fn at_the_descriptor_limit_with_nothing_waiting_the_server_stays_quiet() {
+    // Linux reserves a descriptor before looking at the accept queue, so accept fails with
+    // EMFILE even when nothing waits. That must not turn into a retry every second.
+    let server = Server::start_with_nofile("echo", &["--listen", "127.0.0.1:0"], 32);
+    let mut held = Vec::new();
+    loop {
+        let mut client = connect(server.addr());
+        client.write_all(b"x").ok();
+        let mut first = [0u8; 1];
+        match client.read(&mut first) {
+            Ok(1) if first[0] == b'x' => held.push(client),
+            _ => break, // refused: the server is at its limit
+        }
+        assert!(held.len() < 100, "the descriptor limit was never reached");
+    }
+    let failures = || server.log_lines("accept failed").len();
+    let before = failures();
+    std::thread::sleep(Duration::from_secs(3)); // a measuring window, not a synchronisation
+    let after = failures();
+    assert!(
+        after <= before + 1,
+        "accept was retried while nothing waited: {before} -> {after} failure lines in 3 s"
+    );
+    drop(held);
+}

@@ -128,3 +128,32 @@ fn idle_timeout_zero_keeps_a_silent_connection_open() {
     }
     assert_eq!(round_trip(&mut client, b"two"), b"two");
 }
+
+#[test]
+fn interrupted_waits_do_not_postpone_the_idle_timeout() {
+    // epoll_wait returns EINTR on every stop/continue (and ptrace attach, and signals whose
+    // handlers do not wake the reactor). Each interruption must not restart the wait from
+    // scratch, or a stream of them keeps a deadline from ever coming.
+    let server = Server::start("echo", &["--listen", "127.0.0.1:0", "--idle-timeout", "1"]);
+    let mut client = connect(server.addr());
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let start = Instant::now();
+    let mut byte = [0u8; 1];
+    loop {
+        // Pacing the interruptions, not synchronising: the condition is the EOF below.
+        server.signal(libc::SIGSTOP);
+        server.signal(libc::SIGCONT);
+        match client.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => panic!("an idle echo connection received data"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "a 1 s idle timeout did not fire within 6 s while the server was being interrupted"
+        );
+    }
+}

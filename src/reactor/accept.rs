@@ -2,7 +2,7 @@
 //! of file descriptors, and opening a connection.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
@@ -46,8 +46,14 @@ impl<H: Handler> Core<H> {
                              see `ulimit -n` and docs/OPERATIONS.md"
                         );
                     }
-                    if is_out_of_descriptors(&error) && self.shed(index) {
-                        continue;
+                    if is_out_of_descriptors(&error) {
+                        match self.shed(index) {
+                            Shed::One => continue,
+                            // Linux reserves the descriptor before it looks at the queue, so
+                            // EMFILE can mean "nothing waiting": the next arrival is an edge.
+                            Shed::QueueEmpty => return,
+                            Shed::Failed => {}
+                        }
                     }
                     // Retrying now would spin. The next close frees a descriptor and resumes
                     // accepting; the timer covers what a close cannot (ENFILE cleared by
@@ -65,19 +71,19 @@ impl<H: Handler> Core<H> {
     /// Out of descriptors: closes the spare one to make room, accepts the waiting connection
     /// and refuses it, then takes the spare back. The client learns at once that the server
     /// is full, instead of waiting in the kernel's queue, and the listener is drained, so the
-    /// loop does not wake for it again and again. Returns false if there was no spare or the
-    /// accept still failed.
-    fn shed(&mut self, index: usize) -> bool {
+    /// loop does not wake for it again and again.
+    fn shed(&mut self, index: usize) -> Shed {
         let Some(spare) = self.spare_fd.take() else {
-            return false;
+            return Shed::Failed;
         };
         drop(spare);
         let shed = match self.listeners[index].socket_mut().accept() {
             Ok((stream, peer)) => {
                 self.refuse(stream, peer, OUT_OF_FDS_LINE, "out of file descriptors");
-                true
+                Shed::One
             }
-            Err(_) => false,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Shed::QueueEmpty,
+            Err(_) => Shed::Failed,
         };
         self.spare_fd = File::open("/dev/null").ok();
         shed
@@ -89,6 +95,9 @@ impl<H: Handler> Core<H> {
         // A fresh socket's send buffer is empty: one write either takes the whole line or
         // the peer is already gone. Either way there is nothing more to do.
         let _ = (&stream).write(line);
+        // Closing with unread input would answer it with a reset, which can destroy the line
+        // before the client reads it; clients often send at once, so read what came.
+        let _ = (&stream).read(&mut self.scratch);
         if let Some(count) = self.reject_log.hit(self.clock.now()) {
             log::warn!(
                 "peer={peer} refused: {why} ({count} refused in the last second, {} active)",
@@ -100,7 +109,9 @@ impl<H: Handler> Core<H> {
     pub(super) fn open(&mut self, index: usize, mut stream: TcpStream, peer: SocketAddr) {
         let entry = self.conns.vacant_entry();
         if entry.key() > MAX_KEY {
-            return; // four billion connections: drop the new one rather than alias a token
+            // Four billion connections: drop the new one rather than alias a token.
+            self.stats.rejected += 1;
+            return;
         }
         let listener = &self.listeners[index];
         if let Err(error) = listener.prepare(&stream) {
@@ -113,7 +124,12 @@ impl<H: Handler> Core<H> {
             .registry
             .register(&mut stream, id.token(), READ_INTEREST)
         {
-            log::warn!("peer={peer} cannot register connection: {error}");
+            self.stats.accept_errors += 1;
+            if let Some(count) = self.accept_error_log.hit(self.clock.now()) {
+                log::warn!(
+                    "peer={peer} cannot register connection: {error} ({count} in the last second)"
+                );
+            }
             return;
         }
         self.stats.accepted += 1;
@@ -134,6 +150,16 @@ impl<H: Handler> Core<H> {
             self.settle(id);
         }
     }
+}
+
+/// What shedding a waiting connection came to.
+enum Shed {
+    /// One connection was accepted and refused.
+    One,
+    /// There was nothing waiting.
+    QueueEmpty,
+    /// No spare descriptor, or the accept failed anyway.
+    Failed,
 }
 
 /// Whether an accept failed for lack of descriptors (per process or system-wide) or of

@@ -123,6 +123,7 @@ pub(crate) enum Request {
 impl Handle {
     /// Stops the reactor now: [`Reactor::run`] closes every connection and returns.
     pub fn stop(&self) {
+        self.shared.signal.store(0, Ordering::Release); // asked by code, not by a signal
         self.request(&self.shared.stop);
     }
 
@@ -131,6 +132,7 @@ impl Handle {
     /// connections are flushed and closed), then the rest are closed and [`Reactor::run`]
     /// returns. It returns sooner when the last connection closes.
     pub fn drain(&self) {
+        self.shared.signal.store(0, Ordering::Release); // asked by code, not by a signal
         self.request(&self.shared.drain);
     }
 
@@ -143,7 +145,8 @@ impl Handle {
     /// SIGTERM [drains](Handle::drain) it, a second one [stops](Handle::stop) it, and SIGUSR1
     /// [logs its stats](Handle::log_stats). The handlers make the requests themselves, so
     /// no thread is started and the process stays single-threaded. Call it once, before
-    /// [`Reactor::run`].
+    /// [`Reactor::run`]: the handlers stay installed for the life of the process (a second
+    /// call adds a second set), so this is for a program whose main loop is this reactor.
     pub fn install_signal_handlers(&self) -> io::Result<()> {
         crate::sys::signal::install(self)
     }
@@ -158,7 +161,9 @@ impl Handle {
     /// [`Handle::request`] for signal handlers: only atomics and the waker's write, which
     /// are async-signal-safe, and no logging.
     pub(crate) fn request_from_signal(&self, signal: i32, request: Request) {
-        self.shared.signal.store(signal, Ordering::Release);
+        if !matches!(request, Request::LogStats) {
+            self.shared.signal.store(signal, Ordering::Release);
+        }
         let flag = match request {
             Request::Stop => &self.shared.stop,
             Request::Drain => &self.shared.drain,
@@ -354,7 +359,14 @@ impl<H: Handler> Reactor<H> {
             let timeout = self.core.poll_timeout();
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {
+                    // epoll_wait is never restarted: without a fresh clock, the next timeout
+                    // would be measured from before this wait, and a stream of signals (or
+                    // stop/continue) could postpone every deadline.
+                    self.core.clock.update();
+                    self.core.expire_timers();
+                    continue;
+                }
                 Err(error) => return Err(error),
             }
             self.core.clock.update();

@@ -29,6 +29,16 @@ impl<H: Handler> Core<H> {
     /// Closes the connections whose deadline has passed, and runs the periodic work due.
     pub(super) fn expire_timers(&mut self) {
         let now = self.clock.tick();
+        // At most one live entry per connection: past twice that (and a floor, so small
+        // servers never bother), drop the stale ones. Amortised O(1) per entry pushed.
+        if self.timers.len() > 2 * self.conns.len() + 4096 {
+            let conns = &self.conns;
+            self.timers.compact(|at, id| {
+                conns
+                    .get(id.key())
+                    .is_some_and(|c| c.generation == id.generation() && c.check_at == at)
+            });
+        }
         while let Some((at, id)) = self.timers.pop_due(now) {
             if !self.is_live(id) {
                 continue; // closed since: lazy deletion
@@ -54,8 +64,9 @@ impl<H: Handler> Core<H> {
         }
         if self.next_stats_at <= now {
             log::info!("stats: {}", self.stats);
+            // From the planned tick, not from now: the lines keep their rhythm.
             let every = timer::ticks(self.config.stats_interval).unwrap_or(NEVER);
-            self.next_stats_at = timer::after(now, every);
+            self.next_stats_at = self.next_stats_at.saturating_add(every).max(now + 1);
         }
     }
 
@@ -84,6 +95,10 @@ impl<H: Handler> Core<H> {
     /// Puts every listener on the resume list (accepting was paused).
     pub(super) fn resume_listeners(&mut self) {
         self.accept_paused = false;
+        if self.spare_fd.is_none() {
+            // Lost when the process ran out of descriptors: shedding needs it back.
+            self.spare_fd = std::fs::File::open("/dev/null").ok();
+        }
         self.resume
             .extend((0..self.listeners.len()).map(Source::Listener));
     }
