@@ -6,6 +6,12 @@
 //! is one allocation per burst of leftover bytes, which only happens when a read leaves a
 //! partial message or a write is partial (the common round trip goes through the reactor's
 //! shared scratch buffers and never touches a connection's own `Buffer`).
+//!
+//! Output is an [`OutQueue`]: the same idea, plus chunks shared between connections.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
 
 /// A FIFO byte queue that holds no allocation while it is empty.
 ///
@@ -136,5 +142,209 @@ mod tests {
         let mut buf = Buffer::new();
         buf.extend(b"");
         assert_eq!(buf.capacity(), 0);
+    }
+}
+
+/// Bytes owed to a peer, in order: owned pieces and chunks shared with other connections
+/// (a chat line broadcast to many is one `Arc<[u8]>`, queued by reference in every
+/// recipient's queue, never copied per recipient).
+///
+/// Like [`Buffer`], it holds no heap memory while empty.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    head: usize,
+    /// Unwritten bytes in all chunks.
+    len: usize,
+}
+
+#[derive(Debug)]
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(bytes) => bytes,
+            Chunk::Shared(bytes) => bytes,
+        }
+    }
+}
+
+/// Most chunks handed to one `writev`.
+const MAX_IOVECS: usize = 32;
+
+impl OutQueue {
+    /// Unwritten bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues a copy of `data`, after the last owned piece when that is the back chunk.
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        if let Some(Chunk::Owned(back)) = self.chunks.back_mut() {
+            back.extend_from_slice(data);
+        } else {
+            self.chunks.push_back(Chunk::Owned(data.to_vec()));
+        }
+    }
+
+    /// Queues a shared chunk, of which the first `written` bytes have already gone out (only
+    /// allowed when the queue is empty: they were written straight to the socket).
+    pub(crate) fn push_shared(&mut self, chunk: Arc<[u8]>, written: usize) {
+        debug_assert!(written == 0 || self.is_empty());
+        if written >= chunk.len() {
+            return;
+        }
+        if self.is_empty() {
+            self.head = written;
+        }
+        self.len += chunk.len() - written;
+        self.chunks.push_back(Chunk::Shared(chunk));
+    }
+
+    /// Writes queued bytes with `writev` until the writer takes no more. Returns the bytes
+    /// written.
+    pub(crate) fn write_to(&mut self, writer: &mut impl Write) -> io::Result<usize> {
+        let mut total = 0;
+        while !self.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+                let skip = if i == 0 { self.head } else { 0 };
+                slices[i] = IoSlice::new(&chunk.bytes()[skip..]);
+                count += 1;
+            }
+            match writer.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    total += n;
+                    self.consume(n);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(total)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let front = self.chunks.front().map_or(0, |c| c.bytes().len()) - self.head;
+            if n < front {
+                self.head += n;
+                return;
+            }
+            n -= front;
+            self.chunks.pop_front();
+            self.head = 0;
+        }
+        if self.is_empty() {
+            self.clear();
+        }
+    }
+
+    /// Drops everything and releases the memory.
+    pub(crate) fn clear(&mut self) {
+        *self = OutQueue::default();
+    }
+}
+
+#[cfg(test)]
+mod out_queue {
+    use super::*;
+
+    /// A writer that takes at most `room` bytes, then would block.
+    struct Narrow {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Narrow {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(data)])
+        }
+        fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for slice in slices {
+                let take = slice.len().min(self.room - n);
+                self.taken.extend_from_slice(&slice[..take]);
+                n += take;
+            }
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn owned_and_shared_chunks_go_out_in_order_across_partial_writes() {
+        let shared: Arc<[u8]> = Arc::from(&b"<bob> hi\n"[..]);
+        let mut queue = OutQueue::default();
+        queue.push(b"one ");
+        queue.push(b"two ");
+        queue.push_shared(Arc::clone(&shared), 0);
+        queue.push(b"three");
+        assert_eq!(queue.len(), 8 + 9 + 5);
+        let mut out = Narrow {
+            taken: Vec::new(),
+            room: 5,
+        };
+        assert_eq!(queue.write_to(&mut out).unwrap(), 5);
+        out.room = 7;
+        assert_eq!(queue.write_to(&mut out).unwrap(), 7);
+        out.room = 100;
+        queue.write_to(&mut out).unwrap();
+        assert_eq!(out.taken, b"one two <bob> hi\nthree");
+        assert!(queue.is_empty());
+        assert_eq!(
+            Arc::strong_count(&shared),
+            1,
+            "the queue let go of the shared chunk"
+        );
+    }
+
+    #[test]
+    fn a_shared_chunk_can_start_part_written() {
+        let mut queue = OutQueue::default();
+        queue.push_shared(Arc::from(&b"abcdef"[..]), 4);
+        assert_eq!(queue.len(), 2);
+        let mut out = Narrow {
+            taken: Vec::new(),
+            room: 100,
+        };
+        queue.write_to(&mut out).unwrap();
+        assert_eq!(out.taken, b"ef");
+    }
+
+    #[test]
+    fn an_empty_queue_holds_no_memory() {
+        let mut queue = OutQueue::default();
+        queue.push(&[1; 1000]);
+        let mut out = Narrow {
+            taken: Vec::new(),
+            room: 1000,
+        };
+        queue.write_to(&mut out).unwrap();
+        assert!(queue.is_empty());
+        assert_eq!(queue.chunks.capacity(), 0);
     }
 }

@@ -15,6 +15,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::conn_id::ConnId;
 use crate::stats::Stats;
@@ -100,6 +101,10 @@ pub enum CloseReason {
     /// Output was pending and none of it could be written for `Config::write_timeout`: the
     /// peer stopped reading.
     WriteTimeout,
+    /// Writes from other connections ([`Context::write_to`], [`Context::write_shared`])
+    /// pushed its unsent output past `Config::high_water`: a reader too slow for what is sent
+    /// to it, dropped so that it cannot hold the others up or grow without bound.
+    SlowReader,
     /// The reactor stopped.
     Shutdown,
 }
@@ -118,6 +123,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Error(kind) => write!(f, "error: {kind}"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::WriteTimeout => f.write_str("write timeout: peer stopped reading"),
+            CloseReason::SlowReader => f.write_str("slow reader: output over the limit"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
         }
     }
@@ -156,7 +162,31 @@ impl<'a> Context<'a> {
             self.write(data);
         } else if !data.is_empty() {
             self.outbox.mail_bytes.extend_from_slice(data);
-            self.outbox.mail.push((id, data.len()));
+            self.outbox.mail.push((id, Letter::Bytes(data.len())));
+        }
+    }
+
+    /// Queues a chunk shared with other connections for connection `id`: for a message sent
+    /// to many (a broadcast), each recipient queues a reference to the same bytes, which are
+    /// never copied per recipient. Behaves like [`Context::write_to`] otherwise.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use wharf::{ConnId, Context};
+    /// fn broadcast(ctx: &mut Context<'_>, to: &[ConnId], text: &str) {
+    ///     let message: Arc<[u8]> = Arc::from(text.as_bytes());
+    ///     for id in to {
+    ///         ctx.write_shared(*id, &message);
+    ///     }
+    /// }
+    /// ```
+    pub fn write_shared(&mut self, id: ConnId, data: &Arc<[u8]>) {
+        if id == self.outbox.current {
+            self.write(data);
+        } else if !data.is_empty() {
+            self.outbox
+                .mail
+                .push((id, Letter::Shared(Arc::clone(data))));
         }
     }
 
@@ -187,6 +217,15 @@ impl<'a> Context<'a> {
     }
 }
 
+/// One write to another connection.
+#[derive(Debug)]
+pub(crate) enum Letter {
+    /// The next this many bytes of `Outbox::mail_bytes`.
+    Bytes(usize),
+    /// A chunk shared with other recipients.
+    Shared(Arc<[u8]>),
+}
+
 /// Where a callback's effects wait until the reactor performs them. One per reactor, reused
 /// for every callback so that its buffers keep their capacity.
 #[derive(Debug)]
@@ -197,8 +236,8 @@ pub(crate) struct Outbox {
     /// Output for the current connection.
     pub(crate) reply: Vec<u8>,
     pub(crate) close_current: bool,
-    /// Writes to other connections: the target and the length of its bytes in `mail_bytes`.
-    pub(crate) mail: Vec<(ConnId, usize)>,
+    /// Writes to other connections, in order.
+    pub(crate) mail: Vec<(ConnId, Letter)>,
     pub(crate) mail_bytes: Vec<u8>,
     pub(crate) closes: Vec<ConnId>,
     pub(crate) stop: bool,

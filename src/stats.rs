@@ -43,6 +43,8 @@ pub struct Stats {
     pub idle_timeouts: u64,
     /// Connections closed because their output did not move for `write_timeout`.
     pub write_timeouts: u64,
+    /// Connections dropped because what others sent them went past `high_water`.
+    pub slow_readers: u64,
     /// Connections closed because the reactor stopped (or a drain ran out of time).
     pub closed_by_shutdown: u64,
 }
@@ -55,6 +57,7 @@ impl Stats {
             + self.closed_by_error
             + self.idle_timeouts
             + self.write_timeouts
+            + self.slow_readers
             + self.closed_by_shutdown
     }
 
@@ -66,6 +69,7 @@ impl Stats {
             CloseReason::Error(_) => &mut self.closed_by_error,
             CloseReason::IdleTimeout => &mut self.idle_timeouts,
             CloseReason::WriteTimeout => &mut self.write_timeouts,
+            CloseReason::SlowReader => &mut self.slow_readers,
             CloseReason::Shutdown => &mut self.closed_by_shutdown,
         };
         *counter += 1;
@@ -78,7 +82,7 @@ impl fmt::Display for Stats {
             f,
             "accepted={} active={} rejected={} closed={} closed_by_peer={} \
              closed_by_server={} closed_by_error={} idle_timeouts={} write_timeouts={} \
-             closed_by_shutdown={} bytes_in={} bytes_out={} accept_errors={}",
+             slow_readers={} closed_by_shutdown={} bytes_in={} bytes_out={} accept_errors={}",
             self.accepted,
             self.active,
             self.rejected,
@@ -88,6 +92,7 @@ impl fmt::Display for Stats {
             self.closed_by_error,
             self.idle_timeouts,
             self.write_timeouts,
+            self.slow_readers,
             self.closed_by_shutdown,
             self.bytes_in,
             self.bytes_out,

@@ -2,7 +2,7 @@
 //!
 //! The room knows its members and their names, and turns what they do (join, send a line,
 //! leave) into [`Delivery`]s: a message and who gets it. It never sees a socket. A message
-//! for many recipients is built once, as one shared `Rc<[u8]>`: a broadcast to a thousand
+//! for many recipients is built once, as one shared `Arc<[u8]>`: a broadcast to a thousand
 //! members costs one allocation, not a thousand copies.
 //!
 //! The protocol, line by line (lines end with `\n`; a `\r` before it is dropped):
@@ -18,7 +18,7 @@
 //! Line framing and the line-length limit are the line protocol's ([`super::line`]).
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use slab::Slab;
 
@@ -43,7 +43,7 @@ pub struct Delivery {
     /// Who gets it.
     pub to: Recipients,
     /// The bytes, a whole line with its `\n`, shared by every recipient.
-    pub message: Rc<[u8]>,
+    pub message: Arc<[u8]>,
 }
 
 /// Longest name a member may take.

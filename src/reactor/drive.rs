@@ -6,7 +6,7 @@ use std::io;
 use super::{Core, Readiness};
 use crate::conn::{settle, Next, Phase};
 use crate::conn_id::{ConnId, Source};
-use crate::handler::{CloseReason, Context, Handler};
+use crate::handler::{CloseReason, Context, Handler, Letter};
 
 impl<H: Handler> Core<H> {
     /// Serves one readiness event (or a resumption) of a live connection.
@@ -170,16 +170,32 @@ impl<H: Handler> Core<H> {
             let mut mail = std::mem::take(&mut self.outbox.mail);
             let bytes = std::mem::take(&mut self.outbox.mail_bytes);
             let mut offset = 0;
-            for (to, len) in mail.drain(..) {
-                let data = &bytes[offset..offset + len];
-                offset += len;
-                if !self.is_live(to) || !self.conns[to.key()].phase.accepts_output() {
-                    continue;
-                }
-                match self.conns[to.key()].send(data, self.clock.tick()) {
+            for (to, letter) in mail.drain(..) {
+                let live = self.is_live(to) && self.conns[to.key()].phase.accepts_output();
+                let now = self.clock.tick();
+                let sent = match &letter {
+                    Letter::Bytes(len) => {
+                        let data = &bytes[offset..offset + len];
+                        offset += len;
+                        if !live {
+                            continue;
+                        }
+                        self.conns[to.key()].send(data, now)
+                    }
+                    Letter::Shared(_) if !live => continue,
+                    Letter::Shared(chunk) => self.conns[to.key()].send_shared(chunk, now),
+                };
+                match sent {
                     Ok(written) => {
                         self.stats.bytes_out += written as u64;
-                        self.settle(to);
+                        // What others send is bounded by the high-water mark: not reading
+                        // from the recipient cannot slow it down, so a reader that falls
+                        // that far behind is dropped.
+                        if self.conns[to.key()].output.len() > self.water.high {
+                            self.drop_slow_reader(to);
+                        } else {
+                            self.settle(to);
+                        }
                     }
                     Err(error) => self.close(to, CloseReason::from_error(&error)),
                 }
@@ -202,6 +218,17 @@ impl<H: Handler> Core<H> {
             }
         }
         self.delivering = false;
+    }
+
+    fn drop_slow_reader(&mut self, id: ConnId) {
+        if let Some(count) = self.write_timeout_log.hit(self.clock.now()) {
+            log::info!(
+                "conn={id} dropped: a slow reader, over {} bytes behind ({count} such drops \
+                 in the last second)",
+                self.water.high
+            );
+        }
+        self.close(id, CloseReason::SlowReader);
     }
 
     /// Moves the connection to its next phase and keeps the poller interest in step.
