@@ -1,11 +1,13 @@
 //! The built-in services: the sans-IO protocols of [`crate::proto`] wired to the reactor as
-//! [`Handler`]s. These are what `wharf echo` and `wharf line` run.
+//! [`Handler`]s. These are what `wharf echo`, `wharf line` and `wharf chat` run.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::handler::{Context, Handler};
+use crate::conn_id::ConnId;
+use crate::handler::{CloseReason, Context, Handler};
 use crate::log_limit::LogLimit;
+use crate::proto::chat::{Delivery, MemberId, Recipients, Room};
 use crate::proto::echo::Echo as EchoProtocol;
 use crate::proto::line::{LineCursor, LineEcho, LineStep};
 
@@ -93,5 +95,129 @@ impl Handler for Line {
 
     fn on_peer_closed(&mut self, ctx: &mut Context<'_>, _: &mut LineCursor, unconsumed: &[u8]) {
         ctx.write(self.protocol.on_peer_closed(unconsumed));
+    }
+}
+
+/// A chat room: every complete line a member sends goes to every other member as
+/// `<NAME> line` (see [`crate::proto::chat`] for the protocol). Lines are framed like
+/// [`Line`]'s, with the same limit.
+///
+/// ```
+/// # use wharf::{Config, Reactor, service::Chat};
+/// let reactor = Reactor::new(Config::default(), Chat::new(1024))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Chat {
+    room: Room,
+    framing: LineEcho,
+    /// The connection of each member, by member index.
+    conns: Vec<Option<ConnId>>,
+    /// Deliveries of the current callback, reused.
+    out: Vec<Delivery>,
+    overlong_log: LogLimit,
+}
+
+/// What the chat service keeps per connection.
+#[derive(Debug)]
+pub struct ChatSession {
+    member: MemberId,
+    cursor: LineCursor,
+}
+
+impl Chat {
+    /// A chat room whose lines may hold at most `max_line` bytes before the `\n`.
+    pub fn new(max_line: usize) -> Chat {
+        Chat {
+            room: Room::default(),
+            framing: LineEcho::new(max_line),
+            conns: Vec::new(),
+            out: Vec::new(),
+            overlong_log: LogLimit::per_second(),
+        }
+    }
+
+    /// Members in the room now.
+    pub fn members(&self) -> usize {
+        self.room.len()
+    }
+
+    /// Writes this callback's deliveries: each message is one shared chunk for all its
+    /// recipients.
+    fn deliver(&mut self, ctx: &mut Context<'_>) {
+        for Delivery { to, message } in self.out.drain(..) {
+            let send = |ctx: &mut Context<'_>, conn: &Option<ConnId>| {
+                if let Some(conn) = conn {
+                    ctx.write_shared(*conn, &message);
+                }
+            };
+            match to {
+                Recipients::Only(member) => send(ctx, &self.conns[member.index()]),
+                Recipients::AllExcept(sender) => {
+                    for (index, conn) in self.conns.iter().enumerate() {
+                        if index != sender.index() {
+                            send(ctx, conn);
+                        }
+                    }
+                }
+                Recipients::All => self.conns.iter().for_each(|conn| send(ctx, conn)),
+            }
+        }
+    }
+}
+
+impl Handler for Chat {
+    type Session = ChatSession;
+
+    fn on_open(&mut self, ctx: &mut Context<'_>, _peer: SocketAddr) -> ChatSession {
+        let member = self.room.join(&mut self.out);
+        if self.conns.len() <= member.index() {
+            self.conns.resize(member.index() + 1, None);
+        }
+        self.conns[member.index()] = Some(ctx.id());
+        self.deliver(ctx);
+        ChatSession {
+            member,
+            cursor: LineCursor::default(),
+        }
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_>, session: &mut ChatSession, input: &[u8]) -> usize {
+        let (lines, too_long) = match self.framing.on_input(&mut session.cursor, input) {
+            LineStep::Echo(lines) => (lines, false),
+            LineStep::TooLong { lines } => (lines, true),
+        };
+        for line in lines.split_inclusive(|&b| b == b'\n') {
+            self.room
+                .line(session.member, &line[..line.len() - 1], &mut self.out);
+        }
+        self.deliver(ctx);
+        if !too_long {
+            return lines.len();
+        }
+        ctx.write(self.framing.error_line());
+        ctx.close();
+        if let Some(count) = self.overlong_log.hit(Instant::now()) {
+            log::info!(
+                "conn={} closing: line longer than {} bytes ({count} such in the last second)",
+                ctx.id(),
+                self.framing.max_line()
+            );
+        }
+        input.len()
+    }
+
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_>, session: &mut ChatSession, rest: &[u8]) {
+        // A last line without its newline still counts, as in line mode.
+        if !rest.is_empty() {
+            self.room.line(session.member, rest, &mut self.out);
+            self.deliver(ctx);
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_>, session: ChatSession, _reason: CloseReason) {
+        self.conns[session.member.index()] = None;
+        self.room.leave(session.member, &mut self.out);
+        self.deliver(ctx);
     }
 }

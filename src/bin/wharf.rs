@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use wharf::proto::line::DEFAULT_MAX_LINE;
-use wharf::service::{Echo, Line};
+use wharf::service::{Chat, Echo, Line};
 use wharf::{Config, Handler, ListenOptions, Listener, Reactor};
 
 /// A single-threaded event-loop TCP server: echo and line echo, for testing clients,
@@ -22,7 +22,8 @@ use wharf::{Config, Handler, ListenOptions, Listener, Reactor};
     after_help = "Examples:\n  \
         wharf echo                                  # echo on 127.0.0.1:7000\n  \
         wharf line --listen '[::]:7000'             # line echo, IPv4 and IPv6, all interfaces\n  \
-        wharf echo --listen 127.0.0.1:0             # any free port; the real one is printed\n\n\
+        wharf echo --listen 127.0.0.1:0             # any free port; the real one is printed\n  \
+        wharf chat                                  # a chat room on 127.0.0.1:7000\n\n\
         Signals: SIGINT or SIGTERM drains (listeners close, connections get --drain-timeout \
         to finish, exit 0); a second one stops at once. SIGUSR1 logs the counters.\n\
         Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace), default info.\n\
@@ -46,6 +47,19 @@ enum Mode {
     /// line without \n is echoed when the client half-closes. A line longer than --max-line
     /// gets `ERR line too long (max N bytes)` and the connection is closed.
     Line {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Longest line accepted, in bytes before the \n.
+        #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE)]
+        max_line: usize,
+    },
+    /// A line-based chat room: every line goes to every other client as `<NAME> line`.
+    ///
+    /// Clients are named user1, user2, ...; `/nick NAME` renames (1-32 of A-Z a-z 0-9 _ -),
+    /// `/who` lists who is online; joins and leaves are announced as `* NAME joined` and
+    /// `* NAME left`. A client that falls more than --max-outbuf behind is dropped. One room
+    /// per process.
+    Chat {
         #[command(flatten)]
         server: ServerArgs,
         /// Longest line accepted, in bytes before the \n.
@@ -161,6 +175,13 @@ fn main() -> ExitCode {
             };
             // Line replies are small and interactive: send them at once.
             serve("line", Line::new(max_line), &server, true, config)
+        }
+        Mode::Chat { server, max_line } => {
+            let config = Config {
+                max_input: Config::default().max_input.max(max_line.saturating_add(1)),
+                ..server.config()
+            };
+            serve("chat", Chat::new(max_line), &server, true, config)
         }
     };
     match result {

@@ -26,6 +26,13 @@ use slab::Slab;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MemberId(usize);
 
+impl MemberId {
+    /// A small number, unique among the members present, for indexing a table of them.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 /// Who gets a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recipients {
