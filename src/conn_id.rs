@@ -8,8 +8,9 @@
 //! from the slot's current one is ignored.
 //!
 //! Token layout (64-bit): bit 63 clear for connections, with the generation in bits 32..63
-//! and the slab key in bits 0..32. Bit 63 set marks the reactor's own sources (listeners and
-//! the waker), which can never collide with a connection token.
+//! and the slab key in bits 0..32. Bit 63 set marks the reactor's own sources (listeners, UDP
+//! sockets with bit 62 also set, and the waker), which can never collide with a connection
+//! token.
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("wharf packs a slab key and a generation into one 64-bit mio Token");
@@ -21,6 +22,8 @@ const KEY_MASK: usize = (1 << KEY_BITS) - 1;
 /// Generations use 31 bits so that bit 63 stays free for the reactor's own tokens.
 const GENERATION_MASK: u32 = (1 << 31) - 1;
 const RESERVED: usize = 1 << 63;
+/// Among reserved tokens, marks a UDP socket (else a listener).
+const UDP: usize = 1 << 62;
 
 /// The largest number of connections a reactor can hold: slab keys must fit in 32 bits.
 pub(crate) const MAX_KEY: usize = KEY_MASK;
@@ -75,6 +78,7 @@ impl std::fmt::Display for ConnId {
 pub(crate) enum Source {
     Conn(ConnId),
     Listener(usize),
+    Udp(usize),
     Waker,
 }
 
@@ -85,6 +89,7 @@ impl Source {
         match self {
             Source::Conn(id) => id.token(),
             Source::Listener(index) => Token(RESERVED | index),
+            Source::Udp(index) => Token(RESERVED | UDP | index),
             Source::Waker => Token(WAKER),
         }
     }
@@ -93,6 +98,8 @@ impl Source {
         let raw = token.0;
         if raw == WAKER {
             Source::Waker
+        } else if raw & RESERVED != 0 && raw & UDP != 0 {
+            Source::Udp(raw & !(RESERVED | UDP))
         } else if raw & RESERVED != 0 {
             Source::Listener(raw & !RESERVED)
         } else {
@@ -127,6 +134,8 @@ mod tests {
             Source::Conn(ConnId::new(12345, 678)),
             Source::Listener(0),
             Source::Listener(7),
+            Source::Udp(0),
+            Source::Udp(3),
             Source::Waker,
         ] {
             assert_eq!(Source::from_token(source.token()), source);

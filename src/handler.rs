@@ -84,6 +84,14 @@ pub trait Handler {
     fn on_close(&mut self, ctx: &mut Context<'_>, session: Self::Session, reason: CloseReason) {
         let _ = (ctx, session, reason);
     }
+
+    /// A datagram arrived on one of the reactor's UDP sockets ([`crate::Reactor::add_udp`]).
+    /// Returns true to send `reply` (empty on entry, and an empty reply is a valid datagram;
+    /// at most 65507 bytes are sent) back to `from`. By default nothing is sent.
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], reply: &mut Vec<u8>) -> bool {
+        let _ = (from, data, reply);
+        false
+    }
 }
 
 /// Why a connection closed.

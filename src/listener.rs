@@ -130,6 +130,18 @@ impl Listener {
     }
 }
 
+/// A UDP socket bound to `addr` (`[::]:PORT` also takes IPv4 where the system's default
+/// allows it, as on Linux), with the same clear errors as [`Listener::bind`].
+///
+/// ```
+/// let socket = wharf::bind_udp("127.0.0.1:0".parse().unwrap())?;
+/// assert_ne!(socket.local_addr()?.port(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, ListenError> {
+    std::net::UdpSocket::bind(addr).map_err(|error| ListenError::from_os(addr, "bind", error))
+}
+
 /// Why a listening socket could not be created.
 #[derive(Debug)]
 pub enum ListenError {

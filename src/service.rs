@@ -31,6 +31,12 @@ impl Handler for Echo {
         ctx.write(step.reply);
         step.consumed
     }
+
+    /// UDP echo (RFC 862 over UDP): every datagram back to its sender.
+    fn on_datagram(&mut self, _from: SocketAddr, data: &[u8], reply: &mut Vec<u8>) -> bool {
+        reply.extend_from_slice(EchoProtocol.on_input(data).reply);
+        true // an empty datagram is echoed too
+    }
 }
 
 /// Line echo: complete lines back byte-exact; an overlong line gets an error and a close.

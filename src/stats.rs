@@ -47,6 +47,12 @@ pub struct Stats {
     pub slow_readers: u64,
     /// Connections closed because the reactor stopped (or a drain ran out of time).
     pub closed_by_shutdown: u64,
+    /// Datagrams received on UDP sockets.
+    pub datagrams_in: u64,
+    /// Datagrams sent on UDP sockets.
+    pub datagrams_out: u64,
+    /// Replies dropped because a UDP socket's queue of unsent replies was full.
+    pub datagrams_dropped: u64,
 }
 
 impl Stats {
@@ -82,7 +88,8 @@ impl fmt::Display for Stats {
             f,
             "accepted={} active={} rejected={} closed={} closed_by_peer={} \
              closed_by_server={} closed_by_error={} idle_timeouts={} write_timeouts={} \
-             slow_readers={} closed_by_shutdown={} bytes_in={} bytes_out={} accept_errors={}",
+             slow_readers={} closed_by_shutdown={} bytes_in={} bytes_out={} accept_errors={} \
+             datagrams_in={} datagrams_out={} datagrams_dropped={}",
             self.accepted,
             self.active,
             self.rejected,
@@ -96,7 +103,10 @@ impl fmt::Display for Stats {
             self.closed_by_shutdown,
             self.bytes_in,
             self.bytes_out,
-            self.accept_errors
+            self.accept_errors,
+            self.datagrams_in,
+            self.datagrams_out,
+            self.datagrams_dropped
         )
     }
 }

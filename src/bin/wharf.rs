@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use wharf::proto::line::DEFAULT_MAX_LINE;
 use wharf::service::{Chat, Echo, Line};
-use wharf::{Config, Handler, ListenOptions, Listener, Reactor};
+use wharf::{bind_udp, Config, Handler, ListenOptions, Listener, Reactor};
 
 /// A single-threaded event-loop TCP server: echo and line echo, for testing clients,
 /// proxies and firewalls.
@@ -23,7 +23,8 @@ use wharf::{Config, Handler, ListenOptions, Listener, Reactor};
         wharf echo                                  # echo on 127.0.0.1:7000\n  \
         wharf line --listen '[::]:7000'             # line echo, IPv4 and IPv6, all interfaces\n  \
         wharf echo --listen 127.0.0.1:0             # any free port; the real one is printed\n  \
-        wharf chat                                  # a chat room on 127.0.0.1:7000\n\n\
+        wharf chat                                  # a chat room on 127.0.0.1:7000\n  \
+        wharf echo --udp 127.0.0.1:7000             # TCP and UDP echo on port 7000\n\n\
         Signals: SIGINT or SIGTERM drains (listeners close, connections get --drain-timeout \
         to finish, exit 0); a second one stops at once. SIGUSR1 logs the counters.\n\
         Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace), default info.\n\
@@ -36,10 +37,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Mode {
-    /// Echo every byte back, in order (RFC 862).
+    /// Echo every byte back, in order (RFC 862), over TCP and, with --udp, over UDP.
     Echo {
         #[command(flatten)]
         server: ServerArgs,
+        /// Also echo datagrams on this UDP address (repeatable): each back to its sender,
+        /// up to 65507 bytes.
+        #[arg(long = "udp", value_name = "ADDR", value_parser = parse_listen_addr)]
+        udp: Vec<SocketAddr>,
     },
     /// Echo each complete line back byte-exact, terminator included.
     ///
@@ -166,7 +171,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.mode {
-        Mode::Echo { server } => serve("echo", Echo, &server, false, server.config()),
+        Mode::Echo { server, udp } => serve("echo", Echo, &server, &udp, false, server.config()),
         Mode::Line { server, max_line } => {
             let config = Config {
                 // The line protocol refuses longer lines itself, with an error line.
@@ -174,14 +179,14 @@ fn main() -> ExitCode {
                 ..server.config()
             };
             // Line replies are small and interactive: send them at once.
-            serve("line", Line::new(max_line), &server, true, config)
+            serve("line", Line::new(max_line), &server, &[], true, config)
         }
         Mode::Chat { server, max_line } => {
             let config = Config {
                 max_input: Config::default().max_input.max(max_line.saturating_add(1)),
                 ..server.config()
             };
-            serve("chat", Chat::new(max_line), &server, true, config)
+            serve("chat", Chat::new(max_line), &server, &[], true, config)
         }
     };
     match result {
@@ -197,6 +202,7 @@ fn serve<H: Handler>(
     mode: &str,
     handler: H,
     args: &ServerArgs,
+    udp: &[SocketAddr],
     nodelay_by_default: bool,
     config: Config,
 ) -> Result<(), Box<dyn Error>> {
@@ -205,6 +211,10 @@ fn serve<H: Handler>(
         .addrs
         .iter()
         .map(|addr| Listener::bind(*addr, &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let udp_sockets = udp
+        .iter()
+        .map(|addr| bind_udp(*addr))
         .collect::<Result<Vec<_>, _>>()?;
     let mut reactor =
         Reactor::new(config, handler).map_err(|e| format!("cannot create the poller: {e}"))?;
@@ -220,6 +230,10 @@ fn serve<H: Handler>(
         let addr = listener.local_addr();
         reactor.add_listener(listener)?;
         eprintln!("wharf: listening on {addr} ({mode})");
+    }
+    for socket in udp_sockets {
+        let addr = reactor.add_udp(socket)?;
+        eprintln!("wharf: listening on {addr} (udp)");
     }
     reactor.run()?;
     log::info!("stopped: {}", reactor.stats());

@@ -42,6 +42,9 @@ use crate::timer::{self, Clock, Tick, Timers, NEVER};
 mod accept;
 mod drive;
 mod timeouts;
+mod udp;
+
+use udp::UdpEndpoint;
 
 /// Size of the read buffer shared by all connections: one read takes up to this much.
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -181,6 +184,9 @@ struct Core<H: Handler> {
     water: Watermarks,
     config: Config,
     listeners: Vec<Listener>,
+    udp: Vec<UdpEndpoint>,
+    /// The reply buffer handed to `Handler::on_datagram`, reused.
+    datagram_reply: Vec<u8>,
     conns: Slab<Conn<H::Session>>,
     generations: Generations,
     handler: H,
@@ -278,6 +284,8 @@ impl<H: Handler> Reactor<H> {
                 water,
                 config,
                 listeners: Vec::new(),
+                udp: Vec::new(),
+                datagram_reply: Vec::new(),
                 conns: Slab::new(),
                 generations: Generations::default(),
                 handler,
@@ -318,6 +326,21 @@ impl<H: Handler> Reactor<H> {
             .register(listener.socket_mut(), token, Interest::READABLE)?;
         self.core.listeners.push(listener);
         Ok(())
+    }
+
+    /// Starts serving datagrams on `socket` (bound and non-blocking): each goes to
+    /// [`Handler::on_datagram`], and its reply back to the sender. Returns the socket's
+    /// address.
+    pub fn add_udp(&mut self, socket: std::net::UdpSocket) -> io::Result<SocketAddr> {
+        socket.set_nonblocking(true)?;
+        let mut endpoint = UdpEndpoint::new(mio::net::UdpSocket::from_std(socket));
+        let addr = endpoint.local_addr()?;
+        let token = Source::Udp(self.core.udp.len()).token();
+        self.core
+            .registry
+            .register(endpoint.socket_mut(), token, Interest::READABLE)?;
+        self.core.udp.push(endpoint);
+        Ok(addr)
     }
 
     /// The addresses of the listeners, in the order they were added.
@@ -401,8 +424,10 @@ impl<H: Handler> Core<H> {
             self.clock.update();
             let ticks = timer::ticks(Some(self.config.drain_timeout)).unwrap_or(0);
             self.drain_until = Some(timer::after(self.clock.tick(), ticks));
-            // Closing the listeners first: no new connections while the others finish.
+            // Closing the listeners first: no new connections (or datagrams) while the
+            // others finish.
             self.listeners.clear();
+            self.udp.clear();
             let received = match self.signal() {
                 Some(name) => format!("received {name}: "),
                 None => String::new(),
@@ -457,6 +482,7 @@ impl<H: Handler> Core<H> {
             // The stop flag is read at the top of the loop.
             Source::Waker => {}
             Source::Listener(index) => self.accept(index),
+            Source::Udp(index) => self.serve_udp(index),
             Source::Conn(id) => {
                 if self.is_live(id) {
                     self.drive(id, Readiness::from_event(event));
@@ -472,6 +498,7 @@ impl<H: Handler> Core<H> {
         for source in work.drain(..) {
             match source {
                 Source::Listener(index) => self.accept(index),
+                Source::Udp(index) => self.serve_udp(index),
                 Source::Conn(id) if self.is_live(id) => self.drive(id, Readiness::RESUME),
                 _ => {}
             }

@@ -1,0 +1,78 @@
+//! UDP echo (`wharf echo --udp ADDR`) on the same reactor as TCP.
+
+mod common;
+
+use common::*;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+/// The UDP address a server announced with `listening on ADDR (udp)`.
+fn udp_addr(server: &Server) -> SocketAddr {
+    let line = server.wait_for_log("(udp)", IO_TIMEOUT);
+    parse_listening_line(&line)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .0
+}
+
+#[test]
+fn udp_echoes_random_payload_sizes_from_concurrent_senders_while_tcp_is_served() {
+    let server = Server::start("echo", &["--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"]);
+    let udp = udp_addr(&server);
+    let senders: Vec<_> = (0..8)
+        .map(|sender| {
+            std::thread::spawn(move || {
+                let mut rng = seeded_rng(&format!("udp sender {sender}"));
+                let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a client socket");
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("read timeout");
+                let mut reply = vec![0u8; 65_536];
+                for i in 0..100 {
+                    // Mostly small, sometimes up to the largest UDP payload, sometimes empty.
+                    let len = match rng.u8(..) {
+                        0..=9 => 0,
+                        10..=29 => rng.usize(..=65_507),
+                        _ => rng.usize(..=1500),
+                    };
+                    let payload = random_bytes(&mut rng, len);
+                    socket.send_to(&payload, udp).expect("send a datagram");
+                    let (n, from) = socket
+                        .recv_from(&mut reply)
+                        .unwrap_or_else(|e| panic!("sender {sender}, datagram {i}: {e}"));
+                    assert_eq!(from, udp);
+                    assert_bytes_eq(
+                        &format!("sender {sender}, datagram {i}"),
+                        &payload,
+                        &reply[..n],
+                    );
+                }
+            })
+        })
+        .collect();
+    // TCP is served all along.
+    let mut tcp = connect(server.addr());
+    for i in 0..50 {
+        let message = format!("tcp {i}\n");
+        assert_eq!(round_trip(&mut tcp, message.as_bytes()), message.as_bytes());
+    }
+    for sender in senders {
+        sender.join().expect("a UDP sender failed");
+    }
+}
+
+#[test]
+fn udp_address_in_use_is_a_clean_error() {
+    let taken = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run_to_exit(
+        wharf_command("echo", &["--listen", "127.0.0.1:0", "--udp", &addr]),
+        EXIT_TIMEOUT,
+    );
+    assert_no_panic(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("already in use"),
+        "stderr:\n{}",
+        out.stderr
+    );
+}
