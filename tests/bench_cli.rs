@@ -29,8 +29,14 @@ struct Server {
 
 impl Server {
     fn start(mode: &str) -> Server {
+        Server::start_with(&[mode, "--listen", "127.0.0.1:0"], "")
+    }
+
+    /// Starts `wharf ARGS` and takes the address of its first `listening on` line whose
+    /// rest contains `tag` (e.g. "(udp)"; "" for the first line).
+    fn start_with(args: &[&str], tag: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args([mode, "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -50,7 +56,11 @@ impl Server {
             let line = received
                 .recv_timeout(STARTUP_TIMEOUT)
                 .expect("wharf printed no `listening on` line");
-            if let Some(rest) = line.split("listening on ").nth(1) {
+            if let Some(rest) = line
+                .split("listening on ")
+                .nth(1)
+                .filter(|rest| rest.contains(tag))
+            {
                 let addr = rest
                     .split_whitespace()
                     .next()
@@ -399,4 +409,60 @@ fn no_server_listening_is_one_clear_error() {
         "{stderr}"
     );
     assert!(stderr.contains("refused"), "{stderr}");
+}
+
+#[test]
+fn chat_fans_every_line_out_to_every_other_client_in_order() {
+    let server = Server::start("chat");
+    let output = run(bench().args([
+        "chat",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "8",
+        "-d",
+        "1",
+        "--rate",
+        "20",
+        "--json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(report["mode"], "chat");
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+    assert_eq!(number(&report, "joined"), 8.0, "{report}");
+    let sent = number(&report, "sent");
+    assert!(sent > 0.0, "{report}");
+    assert_eq!(number(&report, "expected"), sent * 7.0, "{report}");
+    assert_eq!(number(&report, "deliveries"), sent * 7.0, "{report}");
+    assert!(number(&report, "deliveries_per_s") > 0.0, "{report}");
+    assert!(number(&report, "p99_us") > 0.0, "{report}");
+}
+
+#[test]
+fn udp_round_trips_against_wharf_echo_udp() {
+    let server = Server::start_with(
+        &["echo", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
+        "(udp)",
+    );
+    let output = run(bench().args([
+        "udp",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "4",
+        "-s",
+        "200",
+        "-d",
+        "1",
+        "--json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(report["mode"], "udp");
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+    assert_eq!(number(&report, "lost"), 0.0, "{report}");
+    assert_eq!(number(&report, "mismatches"), 0.0, "{report}");
+    assert!(number(&report, "round_trips_per_s") > 0.0, "{report}");
+    assert!(number(&report, "p99_us") > 0.0, "{report}");
 }

@@ -19,7 +19,9 @@ use crate::dial::{parse_sources, Sources};
         wharf-bench pingpong --addr 127.0.0.1:7000 -c 1000 --line --json\n  \
         wharf-bench hold --addr 127.0.0.1:7000 -c 10000 --src 127.0.0.1-127.0.0.16 --server-pid \"$(pgrep -n wharf)\"\n  \
         wharf-bench connect --addr 127.0.0.1:7000 -d 5\n  \
-        wharf-bench sweep --addr 127.0.0.1:7000 --conns 1,10,100,1000,10000 --out sweep/\n\n\
+        wharf-bench sweep --addr 127.0.0.1:7000 --conns 1,10,100,1000,10000 --out sweep/\n  \
+        wharf-bench chat --addr 127.0.0.1:7000 -c 1000 -d 5 --rate 1 --src 127.0.0.1-127.0.0.16\n  \
+        wharf-bench udp --addr 127.0.0.1:7000 -c 16 -s 64 -d 5\n\n\
         Exit status: 0 a clean run, 3 the run finished but counted errors, 1 it could not run, \
         2 bad arguments."
 )]
@@ -50,6 +52,14 @@ pub enum Command {
     /// Medians of many runs (JSON lines from --json, with --label and --scenario) as one
     /// table, with the ratio of two labels.
     Summary(SummaryArgs),
+    /// Chat fan-out: CONNS clients join a line-based chat room (`wharf chat`) and each sends
+    /// timestamped lines at --rate; every other client must receive each one, in order.
+    /// Reports deliveries/s, fan-out latency percentiles and lost or disordered lines.
+    Chat(ChatArgs),
+    /// UDP round trips: each flow keeps one datagram in flight against a UDP echo server
+    /// (RFC 862, e.g. `wharf echo --udp ADDR`) and checks every echoed byte. A datagram not
+    /// answered within --loss-timeout counts as lost and the flow sends the next.
+    Udp(UdpArgs),
 }
 
 /// Where to connect, and what to call the run.
@@ -156,6 +166,54 @@ pub struct SweepArgs {
     pub out: PathBuf,
 }
 
+/// `chat` flags.
+#[derive(Args, Debug, Clone)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Chat clients in the room.
+    #[arg(short = 'c', long = "conns", value_name = "CONNS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(2..))]
+    pub conns: u32,
+    /// How long to send, in seconds (after every client has joined).
+    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub duration: Duration,
+    /// Lines each client sends per second.
+    #[arg(long, value_name = "MSGS_PER_S", default_value = "1", value_parser = parse_rate)]
+    pub rate: f64,
+}
+
+/// `udp` flags.
+#[derive(Args, Debug, Clone)]
+pub struct UdpArgs {
+    /// The UDP echo server, IP:PORT.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    pub addr: SocketAddr,
+    /// Flows: sockets, each with one datagram in flight.
+    #[arg(short = 'c', long = "flows", value_name = "FLOWS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub flows: u32,
+    /// Bytes per datagram (at most 65507, the most an IPv4 UDP datagram carries).
+    #[arg(short = 's', long = "size", value_name = "BYTES", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=65_507))]
+    pub size: u32,
+    /// How long to measure, in seconds.
+    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub duration: Duration,
+    /// A datagram without its echo for this long counts as lost; the flow sends the next.
+    #[arg(long, value_name = "SECS", default_value = "0.2", value_parser = parse_seconds)]
+    pub loss_timeout: Duration,
+    /// Print one JSON object per run on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// A name for the server under test, carried into the JSON.
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
+    /// A name for the scenario, carried into the JSON.
+    #[arg(long, value_name = "NAME")]
+    pub scenario: Option<String>,
+}
+
 /// `plot` flags.
 #[derive(Args, Debug, Clone)]
 pub struct PlotArgs {
@@ -192,4 +250,17 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses a message rate per second, fractions allowed ("10", "0.5").
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of messages per second"))?;
+    if !(rate > 0.0 && rate <= 1_000_000.0) {
+        return Err(format!(
+            "'{text}' messages per second is out of range (more than 0, at most a million)"
+        ));
+    }
+    Ok(rate)
 }

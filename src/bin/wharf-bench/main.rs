@@ -4,8 +4,9 @@
 //! costs as little CPU as the server it measures: a round trip is one write and one read,
 //! with no allocation. Subcommands: `pingpong` (throughput and latency), `hold` (idle
 //! connections and the server's memory per connection), `connect` (connections per second),
-//! `sweep` (pingpong over connection counts, with a plot), and `plot` and `summary` to
-//! combine the results of several servers.
+//! `sweep` (pingpong over connection counts, with a plot), `plot` and `summary` to
+//! combine the results of several servers, `chat` (fan-out through a chat room) and `udp`
+//! (datagram round trips).
 //!
 //! Files: `cli` (flags), `limits` (checks before a run), `dial` (sockets), `client` (the event
 //! loop) and `conn` (one connection's I/O), `message` (the bytes and their check),
@@ -13,6 +14,7 @@
 //! (/proc of the server), `report`, `progress`, `plot`, `summary`, `error`, and `sys` (the
 //! only unsafe code).
 
+mod chat;
 mod cli;
 mod client;
 mod conn;
@@ -33,6 +35,7 @@ mod server;
 mod summary;
 mod sweep;
 mod sys;
+mod udp;
 
 use std::process::ExitCode;
 
@@ -66,6 +69,8 @@ fn execute(command: &Command) -> Result<u64, BenchError> {
         Command::Sweep(args) => Ok(sweep::run(args)?.iter().map(Report::errors).sum()),
         Command::Plot(args) => plot::run(args).map(|()| 0),
         Command::Summary(args) => summary::run(args).map(|()| 0),
+        Command::Chat(args) => print(&chat::run(args)?, args.target.json),
+        Command::Udp(args) => print(&udp::run(args)?, args.json),
     }
 }
 

@@ -23,7 +23,7 @@ pub trait Report: Serialize {
 /// Names and address common to every report.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunId {
-    /// `pingpong`, `hold` or `connect`.
+    /// `pingpong`, `hold`, `connect`, `chat` or `udp`.
     pub mode: &'static str,
     /// `--label`: the server under test.
     pub label: Option<String>,
@@ -41,6 +41,21 @@ impl RunId {
             label: target.label.clone(),
             scenario: target.scenario.clone(),
             addr: target.addr.to_string(),
+        }
+    }
+
+    /// The identity of a `mode` run against `addr`, for modes without a [`Target`].
+    pub fn named(
+        mode: &'static str,
+        addr: std::net::SocketAddr,
+        label: Option<String>,
+        scenario: Option<String>,
+    ) -> RunId {
+        RunId {
+            mode,
+            label,
+            scenario,
+            addr: addr.to_string(),
         }
     }
 
@@ -282,6 +297,145 @@ impl Report for ConnectReport {
         latency_text(&mut out, &self.latency);
         errors_text(&mut out, self.errors, &self.errors_by_kind);
         self.server.text(&mut out, "connection");
+        out
+    }
+}
+
+/// `chat`: lines fanned out through a chat room.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatReport {
+    #[serde(flatten)]
+    pub id: RunId,
+    /// Clients asked for (`-c`).
+    pub connections: u64,
+    /// Lines each client was asked to send per second (`--rate`).
+    pub rate_per_conn: f64,
+    /// The sending interval, in seconds.
+    pub duration_s: f64,
+    /// Clients that joined (connected and were announced to the others) before sending.
+    pub joined: u64,
+    /// Time from the first connect until every client had been announced, in seconds.
+    pub join_s: f64,
+    /// Lines sent in the interval.
+    pub sent: u64,
+    /// Lines received from other clients (each sent line counts once per receiver).
+    pub deliveries: u64,
+    /// sent x (joined - 1): every line to every other client.
+    pub expected: u64,
+    /// Deliveries per second of the sending interval.
+    pub deliveries_per_s: f64,
+    /// Fan-out latency: from a line's send to its arrival at one receiver.
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+    /// Every failure: missing, out of order, unparsable lines and connection failures.
+    pub errors: u64,
+    /// Expected deliveries that never came (counted after the drain).
+    pub missing: u64,
+    /// Deliveries whose sequence number was not above the last one from the same sender.
+    pub out_of_order: u64,
+    /// Lines that are neither `* ` announcements nor this tool's own lines.
+    pub bad_lines: u64,
+    /// Connection failures, by kind.
+    pub errors_by_kind: Tally,
+}
+
+impl Report for ChatReport {
+    fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}: {} clients x {} lines/s, {:.1} s",
+            self.id.heading(),
+            self.connections,
+            self.rate_per_conn,
+            self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "  joined        {} ({:.2} s until all were announced)",
+            self.joined, self.join_s
+        );
+        let _ = writeln!(
+            out,
+            "  lines         {} sent, {} of {} deliveries ({:.0}/s)",
+            self.sent, self.deliveries, self.expected, self.deliveries_per_s
+        );
+        latency_text(&mut out, &self.latency);
+        let _ = writeln!(
+            out,
+            "  chat errors   {} missing, {} out of order, {} bad lines",
+            self.missing, self.out_of_order, self.bad_lines
+        );
+        errors_text(&mut out, self.errors, &self.errors_by_kind);
+        out
+    }
+}
+
+/// `udp`: datagram round trips, one in flight per flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct UdpReport {
+    #[serde(flatten)]
+    pub id: RunId,
+    /// Flows asked for (`-c`).
+    pub flows: u64,
+    /// Bytes per datagram, each way.
+    pub size: u64,
+    /// The measured interval, in seconds.
+    pub duration_s: f64,
+    /// Datagrams echoed intact in the interval.
+    pub round_trips: u64,
+    /// Round trips per second.
+    pub round_trips_per_s: f64,
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+    /// Every failure: lost, mismatched, socket errors.
+    pub errors: u64,
+    /// Datagrams without an echo within the loss timeout.
+    pub lost: u64,
+    /// Echoes of a lost datagram that came after all (ignored, not errors).
+    pub late: u64,
+    /// Echoes that differ from what was sent.
+    pub mismatches: u64,
+    /// Failed sends and receives (for example ICMP port unreachable: nothing listening).
+    pub socket_errors: u64,
+    /// The first failure, word for word.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+impl Report for UdpReport {
+    fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{}: {} flows x {} B datagrams, {:.1} s",
+            self.id.heading(),
+            self.flows,
+            self.size,
+            self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "  round trips   {} ({:.0}/s)",
+            self.round_trips, self.round_trips_per_s
+        );
+        latency_text(&mut out, &self.latency);
+        let _ = writeln!(
+            out,
+            "  errors        {} ({} lost, {} mismatches, {} socket errors; {} late echoes)",
+            self.errors, self.lost, self.mismatches, self.socket_errors, self.late
+        );
+        if let Some(first) = &self.first_error {
+            let _ = writeln!(out, "  first error   {first}");
+        }
         out
     }
 }

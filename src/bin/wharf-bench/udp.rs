@@ -1,0 +1,277 @@
+//! `udp`: datagram round trips against a UDP echo server (RFC 862): each flow is one
+//! connected, non-blocking socket with exactly one datagram in flight, all on one `mio::Poll`.
+//!
+//! UDP may drop a datagram, and then no answer ever comes: a flow waits at most the loss
+//! timeout, counts the datagram lost and sends the next, so one loss never stalls a flow.
+//! Every datagram carries its sequence number in its first 8 bytes (when it has 8), so the
+//! echo of a datagram already given up on is told apart (`late`, not an error) from an echo
+//! with wrong bytes (`mismatches`).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::cli::UdpArgs;
+use crate::error::BenchError;
+use crate::latency::Latencies;
+use crate::limits::ensure_open_files;
+use crate::progress::Progress;
+use crate::report::{RunId, UdpReport};
+
+/// Longest wait for events in one turn: the precision of the loss timeout and of the end.
+const TURN: Duration = Duration::from_millis(10);
+
+/// Readiness events taken per `epoll_wait`.
+const EVENTS_PER_POLL: usize = 1024;
+
+/// Bytes of the sequence number at the start of each datagram.
+const SEQ_BYTES: usize = 8;
+
+/// Room for the largest datagram, so a too-long echo is seen whole (and as a mismatch).
+const SCRATCH_BYTES: usize = 65_536;
+
+/// One socket and its datagram in flight.
+struct Flow {
+    socket: UdpSocket,
+    /// Sequence number of the datagram in flight.
+    seq: u64,
+    /// Its bytes, as the echo must return them.
+    expected: Vec<u8>,
+    /// When it was sent.
+    sent_at: Instant,
+    /// Whether it went out (a failed send is retried at the loss timeout, not counted lost).
+    sent: bool,
+}
+
+/// What a run has counted so far.
+#[derive(Default)]
+struct Counts {
+    lost: u64,
+    late: u64,
+    mismatches: u64,
+    socket_errors: u64,
+    first_error: Option<String>,
+}
+
+impl Counts {
+    fn error(&mut self, what: String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(what);
+        }
+    }
+}
+
+/// Runs `udp` as the command line asks.
+pub fn run(args: &UdpArgs) -> Result<UdpReport, BenchError> {
+    let flows_wanted = u64::from(args.flows);
+    ensure_open_files(flows_wanted)?;
+    let size = args.size as usize;
+    let mut poll = Poll::new().map_err(|error| BenchError::io("creating the poller", error))?;
+    let mut events = Events::with_capacity(EVENTS_PER_POLL);
+    let mut flows = Vec::with_capacity(args.flows as usize);
+    for index in 0..args.flows as usize {
+        let mut socket = open(args.addr).map_err(|error| {
+            BenchError::io(format!("opening a UDP socket to {}", args.addr), error)
+        })?;
+        poll.registry()
+            .register(&mut socket, Token(index), Interest::READABLE)
+            .map_err(|error| BenchError::io("registering a UDP socket", error))?;
+        flows.push(Flow {
+            socket,
+            seq: 0,
+            expected: vec![0; size],
+            sent_at: Instant::now(),
+            sent: false,
+        });
+    }
+
+    let mut counts = Counts::default();
+    let mut latencies = Latencies::new();
+    let mut scratch = vec![0u8; SCRATCH_BYTES].into_boxed_slice();
+    let progress = Progress::new("udp", args.duration);
+    let start = Instant::now();
+    let end = start + args.duration;
+    for (index, flow) in flows.iter_mut().enumerate() {
+        send_next(flow, index, start, &mut counts);
+    }
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        match poll.poll(&mut events, Some((end - now).min(TURN))) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(BenchError::io("waiting for events (epoll_wait)", error)),
+        }
+        for event in events.iter() {
+            let index = event.token().0;
+            let Some(flow) = flows.get_mut(index) else {
+                continue;
+            };
+            receive(flow, index, &mut scratch, &mut latencies, &mut counts, end);
+        }
+        let now = Instant::now();
+        for (index, flow) in flows.iter_mut().enumerate() {
+            if now.duration_since(flow.sent_at) >= args.loss_timeout {
+                if flow.sent {
+                    counts.lost += 1;
+                    counts.error(format!(
+                        "datagram {} of flow {index} not echoed within {:?}",
+                        flow.seq, args.loss_timeout
+                    ));
+                }
+                send_next(flow, index, now, &mut counts);
+            }
+        }
+        let elapsed = now - start;
+        progress.update(elapsed, || {
+            let rate = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3);
+            format!("{rate:.0} round trips/s, {} lost", counts.lost)
+        });
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    progress.finish();
+
+    let round_trips = latencies.len();
+    Ok(UdpReport {
+        id: RunId::named("udp", args.addr, args.label.clone(), args.scenario.clone()),
+        flows: flows_wanted,
+        size: size as u64,
+        duration_s: seconds,
+        round_trips,
+        round_trips_per_s: round_trips as f64 / seconds,
+        latency: latencies.summary(),
+        errors: counts.lost + counts.mismatches + counts.socket_errors,
+        lost: counts.lost,
+        late: counts.late,
+        mismatches: counts.mismatches,
+        socket_errors: counts.socket_errors,
+        first_error: counts.first_error,
+    })
+}
+
+/// A non-blocking UDP socket on an ephemeral port, connected to `addr` so that only its
+/// datagrams are received and an ICMP "port unreachable" comes back as an error.
+fn open(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let any = match addr.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let socket = UdpSocket::bind(SocketAddr::new(any, 0))?;
+    socket.connect(addr)?;
+    Ok(socket)
+}
+
+/// Sends the flow's next datagram, numbered one past the last.
+fn send_next(flow: &mut Flow, index: usize, now: Instant, counts: &mut Counts) {
+    flow.seq += 1;
+    fill(&mut flow.expected, index, flow.seq);
+    flow.sent_at = now;
+    match flow.socket.send(&flow.expected) {
+        Ok(n) if n == flow.expected.len() => flow.sent = true,
+        Ok(n) => {
+            flow.sent = false;
+            counts.socket_errors += 1;
+            counts.error(format!("sent {n} of {} bytes", flow.expected.len()));
+        }
+        Err(error) => {
+            flow.sent = false;
+            counts.socket_errors += 1;
+            counts.error(format!("send: {error}"));
+        }
+    }
+}
+
+/// Reads every datagram waiting on the flow's socket (readiness is edge-triggered), checks
+/// each against the one in flight, and sends the next after an answer.
+fn receive(
+    flow: &mut Flow,
+    index: usize,
+    scratch: &mut [u8],
+    latencies: &mut Latencies,
+    counts: &mut Counts,
+    end: Instant,
+) {
+    loop {
+        let n = match flow.socket.recv(scratch) {
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                // For example ECONNREFUSED from an ICMP port unreachable: the datagram in
+                // flight is left to the loss timeout.
+                counts.socket_errors += 1;
+                counts.error(format!("receive: {error}"));
+                continue;
+            }
+        };
+        let got = &scratch[..n];
+        let now = Instant::now();
+        if got == &flow.expected[..] {
+            if now < end {
+                latencies.record(now.duration_since(flow.sent_at));
+            }
+        } else if is_earlier(got, flow) {
+            counts.late += 1;
+            continue;
+        } else {
+            counts.mismatches += 1;
+            let at = got
+                .iter()
+                .zip(&flow.expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(n.min(flow.expected.len()));
+            counts.error(format!(
+                "echo of flow {index} differs from byte {at} on ({n} bytes back, {} sent)",
+                flow.expected.len()
+            ));
+        }
+        if now < end {
+            send_next(flow, index, now, counts);
+        }
+    }
+}
+
+/// Whether `got` is the echo of an earlier datagram of this flow (one given up on as lost).
+fn is_earlier(got: &[u8], flow: &Flow) -> bool {
+    if got.len() != flow.expected.len() || got.len() < SEQ_BYTES {
+        return false;
+    }
+    let mut seq = [0u8; SEQ_BYTES];
+    seq.copy_from_slice(&got[..SEQ_BYTES]);
+    let seq = u64::from_le_bytes(seq);
+    seq < flow.seq
+}
+
+/// The bytes of datagram `seq` of flow `index`: the sequence number, then a pattern that
+/// differs per flow and per datagram, so a misrouted or stale echo does not match.
+fn fill(buffer: &mut [u8], index: usize, seq: u64) {
+    let salt = (index as u8).wrapping_add((seq as u8).wrapping_mul(31));
+    for (position, byte) in buffer.iter_mut().enumerate() {
+        *byte = salt.wrapping_add((position as u8).wrapping_mul(7));
+    }
+    let head = buffer.len().min(SEQ_BYTES);
+    buffer[..head].copy_from_slice(&seq.to_le_bytes()[..head]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_carry_their_sequence_number_and_differ_per_flow() {
+        let mut a = vec![0; 32];
+        let mut b = vec![0; 32];
+        fill(&mut a, 0, 5);
+        fill(&mut b, 1, 5);
+        assert_eq!(a[..8], 5u64.to_le_bytes());
+        assert_ne!(a, b);
+        let mut tiny = vec![0; 3];
+        fill(&mut tiny, 0, 0x01_0203);
+        assert_eq!(tiny, [3, 2, 1]);
+    }
+}
