@@ -210,15 +210,27 @@ impl std::error::Error for ListenError {
     }
 }
 
-/// Whether `socket(2)` takes SOCK_NONBLOCK and SOCK_CLOEXEC in its type argument.
-const ATOMIC_SOCKET_FLAGS: bool = cfg!(any(
+/// The flags `socket(2)` takes in its type argument on this system, to make the socket
+/// non-blocking and close-on-exec as it is created; 0 where it takes none (macOS), and
+/// `fcntl` sets both right after.
+#[cfg(any(
     target_os = "linux",
     target_os = "android",
     target_os = "freebsd",
     target_os = "netbsd",
     target_os = "openbsd",
     target_os = "dragonfly"
-));
+))]
+const SOCKET_FLAGS: libc::c_int = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+const SOCKET_FLAGS: libc::c_int = 0;
 
 /// A new non-blocking, close-on-exec stream socket for `addr`'s family.
 fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
@@ -227,24 +239,7 @@ fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     } else {
         libc::AF_INET6
     };
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    ))]
-    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    )))]
-    let kind = libc::SOCK_STREAM;
+    let kind = libc::SOCK_STREAM | SOCKET_FLAGS;
     // SAFETY: socket takes no pointers; a non-negative result is a new fd we now own.
     let fd = unsafe { libc::socket(domain, kind, 0) };
     if fd < 0 {
@@ -252,7 +247,7 @@ fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     }
     // SAFETY: `fd` was just returned by socket and is owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if !ATOMIC_SOCKET_FLAGS {
+    if SOCKET_FLAGS == 0 {
         // No SOCK_NONBLOCK/SOCK_CLOEXEC (macOS): set both flags right after creation.
         // SAFETY: fcntl on an fd we own, with integer arguments only.
         let ok = unsafe {
