@@ -187,16 +187,19 @@ impl OutQueue {
         self.len == 0
     }
 
-    /// Queues a copy of `data`, after the last owned piece when that is the back chunk.
+    /// Queues a copy of `data`, in the back owned piece when there is one to grow.
     pub(crate) fn push(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
         self.len += data.len();
-        if let Some(Chunk::Owned(back)) = self.chunks.back_mut() {
-            back.extend_from_slice(data);
-        } else {
-            self.chunks.push_back(Chunk::Owned(data.to_vec()));
+        // Append to the back piece, unless it is the front one and partly written: that one
+        // is freed once written, and growing it would keep its written bytes alive for as
+        // long as the queue never empties.
+        let partly_written_front = self.chunks.len() == 1 && self.head > 0;
+        match self.chunks.back_mut() {
+            Some(Chunk::Owned(back)) if !partly_written_front => back.extend_from_slice(data),
+            _ => self.chunks.push_back(Chunk::Owned(data.to_vec())),
         }
     }
 
@@ -333,6 +336,37 @@ mod out_queue {
         };
         queue.write_to(&mut out).unwrap();
         assert_eq!(out.taken, b"ef");
+    }
+
+    #[test]
+    fn a_queue_that_never_empties_does_not_keep_what_it_sent() {
+        // A reader that stays just behind: the queue never drains, yet must not hold on
+        // to the bytes already written.
+        let mut queue = OutQueue::default();
+        queue.push(&[7; 2000]);
+        let mut out = Narrow {
+            taken: Vec::new(),
+            room: 0,
+        };
+        for _ in 0..10_000 {
+            queue.push(&[7; 1000]);
+            out.room = 1000;
+            queue.write_to(&mut out).unwrap();
+            out.taken.clear();
+        }
+        assert_eq!(queue.len(), 2000);
+        let held: usize = queue
+            .chunks
+            .iter()
+            .map(|chunk| match chunk {
+                Chunk::Owned(bytes) => bytes.capacity(),
+                Chunk::Shared(bytes) => bytes.len(),
+            })
+            .sum();
+        assert!(
+            held < 16_000,
+            "the queue holds {held} bytes for 2000 pending"
+        );
     }
 
     #[test]

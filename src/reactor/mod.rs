@@ -516,15 +516,24 @@ impl<H: Handler> Core<H> {
 
     fn shut_down(&mut self) {
         self.listeners.clear();
+        self.udp.clear();
         let ids: Vec<ConnId> = self
             .conns
             .iter()
             .map(|(key, conn)| ConnId::new(key, conn.generation))
             .collect();
+        // Every connection is about to close: mail between them (a chat room telling all
+        // the others of each departure) would be n² writes for nothing. Handlers still see
+        // every close; what they send is dropped.
+        self.delivering = true;
         for id in ids {
             if self.is_live(id) {
                 self.close(id, CloseReason::Shutdown);
+                self.outbox.mail.clear();
+                self.outbox.mail_bytes.clear();
+                self.outbox.closes.clear();
             }
         }
+        self.delivering = false;
     }
 }
