@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 /// Settings of a [`crate::Reactor`]. Start from `Config::default()` and change what you need.
 ///
 /// ```
@@ -23,6 +25,13 @@ pub struct Config {
     /// `ERR server full (max N connections)` and closed, so the client learns why instead
     /// of waiting in the kernel's queue. Default: 10000.
     pub max_conns: usize,
+    /// Access control: when not empty, connections from addresses outside these networks
+    /// are closed right after accept, before a byte is read. IPv4-mapped IPv6 peers (IPv4
+    /// clients of a `[::]` listener) match IPv4 networks. Default: empty (everyone).
+    pub allow: Vec<IpNet>,
+    /// Access control: most connections open at once from one source address; the next one
+    /// is closed right after accept. 0: no limit. Default: 0.
+    pub max_conns_per_ip: usize,
     /// Backpressure, the largest output the server keeps for one connection: past this many
     /// unsent bytes the reactor stops reading from it, so a peer that sends without reading
     /// cannot grow the server's memory without bound. Default: 1 MiB.
@@ -70,6 +79,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_conns: 10_000,
+            allow: Vec::new(),
+            max_conns_per_ip: 0,
             high_water: 1024 * 1024,
             low_water: 256 * 1024,
             idle_timeout: Some(Duration::from_secs(300)),

@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+mod access;
 mod buffer;
 mod config;
 mod conn;

@@ -29,6 +29,10 @@ pub struct Stats {
     pub rejected: u64,
     /// `accept` calls that failed with something other than "no connection waiting".
     pub accept_errors: u64,
+    /// Connections closed right after accept: their address is not in `Config::allow`.
+    pub refused_not_allowed: u64,
+    /// Connections closed right after accept: their address had `max_conns_per_ip` open.
+    pub refused_per_ip: u64,
     /// Bytes read from connections.
     pub bytes_in: u64,
     /// Bytes written to connections.
@@ -89,7 +93,8 @@ impl fmt::Display for Stats {
             "accepted={} active={} rejected={} closed={} closed_by_peer={} \
              closed_by_server={} closed_by_error={} idle_timeouts={} write_timeouts={} \
              slow_readers={} closed_by_shutdown={} bytes_in={} bytes_out={} accept_errors={} \
-             datagrams_in={} datagrams_out={} datagrams_dropped={}",
+             datagrams_in={} datagrams_out={} datagrams_dropped={} refused_not_allowed={} \
+             refused_per_ip={}",
             self.accepted,
             self.active,
             self.rejected,
@@ -106,7 +111,9 @@ impl fmt::Display for Stats {
             self.accept_errors,
             self.datagrams_in,
             self.datagrams_out,
-            self.datagrams_dropped
+            self.datagrams_dropped,
+            self.refused_not_allowed,
+            self.refused_per_ip
         )
     }
 }

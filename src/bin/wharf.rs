@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use wharf::proto::line::DEFAULT_MAX_LINE;
 use wharf::service::{Chat, Echo, Line};
 use wharf::{bind_udp, Config, Handler, ListenOptions, Listener, Reactor};
@@ -95,6 +96,15 @@ struct ServerArgs {
     /// be given as two listeners.
     #[arg(long)]
     v6only: bool,
+    /// Accept connections only from this network (CIDR, e.g. 10.0.0.0/8 or ::1/128; a bare
+    /// address means just it); repeatable. Others are closed at once, before a byte is read.
+    /// IPv4 clients of a `[::]` listener match IPv4 rules.
+    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_cidr)]
+    allow: Vec<IpNet>,
+    /// Most connections open at once from one source address; more are closed at once
+    /// (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_conns_per_ip: usize,
     /// Connections served at once; each one over the limit is sent
     /// `ERR server full (max N connections)` and closed.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_conns)]
@@ -137,6 +147,16 @@ fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!(
+                "invalid network '{text}': expected CIDR, e.g. 10.0.0.0/8, 127.0.0.1 or ::1/128"
+            )
+        })
+}
+
 /// Seconds from the command line; 0 means "off".
 fn seconds(secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
@@ -146,6 +166,8 @@ impl ServerArgs {
     fn config(&self) -> Config {
         Config {
             max_conns: self.max_conns,
+            allow: self.allow.clone(),
+            max_conns_per_ip: self.max_conns_per_ip,
             high_water: self.max_outbuf,
             low_water: self.max_outbuf / 4,
             idle_timeout: seconds(self.idle_timeout),

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 
 use super::Core;
+use crate::access::Refusal;
 use crate::conn::{Conn, READ_INTEREST};
 use crate::conn_id::{ConnId, Source, MAX_KEY};
 use crate::handler::{Context, Handler};
@@ -26,12 +27,19 @@ impl<H: Handler> Core<H> {
         }
         for _ in 0..self.config.accept_budget {
             match self.listeners[index].socket_mut().accept() {
-                Ok((stream, peer)) if self.stats.active >= self.config.max_conns as u64 => {
-                    let line = std::mem::take(&mut self.full_line);
-                    self.refuse(stream, peer, &line, "connection limit reached");
-                    self.full_line = line;
+                Ok((stream, peer)) => {
+                    // Cheapest refusal first: the access rules need no buffer and no byte.
+                    if let Err(refusal) = self.access.admit(peer.ip()) {
+                        self.refuse_access(stream, peer, refusal);
+                    } else if self.stats.active >= self.config.max_conns as u64 {
+                        self.release_ip(peer.ip());
+                        let line = std::mem::take(&mut self.full_line);
+                        self.refuse(stream, peer, &line, "connection limit reached");
+                        self.full_line = line;
+                    } else {
+                        self.open(index, stream, peer);
+                    }
                 }
-                Ok((stream, peer)) => self.open(index, stream, peer),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error)
                     if matches!(
@@ -89,6 +97,34 @@ impl<H: Handler> Core<H> {
         shed
     }
 
+    /// Closes a connection the access rules refuse, at once and without a word: an
+    /// address outside the allow-list learns nothing, and costs nothing more.
+    fn refuse_access(&mut self, stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
+        let why = match refusal {
+            Refusal::NotAllowed => {
+                self.stats.refused_not_allowed += 1;
+                "not in the allow-list"
+            }
+            Refusal::TooManyFromIp => {
+                self.stats.refused_per_ip += 1;
+                "too many connections from this address"
+            }
+        };
+        drop(stream);
+        if let Some(count) = self.access_log.hit(self.clock.now()) {
+            log::warn!(
+                "peer={peer} refused: {why} ({count} refused by access rules in the last second)"
+            );
+        }
+    }
+
+    /// Forgets a connection counted by the per-address limit.
+    pub(super) fn release_ip(&mut self, ip: std::net::IpAddr) {
+        if self.access.counts() {
+            self.access.release(ip);
+        }
+    }
+
     /// Sends `line` to a connection the server will not serve, and closes it.
     fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, line: &[u8], why: &str) {
         self.stats.rejected += 1;
@@ -111,6 +147,7 @@ impl<H: Handler> Core<H> {
         if entry.key() > MAX_KEY {
             // Four billion connections: drop the new one rather than alias a token.
             self.stats.rejected += 1;
+            self.release_ip(peer.ip());
             return;
         }
         let listener = &self.listeners[index];
@@ -125,6 +162,7 @@ impl<H: Handler> Core<H> {
             .register(&mut stream, id.token(), READ_INTEREST)
         {
             self.stats.accept_errors += 1;
+            self.release_ip(peer.ip());
             if let Some(count) = self.accept_error_log.hit(self.clock.now()) {
                 log::warn!(
                     "peer={peer} cannot register connection: {error} ({count} in the last second)"
@@ -144,6 +182,12 @@ impl<H: Handler> Core<H> {
             session,
             self.clock.tick(),
         ));
+        if self.access.counts() {
+            if self.peer_ips.len() <= id.key() {
+                self.peer_ips.resize(id.key() + 1, None);
+            }
+            self.peer_ips[id.key()] = Some(peer.ip());
+        }
         log::trace!("conn={id} peer={peer} opened");
         self.finish_callback(id);
         if self.is_live(id) {

@@ -269,6 +269,9 @@ impl<H: Handler> Core<H> {
         // no deregister call needed.
         let conn = self.conns.remove(id.key());
         self.stats.count_close(reason);
+        if let Some(ip) = self.peer_ips.get_mut(id.key()).and_then(Option::take) {
+            self.release_ip(ip);
+        }
         log::debug!("conn={id} closed: {reason}");
         drop(conn.stream);
         if self.accept_paused {

@@ -30,6 +30,7 @@ use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Waker};
 use slab::Slab;
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::conn::{Conn, Timeouts, Watermarks, SHORT_READ_DRAINS};
 use crate::conn_id::{ConnId, Generations, Source};
@@ -185,6 +186,11 @@ struct Core<H: Handler> {
     config: Config,
     listeners: Vec<Listener>,
     udp: Vec<UdpEndpoint>,
+    access: Access,
+    /// Source address of each connection, by slab key: kept only while `access` counts
+    /// connections per address, so other servers pay nothing for it.
+    peer_ips: Vec<Option<std::net::IpAddr>>,
+    access_log: LogLimit,
     /// The reply buffer handed to `Handler::on_datagram`, reused.
     datagram_reply: Vec<u8>,
     conns: Slab<Conn<H::Session>>,
@@ -264,6 +270,7 @@ impl<H: Handler> Reactor<H> {
         let waker = Waker::new(poll.registry(), Source::Waker.token())?;
         let events = Events::with_capacity(config.events_capacity.max(1));
         let linger_limit = config.linger_discard_limit.min(u32::MAX as usize - 1) as u32;
+        let access = Access::new(config.allow.clone(), config.max_conns_per_ip);
         let water = Watermarks {
             high: config.high_water,
             low: config.low_water.min(config.high_water),
@@ -285,6 +292,9 @@ impl<H: Handler> Reactor<H> {
                 config,
                 listeners: Vec::new(),
                 udp: Vec::new(),
+                access,
+                peer_ips: Vec::new(),
+                access_log: LogLimit::per_second(),
                 datagram_reply: Vec::new(),
                 conns: Slab::new(),
                 generations: Generations::default(),
