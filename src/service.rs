@@ -84,16 +84,7 @@ impl Handler for Line {
             }
             LineStep::TooLong { lines } => {
                 ctx.write(lines);
-                ctx.write(self.protocol.error_line());
-                ctx.close();
-                if let Some(count) = self.overlong_log.hit(Instant::now()) {
-                    log::info!(
-                        "conn={} closing: line longer than {} bytes ({count} such in the last \
-                         second)",
-                        ctx.id(),
-                        self.protocol.max_line()
-                    );
-                }
+                refuse_overlong_line(ctx, &self.protocol, &mut self.overlong_log);
                 input.len()
             }
         }
@@ -201,15 +192,7 @@ impl Handler for Chat {
         if !too_long {
             return lines.len();
         }
-        ctx.write(self.framing.error_line());
-        ctx.close();
-        if let Some(count) = self.overlong_log.hit(Instant::now()) {
-            log::info!(
-                "conn={} closing: line longer than {} bytes ({count} such in the last second)",
-                ctx.id(),
-                self.framing.max_line()
-            );
-        }
+        refuse_overlong_line(ctx, &self.framing, &mut self.overlong_log);
         input.len()
     }
 
@@ -225,5 +208,20 @@ impl Handler for Chat {
         self.conns[session.member.index()] = None;
         self.room.leave(session.member, &mut self.out);
         self.deliver(ctx);
+    }
+}
+
+/// Line mode's rule for a line over the limit, shared by line echo and chat: the error line,
+/// a close once it is sent, and a log line at most once a second (a client can trigger it
+/// at will).
+fn refuse_overlong_line(ctx: &mut Context<'_>, framing: &LineEcho, log: &mut LogLimit) {
+    ctx.write(framing.error_line());
+    ctx.close();
+    if let Some(count) = log.hit(Instant::now()) {
+        log::info!(
+            "conn={} closing: line longer than {} bytes ({count} such in the last second)",
+            ctx.id(),
+            framing.max_line()
+        );
     }
 }

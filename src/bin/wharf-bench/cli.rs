@@ -83,6 +83,13 @@ pub struct Target {
     /// queues (backlog) are not overrun.
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_pace: u32,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// How a run reports, and what it is called in the report.
+#[derive(Args, Debug, Clone)]
+pub struct Output {
     /// Print one JSON object per run on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -203,15 +210,8 @@ pub struct UdpArgs {
     /// A datagram without its echo for this long counts as lost; the flow sends the next.
     #[arg(long, value_name = "SECS", default_value = "0.2", value_parser = parse_seconds)]
     pub loss_timeout: Duration,
-    /// Print one JSON object per run on stdout instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// A name for the server under test, carried into the JSON.
-    #[arg(long, value_name = "NAME")]
-    pub label: Option<String>,
-    /// A name for the scenario, carried into the JSON.
-    #[arg(long, value_name = "NAME")]
-    pub scenario: Option<String>,
+    #[command(flatten)]
+    pub output: Output,
 }
 
 /// `plot` flags.

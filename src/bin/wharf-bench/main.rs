@@ -63,14 +63,14 @@ fn main() -> ExitCode {
 /// Runs the subcommand; returns the number of failures its runs counted.
 fn execute(command: &Command) -> Result<u64, BenchError> {
     match command {
-        Command::Pingpong(args) => print(&pingpong::run(args)?, args.target.json),
-        Command::Hold(args) => print(&hold::run(args)?, args.target.json),
-        Command::Connect(args) => print(&connect::run(args)?, args.target.json),
+        Command::Pingpong(args) => print(&pingpong::run(args)?, args.target.output.json),
+        Command::Hold(args) => print(&hold::run(args)?, args.target.output.json),
+        Command::Connect(args) => print(&connect::run(args)?, args.target.output.json),
         Command::Sweep(args) => Ok(sweep::run(args)?.iter().map(Report::errors).sum()),
         Command::Plot(args) => plot::run(args).map(|()| 0),
         Command::Summary(args) => summary::run(args).map(|()| 0),
-        Command::Chat(args) => print(&chat::run(args)?, args.target.json),
-        Command::Udp(args) => print(&udp::run(args)?, args.json),
+        Command::Chat(args) => print(&chat::run(args)?, args.target.output.json),
+        Command::Udp(args) => print(&udp::run(args)?, args.output.json),
     }
 }
 

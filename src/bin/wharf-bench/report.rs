@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::cli::Target;
+use crate::cli::{Output, Target};
 use crate::error::BenchError;
 use crate::failure::Tally;
 use crate::latency::LatencySummary;
@@ -38,23 +38,18 @@ impl RunId {
     pub fn new(mode: &'static str, target: &Target) -> RunId {
         RunId {
             mode,
-            label: target.label.clone(),
-            scenario: target.scenario.clone(),
+            label: target.output.label.clone(),
+            scenario: target.output.scenario.clone(),
             addr: target.addr.to_string(),
         }
     }
 
     /// The identity of a `mode` run against `addr`, for modes without a [`Target`].
-    pub fn named(
-        mode: &'static str,
-        addr: std::net::SocketAddr,
-        label: Option<String>,
-        scenario: Option<String>,
-    ) -> RunId {
+    pub fn named(mode: &'static str, addr: std::net::SocketAddr, output: &Output) -> RunId {
         RunId {
             mode,
-            label,
-            scenario,
+            label: output.label.clone(),
+            scenario: output.scenario.clone(),
             addr: addr.to_string(),
         }
     }

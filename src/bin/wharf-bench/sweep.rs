@@ -22,7 +22,7 @@ pub fn run(args: &SweepArgs) -> Result<Vec<PingpongReport>, BenchError> {
     let out = &args.out;
     fs::create_dir_all(out)
         .map_err(|error| BenchError::io(format!("creating {}", out.display()), error))?;
-    let json = args.target.json;
+    let json = args.target.output.json;
     if !json {
         println!("{}", table_header());
     }
@@ -40,6 +40,7 @@ pub fn run(args: &SweepArgs) -> Result<Vec<PingpongReport>, BenchError> {
     write(&out.join("results.json"), &to_json_pretty(&reports)?)?;
     let label = args
         .target
+        .output
         .label
         .clone()
         .unwrap_or_else(|| args.target.addr.to_string());

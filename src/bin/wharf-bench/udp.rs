@@ -138,7 +138,7 @@ pub fn run(args: &UdpArgs) -> Result<UdpReport, BenchError> {
 
     let round_trips = latencies.len();
     Ok(UdpReport {
-        id: RunId::named("udp", args.addr, args.label.clone(), args.scenario.clone()),
+        id: RunId::named("udp", args.addr, &args.output),
         flows: flows_wanted,
         size: size as u64,
         duration_s: seconds,
