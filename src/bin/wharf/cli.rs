@@ -1,18 +1,12 @@
-//! `wharf`: the server binary. Parses the command line into a [`Config`] and listeners, and
-//! runs one reactor on this, its only, thread. Signals become requests to the reactor
-//! ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a second one stops
-//! at once), SIGUSR1 logs the counters.
+//! The command line: modes, flags, and how they become a [`Config`] and [`ListenOptions`].
 
-use std::error::Error;
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use wharf::proto::line::DEFAULT_MAX_LINE;
-use wharf::service::{Chat, Echo, Line};
-use wharf::{bind_udp, Config, Handler, ListenOptions, Listener, Reactor};
+use wharf::{Config, ListenOptions};
 
 /// A single-threaded event-loop TCP server: echo and line echo, for testing clients,
 /// proxies and firewalls.
@@ -31,13 +25,13 @@ use wharf::{bind_udp, Config, Handler, ListenOptions, Listener, Reactor};
         Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace), default info.\n\
         docs/OPERATIONS.md explains every limit and the kernel settings behind it."
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
-    mode: Mode,
+    pub mode: Mode,
 }
 
 #[derive(Subcommand)]
-enum Mode {
+pub enum Mode {
     /// Echo every byte back, in order (RFC 862), over TCP and, with --udp, over UDP.
     Echo {
         #[command(flatten)]
@@ -75,7 +69,7 @@ enum Mode {
 }
 
 #[derive(Args)]
-struct ServerArgs {
+pub struct ServerArgs {
     /// Address to listen on, IP:PORT; repeat for several. `[::]:PORT` also accepts IPv4.
     /// Port 0 picks a free port.
     #[arg(
@@ -84,7 +78,7 @@ struct ServerArgs {
         default_value = "127.0.0.1:7000",
         value_parser = parse_listen_addr
     )]
-    addrs: Vec<SocketAddr>,
+    pub addrs: Vec<SocketAddr>,
     /// Length of the queue of connections waiting to be accepted (capped by the kernel at
     /// net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = ListenOptions::default().backlog)]
@@ -163,7 +157,7 @@ fn seconds(secs: u64) -> Option<Duration> {
 }
 
 impl ServerArgs {
-    fn config(&self) -> Config {
+    pub fn config(&self) -> Config {
         Config {
             max_conns: self.max_conns,
             allow: self.allow.clone(),
@@ -178,7 +172,7 @@ impl ServerArgs {
         }
     }
 
-    fn listen_options(&self, nodelay_by_default: bool) -> ListenOptions {
+    pub fn listen_options(&self, nodelay_by_default: bool) -> ListenOptions {
         ListenOptions {
             backlog: self.backlog,
             reuseport: self.reuseport,
@@ -187,77 +181,4 @@ impl ServerArgs {
             keepalive: seconds(self.keepalive),
         }
     }
-}
-
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    let result = match cli.mode {
-        Mode::Echo { server, udp } => serve("echo", Echo, &server, &udp, false, server.config()),
-        Mode::Line { server, max_line } => {
-            let config = Config {
-                // The line protocol refuses longer lines itself, with an error line.
-                max_input: Config::default().max_input.max(max_line.saturating_add(1)),
-                ..server.config()
-            };
-            // Line replies are small and interactive: send them at once.
-            serve("line", Line::new(max_line), &server, &[], true, config)
-        }
-        Mode::Chat { server, max_line } => {
-            let config = Config {
-                max_input: Config::default().max_input.max(max_line.saturating_add(1)),
-                ..server.config()
-            };
-            serve("chat", Chat::new(max_line), &server, &[], true, config)
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("wharf: error: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn serve<H: Handler>(
-    mode: &str,
-    handler: H,
-    args: &ServerArgs,
-    udp: &[SocketAddr],
-    nodelay_by_default: bool,
-    config: Config,
-) -> Result<(), Box<dyn Error>> {
-    let options = args.listen_options(nodelay_by_default);
-    let listeners = args
-        .addrs
-        .iter()
-        .map(|addr| Listener::bind(*addr, &options))
-        .collect::<Result<Vec<_>, _>>()?;
-    let udp_sockets = udp
-        .iter()
-        .map(|addr| bind_udp(*addr))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut reactor =
-        Reactor::new(config, handler).map_err(|e| format!("cannot create the poller: {e}"))?;
-
-    // Signals are caught before anything is announced, so a script that signals as soon as it
-    // reads "listening on" gets a clean stop and exit code 0.
-    reactor
-        .handle()
-        .install_signal_handlers()
-        .map_err(|e| format!("cannot catch signals: {e}"))?;
-
-    for listener in listeners {
-        let addr = listener.local_addr();
-        reactor.add_listener(listener)?;
-        eprintln!("wharf: listening on {addr} ({mode})");
-    }
-    for socket in udp_sockets {
-        let addr = reactor.add_udp(socket)?;
-        eprintln!("wharf: listening on {addr} (udp)");
-    }
-    reactor.run()?;
-    log::info!("stopped: {}", reactor.stats());
-    Ok(())
 }

@@ -1,0 +1,89 @@
+//! `wharf`: the server binary. Parses the command line into a [`Config`] and listeners, and
+//! runs one reactor on this, its only, thread. Signals become requests to the reactor
+//! ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a second one stops
+//! at once), SIGUSR1 logs the counters.
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use wharf::service::{Chat, Echo, Line};
+use wharf::{bind_udp, Config, Handler, Listener, Reactor};
+
+mod cli;
+
+use cli::{Cli, Mode, ServerArgs};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.mode {
+        Mode::Echo { server, udp } => serve("echo", Echo, &server, &udp, false, server.config()),
+        Mode::Line { server, max_line } => {
+            let config = Config {
+                // The line protocol refuses longer lines itself, with an error line.
+                max_input: Config::default().max_input.max(max_line.saturating_add(1)),
+                ..server.config()
+            };
+            // Line replies are small and interactive: send them at once.
+            serve("line", Line::new(max_line), &server, &[], true, config)
+        }
+        Mode::Chat { server, max_line } => {
+            let config = Config {
+                max_input: Config::default().max_input.max(max_line.saturating_add(1)),
+                ..server.config()
+            };
+            serve("chat", Chat::new(max_line), &server, &[], true, config)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wharf: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve<H: Handler>(
+    mode: &str,
+    handler: H,
+    args: &ServerArgs,
+    udp: &[SocketAddr],
+    nodelay_by_default: bool,
+    config: Config,
+) -> Result<(), Box<dyn Error>> {
+    let options = args.listen_options(nodelay_by_default);
+    let listeners = args
+        .addrs
+        .iter()
+        .map(|addr| Listener::bind(*addr, &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let udp_sockets = udp
+        .iter()
+        .map(|addr| bind_udp(*addr))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut reactor =
+        Reactor::new(config, handler).map_err(|e| format!("cannot create the poller: {e}"))?;
+
+    // Signals are caught before anything is announced, so a script that signals as soon as it
+    // reads "listening on" gets a clean stop and exit code 0.
+    reactor
+        .handle()
+        .install_signal_handlers()
+        .map_err(|e| format!("cannot catch signals: {e}"))?;
+
+    for listener in listeners {
+        let addr = listener.local_addr();
+        reactor.add_listener(listener)?;
+        eprintln!("wharf: listening on {addr} ({mode})");
+    }
+    for socket in udp_sockets {
+        let addr = reactor.add_udp(socket)?;
+        eprintln!("wharf: listening on {addr} (udp)");
+    }
+    reactor.run()?;
+    log::info!("stopped: {}", reactor.stats());
+    Ok(())
+}
