@@ -32,6 +32,25 @@ pub struct Config {
     /// Access control: most connections open at once from one source address; the next one
     /// is closed right after accept. 0: no limit. Default: 0.
     pub max_conns_per_ip: usize,
+    /// Connection-rate limit: connections a second accepted from one source address, in
+    /// bursts of up to one second's worth (a token bucket per address); more are closed right
+    /// after accept. 0: no limit. Default: 0.
+    pub max_accept_rate: u32,
+    /// Authentication ([`crate::Reactor::set_authenticator`]): how long a new connection
+    /// has to authenticate before it is closed. Default: 10 s.
+    pub auth_timeout: Duration,
+    /// Lockout: this many failed authentications from one address within `lockout_window`
+    /// lock it out for `lockout_duration`: its connections are closed right after accept.
+    /// 0: no lockout. Default: 5.
+    pub lockout_failures: u32,
+    /// See `lockout_failures`. Default: 60 s.
+    pub lockout_window: Duration,
+    /// See `lockout_failures`. Default: 60 s.
+    pub lockout_duration: Duration,
+    /// Most addresses remembered for the lockout and, separately, for the connection-rate
+    /// limit, so that traffic from many addresses cannot grow either table without bound.
+    /// Default: 16384.
+    pub max_tracked_addresses: usize,
     /// Backpressure, the largest output the server keeps for one connection: past this many
     /// unsent bytes the reactor stops reading from it, so a peer that sends without reading
     /// cannot grow the server's memory without bound. Default: 1 MiB.
@@ -81,6 +100,12 @@ impl Default for Config {
             max_conns: 10_000,
             allow: Vec::new(),
             max_conns_per_ip: 0,
+            max_accept_rate: 0,
+            auth_timeout: Duration::from_secs(10),
+            lockout_failures: 5,
+            lockout_window: Duration::from_secs(60),
+            lockout_duration: Duration::from_secs(60),
+            max_tracked_addresses: 16384,
             high_water: 1024 * 1024,
             low_water: 256 * 1024,
             idle_timeout: Some(Duration::from_secs(300)),

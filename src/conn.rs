@@ -125,6 +125,8 @@ pub(crate) enum Expiry {
     Idle,
     Write,
     Linger,
+    /// It did not authenticate in time.
+    Auth,
 }
 
 /// One connection's state, stored in the reactor's slab.
@@ -151,11 +153,23 @@ pub(crate) struct Conn<S> {
     pub(crate) wrote_at: Tick,
     /// The tick of this connection's live entry in the timer heap ([`NEVER`]: none).
     pub(crate) check_at: Tick,
-    pub(crate) session: S,
+    /// While it has to authenticate: by when ([`NEVER`] otherwise).
+    pub(crate) auth_by: Tick,
+    /// The handler's state; `None` until the handler hears of the connection, which waits
+    /// for authentication when the reactor requires it.
+    pub(crate) session: Option<S>,
 }
 
 impl<S> Conn<S> {
-    pub(crate) fn new(stream: TcpStream, generation: u32, session: S, now: Tick) -> Conn<S> {
+    /// A connection whose handler session is `session`, or that must authenticate by
+    /// `auth_by` first (`session` `None`).
+    pub(crate) fn new(
+        stream: TcpStream,
+        generation: u32,
+        session: Option<S>,
+        now: Tick,
+        auth_by: Tick,
+    ) -> Conn<S> {
         Conn {
             stream,
             generation,
@@ -167,6 +181,7 @@ impl<S> Conn<S> {
             active_at: now,
             wrote_at: now,
             check_at: NEVER,
+            auth_by,
             session,
         }
     }
@@ -183,10 +198,11 @@ impl<S> Conn<S> {
             .write
             .filter(|_| !self.output.is_empty())
             .map(|write| (after(self.wrote_at, write), Expiry::Write));
-        match (idle, write) {
-            (Some(idle), Some(write)) => Some(if write.0 <= idle.0 { write } else { idle }),
-            (idle, write) => idle.or(write),
-        }
+        let auth = (self.auth_by != NEVER).then_some((self.auth_by, Expiry::Auth));
+        [write, idle, auth]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(due, _)| *due)
     }
 
     /// What to ask the poller for: readiness to read in the phases that read, readiness to
@@ -390,7 +406,7 @@ mod deadlines {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         (
-            Conn::new(TcpStream::from_std(stream), 0, (), 1000),
+            Conn::new(TcpStream::from_std(stream), 0, Some(()), 1000, NEVER),
             listener,
         )
     }
@@ -410,6 +426,16 @@ mod deadlines {
         conn.wrote_at = 1050;
         assert_eq!(conn.deadline(TIMEOUTS), Some((1071, Expiry::Write)));
         conn.output.clear();
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1101, Expiry::Idle)));
+    }
+
+    #[test]
+    fn an_unauthenticated_connection_has_the_sooner_auth_deadline() {
+        let (mut conn, _listener) = conn();
+        conn.session = None;
+        conn.auth_by = 1050;
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1050, Expiry::Auth)));
+        conn.auth_by = 1200;
         assert_eq!(conn.deadline(TIMEOUTS), Some((1101, Expiry::Idle)));
     }
 

@@ -115,6 +115,9 @@ pub enum CloseReason {
     SlowReader,
     /// The reactor stopped.
     Shutdown,
+    /// The connection did not authenticate within `Config::auth_timeout`
+    /// ([`crate::Reactor::set_authenticator`]). Handlers never see it: it had not opened.
+    AuthTimeout,
 }
 
 impl CloseReason {
@@ -133,6 +136,7 @@ impl fmt::Display for CloseReason {
             CloseReason::WriteTimeout => f.write_str("write timeout: peer stopped reading"),
             CloseReason::SlowReader => f.write_str("slow reader: output over the limit"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::AuthTimeout => f.write_str("auth timeout"),
         }
     }
 }
@@ -144,16 +148,50 @@ impl fmt::Display for CloseReason {
 pub struct Context<'a> {
     outbox: &'a mut Outbox,
     stats: &'a Stats,
+    identity: Option<&'a str>,
 }
 
 impl<'a> Context<'a> {
     pub(crate) fn new(outbox: &'a mut Outbox, stats: &'a Stats) -> Context<'a> {
-        Context { outbox, stats }
+        Context {
+            outbox,
+            stats,
+            identity: None,
+        }
+    }
+
+    /// A context about a connection that authenticated as `identity`.
+    pub(crate) fn with_identity(mut self, identity: Option<&'a str>) -> Context<'a> {
+        self.identity = identity;
+        self
     }
 
     /// The current connection.
     pub fn id(&self) -> ConnId {
         self.outbox.current
+    }
+
+    /// The name the current connection authenticated as, when the reactor requires
+    /// authentication ([`crate::Reactor::set_authenticator`]); `None` otherwise. Every
+    /// callback about the connection sees it, [`Handler::on_open`] included.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use wharf::{Context, Handler};
+    /// struct Greeter;
+    /// impl Handler for Greeter {
+    ///     type Session = ();
+    ///     fn on_open(&mut self, ctx: &mut Context<'_>, _peer: SocketAddr) {
+    ///         let name = ctx.identity().unwrap_or("stranger").to_string();
+    ///         ctx.write(format!("hello, {name}\n").as_bytes());
+    ///     }
+    ///     fn on_data(&mut self, _: &mut Context<'_>, _: &mut (), input: &[u8]) -> usize {
+    ///         input.len()
+    ///     }
+    /// }
+    /// ```
+    pub fn identity(&self) -> Option<&str> {
+        self.identity
     }
 
     /// Queues `data` for the current connection.

@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod access;
+mod auth;
 mod buffer;
 mod config;
 mod conn;
@@ -52,6 +53,7 @@ mod stats;
 mod sys;
 mod timer;
 
+pub use auth::{Authenticator, Tokens, TokensError, MAX_TOKEN};
 pub use buffer::Buffer;
 pub use config::Config;
 pub use conn_id::ConnId;

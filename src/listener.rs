@@ -407,10 +407,19 @@ mod tests {
             v6only: true,
             ..Default::default()
         };
-        let only6 = Listener::bind(any6, &v6only).expect("IPv6-only wildcard");
-        let v4_same_port = SocketAddr::from(([0, 0, 0, 0], only6.local_addr().port()));
-        Listener::bind(v4_same_port, &ListenOptions::default())
-            .expect("IPv4 wildcard beside an IPv6-only one");
+        // The port the kernel picks for the IPv6-only socket may be held on IPv4 by another
+        // process (that is the point of IPv6-only), so a few ports are tried; without
+        // v6only, every try fails, on the socket's own port.
+        let mut last_error = None;
+        for _ in 0..20 {
+            let only6 = Listener::bind(any6, &v6only).expect("IPv6-only wildcard");
+            let v4_same_port = SocketAddr::from(([0, 0, 0, 0], only6.local_addr().port()));
+            match Listener::bind(v4_same_port, &ListenOptions::default()) {
+                Ok(_) => return,
+                Err(error) => last_error = Some(error),
+            }
+        }
+        panic!("no IPv4 wildcard beside an IPv6-only one: {last_error:?}");
     }
 
     #[test]

@@ -167,7 +167,11 @@ impl Handler for Chat {
     type Session = ChatSession;
 
     fn on_open(&mut self, ctx: &mut Context<'_>, _peer: SocketAddr) -> ChatSession {
-        let member = self.room.join(&mut self.out);
+        // An authenticated member is called by the name it authenticated as.
+        let member = match ctx.identity() {
+            Some(name) => self.room.join_as(name, &mut self.out),
+            None => self.room.join(&mut self.out),
+        };
         if self.conns.len() <= member.index() {
             self.conns.resize(member.index() + 1, None);
         }

@@ -33,6 +33,23 @@ pub struct Stats {
     pub refused_not_allowed: u64,
     /// Connections closed right after accept: their address had `max_conns_per_ip` open.
     pub refused_per_ip: u64,
+    /// Connections closed right after accept: their address is locked out after failing to
+    /// authenticate `Config::lockout_failures` times.
+    pub refused_locked_out: u64,
+    /// Connections closed right after accept: their address connected faster than
+    /// `Config::max_accept_rate`.
+    pub refused_rate_limited: u64,
+    /// Connections that authenticated.
+    pub auth_ok: u64,
+    /// Authentications that failed (a wrong token); each closed its connection.
+    pub auth_failures: u64,
+    /// Connections closed because they did not authenticate within `Config::auth_timeout`.
+    pub auth_timeouts: u64,
+    /// Lockouts begun: addresses that failed to authenticate too often.
+    pub lockouts: u64,
+    /// Addresses counted or locked out for failing to authenticate, now (at most
+    /// `Config::max_tracked_addresses`).
+    pub offenders: u64,
     /// Bytes read from connections.
     pub bytes_in: u64,
     /// Bytes written to connections.
@@ -69,6 +86,7 @@ impl Stats {
             + self.write_timeouts
             + self.slow_readers
             + self.closed_by_shutdown
+            + self.auth_timeouts
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
@@ -81,6 +99,7 @@ impl Stats {
             CloseReason::WriteTimeout => &mut self.write_timeouts,
             CloseReason::SlowReader => &mut self.slow_readers,
             CloseReason::Shutdown => &mut self.closed_by_shutdown,
+            CloseReason::AuthTimeout => &mut self.auth_timeouts,
         };
         *counter += 1;
     }
@@ -94,7 +113,8 @@ impl fmt::Display for Stats {
              closed_by_server={} closed_by_error={} idle_timeouts={} write_timeouts={} \
              slow_readers={} closed_by_shutdown={} bytes_in={} bytes_out={} accept_errors={} \
              datagrams_in={} datagrams_out={} datagrams_dropped={} refused_not_allowed={} \
-             refused_per_ip={}",
+             refused_per_ip={} refused_locked_out={} refused_rate_limited={} auth_ok={} \
+             auth_failures={} auth_timeouts={} lockouts={} offenders={}",
             self.accepted,
             self.active,
             self.rejected,
@@ -113,7 +133,14 @@ impl fmt::Display for Stats {
             self.datagrams_out,
             self.datagrams_dropped,
             self.refused_not_allowed,
-            self.refused_per_ip
+            self.refused_per_ip,
+            self.refused_locked_out,
+            self.refused_rate_limited,
+            self.auth_ok,
+            self.auth_failures,
+            self.auth_timeouts,
+            self.lockouts,
+            self.offenders
         )
     }
 }

@@ -5,28 +5,8 @@ mod common;
 
 use common::*;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-
-/// A connection to `addr` from source address `src`.
-fn connect_from(src: &str, addr: SocketAddr) -> TcpStream {
-    let src: IpAddr = src.parse().expect("source address");
-    let domain = if src.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::new(src, 0).into())
-        .expect("bind the source address");
-    socket.connect(&addr.into()).expect("connect");
-    let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .expect("read timeout");
-    stream
-}
 
 /// Whether the server echoes a round trip on `stream` (false: it closed it at once).
 fn served(stream: &mut TcpStream) -> bool {

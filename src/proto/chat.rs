@@ -6,11 +6,12 @@
 //! members costs one allocation, not a thousand copies.
 //!
 //! The protocol, line by line (lines end with `\n`; a `\r` before it is dropped):
-//! - on joining, a member is named `userN`, and the others get `* userN joined`;
+//! - on joining, a member is named `userN`, or by the name it authenticated as
+//!   ([`Room::join_as`]), and the others get `* NAME joined`;
 //! - a line is delivered to every *other* member as `<NAME> line`, never echoed to its sender;
 //! - `/nick NAME` renames (1–32 of `A-Z a-z 0-9 _ -`, not taken); everyone, the sender
 //!   included, gets `* OLD is now NEW`; a bad or taken name gets an `ERR` line, to the
-//!   sender only;
+//!   sender only; a member named by authentication keeps its name (`ERR` to `/nick`);
 //! - `/who` answers the sender with `* online: NAME NAME ...`;
 //! - another line starting with `/` gets `ERR unknown command`;
 //! - on leaving, the others get `* NAME left`.
@@ -73,8 +74,10 @@ pub const MAX_NAME: usize = 32;
 /// ```
 #[derive(Debug, Default)]
 pub struct Room {
-    members: Slab<String>,
-    by_name: HashMap<String, MemberId>,
+    members: Slab<Member>,
+    /// How many members have each name: one, except for authenticated names, which one
+    /// user may hold in several connections at once.
+    by_name: HashMap<String, u32>,
     /// Number of the next default name (`userN`), counting from 1, never reused.
     next_user: u64,
 }
@@ -92,7 +95,7 @@ impl Room {
 
     /// The name of a member.
     pub fn name(&self, member: MemberId) -> Option<&str> {
-        self.members.get(member.0).map(String::as_str)
+        self.members.get(member.0).map(|m| m.name.as_str())
     }
 
     /// A new member joins: it gets a free `userN` name, and the others are told.
@@ -105,27 +108,49 @@ impl Room {
                 break name;
             }
         };
-        let member = MemberId(self.members.insert(name.clone()));
+        self.admit(name, false, out)
+    }
+
+    /// A member that authenticated as `name` joins under that name, for good: `/nick` is
+    /// refused. Several connections of one user may share it.
+    pub fn join_as(&mut self, name: &str, out: &mut Vec<Delivery>) -> MemberId {
+        self.admit(name.to_string(), true, out)
+    }
+
+    fn admit(&mut self, name: String, fixed: bool, out: &mut Vec<Delivery>) -> MemberId {
+        let member = MemberId(self.members.insert(Member {
+            name: name.clone(),
+            fixed,
+        }));
         out.push(deliver(
             Recipients::AllExcept(member),
             format!("* {name} joined\n"),
         ));
-        self.by_name.insert(name, member);
+        *self.by_name.entry(name).or_insert(0) += 1;
         member
+    }
+
+    fn release_name(&mut self, name: &str) {
+        if let Some(count) = self.by_name.get_mut(name) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_name.remove(name);
+            }
+        }
     }
 
     /// A member leaves (or is dropped): the others are told.
     pub fn leave(&mut self, member: MemberId, out: &mut Vec<Delivery>) {
-        let Some(name) = self.members.try_remove(member.0) else {
+        let Some(Member { name, .. }) = self.members.try_remove(member.0) else {
             return;
         };
-        self.by_name.remove(&name);
+        self.release_name(&name);
         out.push(deliver(Recipients::All, format!("* {name} left\n")));
     }
 
     /// A member sent one line: `line` is its content, without the `\n`.
     pub fn line(&mut self, member: MemberId, line: &[u8], out: &mut Vec<Delivery>) {
-        let Some(name) = self.members.get(member.0) else {
+        let Some(Member { name, .. }) = self.members.get(member.0) else {
             return;
         };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -135,7 +160,7 @@ impl Room {
             }
         }
         if line == b"/who" {
-            let mut names: Vec<&str> = self.members.iter().map(|(_, n)| n.as_str()).collect();
+            let mut names: Vec<&str> = self.members.iter().map(|(_, m)| m.name.as_str()).collect();
             names.sort_unstable();
             let reply = format!("* online: {}\n", names.join(" "));
             return out.push(deliver(Recipients::Only(member), reply));
@@ -163,19 +188,32 @@ impl Room {
                 "ERR invalid name: use 1 to {MAX_NAME} of A-Z a-z 0-9 _ -\n"
             )));
         };
-        match self.by_name.get(wanted) {
-            Some(&owner) if owner == member => return, // already called that
-            Some(_) => return out.push(error(format!("ERR name {wanted} is taken\n"))),
-            None => {}
+        let current = &self.members[member.0];
+        if current.fixed {
+            let text = format!("ERR your name is {}, set by authentication\n", current.name);
+            return out.push(error(text));
         }
-        let old = std::mem::replace(&mut self.members[member.0], wanted.to_string());
-        self.by_name.remove(&old);
-        self.by_name.insert(wanted.to_string(), member);
+        if current.name == wanted {
+            return; // already called that
+        }
+        if self.by_name.contains_key(wanted) {
+            return out.push(error(format!("ERR name {wanted} is taken\n")));
+        }
+        let old = std::mem::replace(&mut self.members[member.0].name, wanted.to_string());
+        self.release_name(&old);
+        self.by_name.insert(wanted.to_string(), 1);
         out.push(deliver(
             Recipients::All,
             format!("* {old} is now {wanted}\n"),
         ));
     }
+}
+
+/// A member: its name, and whether authentication set it.
+#[derive(Debug)]
+struct Member {
+    name: String,
+    fixed: bool,
 }
 
 fn deliver(to: Recipients, text: String) -> Delivery {
@@ -195,7 +233,7 @@ fn trim(bytes: &[u8]) -> &[u8] {
 }
 
 /// The name as text if it is 1 to MAX_NAME of `A-Z a-z 0-9 _ -`.
-fn valid_name(bytes: &[u8]) -> Option<&str> {
+pub(crate) fn valid_name(bytes: &[u8]) -> Option<&str> {
     let ok = (1..=MAX_NAME).contains(&bytes.len())
         && bytes
             .iter()
@@ -350,5 +388,42 @@ mod tests {
         room.line(a, b"/nick user3", &mut out);
         let c = room.join(&mut out);
         assert_eq!(room.name(c), Some("user4"));
+    }
+
+    #[test]
+    fn authenticated_names_are_kept_and_may_be_shared_by_one_users_connections() {
+        let mut room = Room::default();
+        let mut out = Vec::new();
+        let alice = room.join_as("alice", &mut out);
+        let again = room.join_as("alice", &mut out);
+        let guest = room.join(&mut out);
+        assert_eq!(room.name(alice), Some("alice"));
+        assert_eq!(room.name(again), Some("alice"));
+        out.clear();
+        room.line(alice, b"/nick queen", &mut out);
+        assert_eq!(
+            texts(&out),
+            [(
+                Recipients::Only(alice),
+                "ERR your name is alice, set by authentication\n".into()
+            )]
+        );
+        out.clear();
+        room.line(guest, b"/nick alice", &mut out);
+        assert_eq!(
+            texts(&out),
+            [(Recipients::Only(guest), "ERR name alice is taken\n".into())]
+        );
+        room.leave(alice, &mut out);
+        out.clear();
+        room.line(guest, b"/nick alice", &mut out);
+        assert!(
+            texts(&out)[0].1.starts_with("ERR name alice is taken"),
+            "one alice left"
+        );
+        room.leave(again, &mut out);
+        out.clear();
+        room.line(guest, b"/nick alice", &mut out);
+        assert_eq!(texts(&out)[0].1, "* user1 is now alice\n");
     }
 }

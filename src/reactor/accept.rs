@@ -29,7 +29,9 @@ impl<H: Handler> Core<H> {
             match self.listeners[index].socket_mut().accept() {
                 Ok((stream, peer)) => {
                     // Cheapest refusal first: the access rules need no buffer and no byte.
-                    if let Err(refusal) = self.access.admit(peer.ip()) {
+                    let admitted = self.access.admit(peer.ip(), self.clock.tick());
+                    self.plan_access_sweep();
+                    if let Err(refusal) = admitted {
                         self.refuse_access(stream, peer, refusal);
                     } else if self.stats.active >= self.config.max_conns as u64 {
                         self.release_ip(peer.ip());
@@ -109,6 +111,14 @@ impl<H: Handler> Core<H> {
                 self.stats.refused_per_ip += 1;
                 "too many connections from this address"
             }
+            Refusal::LockedOut => {
+                self.stats.refused_locked_out += 1;
+                "locked out after failed authentications"
+            }
+            Refusal::RateLimited => {
+                self.stats.refused_rate_limited += 1;
+                "connecting faster than --max-accept-rate"
+            }
         };
         drop(stream);
         if let Some(count) = self.access_log.hit(self.clock.now()) {
@@ -172,16 +182,13 @@ impl<H: Handler> Core<H> {
         }
         self.stats.accepted += 1;
         self.stats.active += 1;
-        self.outbox.begin(id, true);
-        let session = self
-            .handler
-            .on_open(&mut Context::new(&mut self.outbox, &self.stats), peer);
-        entry.insert(Conn::new(
-            stream,
-            id.generation(),
-            session,
-            self.clock.tick(),
-        ));
+        let now = self.clock.tick();
+        // With authentication on, the handler hears of the connection once it authenticates.
+        let auth_by = match self.authenticator {
+            Some(_) => timer::after(now, self.auth_ticks),
+            None => timer::NEVER,
+        };
+        entry.insert(Conn::new(stream, id.generation(), None, now, auth_by));
         if self.access.counts() {
             if self.peer_ips.len() <= id.key() {
                 self.peer_ips.resize(id.key() + 1, None);
@@ -189,10 +196,25 @@ impl<H: Handler> Core<H> {
             self.peer_ips[id.key()] = Some(peer.ip());
         }
         log::trace!("conn={id} peer={peer} opened");
+        self.outbox.begin(id, true);
+        if self.authenticator.is_none() {
+            self.open_session(id, peer);
+        }
         self.finish_callback(id);
         if self.is_live(id) {
             self.settle(id);
         }
+    }
+
+    /// Tells the handler of connection `id`, within a callback already begun, and keeps the
+    /// session it returns.
+    pub(super) fn open_session(&mut self, id: ConnId, peer: SocketAddr) {
+        let identity = self.identities.get(id.key()).and_then(Option::as_deref);
+        let session = self.handler.on_open(
+            &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity),
+            peer,
+        );
+        self.conns[id.key()].session = Some(session);
     }
 }
 

@@ -84,40 +84,67 @@ impl<H: Handler> Core<H> {
     pub(super) fn deliver(&mut self, id: ConnId, n: usize) {
         let conn = &mut self.conns[id.key()];
         let fresh = &self.scratch[..n];
-        // Without leftovers the handler reads straight from the scratch buffer: the common
-        // case copies nothing and allocates nothing.
-        let buffered = !conn.input.is_empty();
-        if buffered {
-            conn.input.extend(fresh);
-        }
-        let input = if buffered {
-            conn.input.as_slice()
-        } else {
-            fresh
+        let identity = self.identities.get(id.key()).and_then(Option::as_deref);
+        let session = match conn.session.as_mut() {
+            // Without leftovers the handler reads straight from the scratch buffer: the
+            // common case copies nothing and allocates nothing.
+            Some(session) if conn.input.is_empty() => session,
+            Some(_) => {
+                conn.input.extend(fresh);
+                return self.deliver_buffered(id);
+            }
+            None => {
+                conn.input.extend(fresh);
+                return self.authenticate(id);
+            }
         };
         self.outbox.begin(id, true);
         let consumed = self
             .handler
             .on_data(
-                &mut Context::new(&mut self.outbox, &self.stats),
-                &mut conn.session,
+                &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity),
+                session,
+                fresh,
+            )
+            .min(n);
+        conn.input.extend(&fresh[consumed..]);
+        self.check_input_limit(id);
+        self.finish_callback(id);
+    }
+
+    /// Hands the input buffer (leftovers and what was added to them) to the handler.
+    pub(super) fn deliver_buffered(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.key()];
+        let Some(session) = conn.session.as_mut() else {
+            return;
+        };
+        let identity = self.identities.get(id.key()).and_then(Option::as_deref);
+        let input = conn.input.as_slice();
+        self.outbox.begin(id, true);
+        let consumed = self
+            .handler
+            .on_data(
+                &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity),
+                session,
                 input,
             )
             .min(input.len());
-        if buffered {
-            conn.input.consume(consumed);
-        } else {
-            conn.input.extend(&fresh[consumed..]);
-        }
-        if conn.input.len() > self.config.max_input {
+        conn.input.consume(consumed);
+        self.check_input_limit(id);
+        self.finish_callback(id);
+    }
+
+    /// A message that never completes must not grow the server: past `max_input`
+    /// unconsumed bytes the connection is closed.
+    fn check_input_limit(&mut self, id: ConnId) {
+        let unconsumed = self.conns[id.key()].input.len();
+        if unconsumed > self.config.max_input {
             log::debug!(
-                "conn={id} closing: {} bytes unconsumed, over max_input={}",
-                conn.input.len(),
+                "conn={id} closing: {unconsumed} bytes unconsumed, over max_input={}",
                 self.config.max_input
             );
             self.outbox.close_current = true;
         }
-        self.finish_callback(id);
     }
 
     /// The peer shut down its sending side.
@@ -126,11 +153,15 @@ impl<H: Handler> Core<H> {
         conn.phase = Phase::PeerClosed;
         let unconsumed = std::mem::take(&mut conn.input);
         self.outbox.begin(id, true);
-        self.handler.on_peer_closed(
-            &mut Context::new(&mut self.outbox, &self.stats),
-            &mut conn.session,
-            unconsumed.as_slice(),
-        );
+        // A connection that never authenticated has no session: nothing to tell.
+        if let Some(session) = conn.session.as_mut() {
+            let identity = self.identities.get(id.key()).and_then(Option::as_deref);
+            self.handler.on_peer_closed(
+                &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity),
+                session,
+                unconsumed.as_slice(),
+            );
+        }
         self.finish_callback(id);
     }
 
@@ -277,10 +308,14 @@ impl<H: Handler> Core<H> {
         if self.accept_paused {
             self.resume_listeners(); // a descriptor is free again
         }
+        let identity = self.forget_identity(id);
+        let Some(session) = conn.session else {
+            return; // it never authenticated: the handler never heard of it
+        };
         self.outbox.begin(id, false);
         self.handler.on_close(
-            &mut Context::new(&mut self.outbox, &self.stats),
-            conn.session,
+            &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity.as_deref()),
+            session,
             reason,
         );
         self.outbox.reply.clear();

@@ -31,6 +31,7 @@ use mio::{Events, Interest, Poll, Registry, Waker};
 use slab::Slab;
 
 use crate::access::Access;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::conn::{Conn, Timeouts, Watermarks, SHORT_READ_DRAINS};
 use crate::conn_id::{ConnId, Generations, Source};
@@ -41,6 +42,7 @@ use crate::stats::Stats;
 use crate::timer::{self, Clock, Tick, Timers, NEVER};
 
 mod accept;
+mod auth;
 mod drive;
 mod timeouts;
 mod udp;
@@ -191,6 +193,17 @@ struct Core<H: Handler> {
     /// connections per address, so other servers pay nothing for it.
     peer_ips: Vec<Option<std::net::IpAddr>>,
     access_log: LogLimit,
+    /// When the lockout and rate tables next drop what expired ([`NEVER`]: they are empty).
+    access_sweep_at: Tick,
+    /// Checks `AUTH` lines; `None`: connections need not authenticate.
+    authenticator: Option<Box<dyn Authenticator>>,
+    /// `Config::auth_timeout` in ticks.
+    auth_ticks: Tick,
+    /// The name each connection authenticated as, by slab key (used only with an
+    /// authenticator, so other servers pay nothing for it).
+    identities: Vec<Option<Box<str>>>,
+    auth_log: LogLimit,
+    lockout_log: LogLimit,
     /// The reply buffer handed to `Handler::on_datagram`, reused.
     datagram_reply: Vec<u8>,
     conns: Slab<Conn<H::Session>>,
@@ -270,7 +283,8 @@ impl<H: Handler> Reactor<H> {
         let waker = Waker::new(poll.registry(), Source::Waker.token())?;
         let events = Events::with_capacity(config.events_capacity.max(1));
         let linger_limit = config.linger_discard_limit.min(u32::MAX as usize - 1) as u32;
-        let access = Access::new(config.allow.clone(), config.max_conns_per_ip);
+        let access = Access::new(&config);
+        let auth_ticks = timer::ticks(Some(config.auth_timeout)).unwrap_or(1);
         let water = Watermarks {
             high: config.high_water,
             low: config.low_water.min(config.high_water),
@@ -295,6 +309,12 @@ impl<H: Handler> Reactor<H> {
                 access,
                 peer_ips: Vec::new(),
                 access_log: LogLimit::per_second(),
+                access_sweep_at: NEVER,
+                authenticator: None,
+                auth_ticks,
+                identities: Vec::new(),
+                auth_log: LogLimit::per_second(),
+                lockout_log: LogLimit::per_second(),
                 datagram_reply: Vec::new(),
                 conns: Slab::new(),
                 generations: Generations::default(),
@@ -336,6 +356,25 @@ impl<H: Handler> Reactor<H> {
             .register(listener.socket_mut(), token, Interest::READABLE)?;
         self.core.listeners.push(listener);
         Ok(())
+    }
+
+    /// Requires every connection to authenticate before the handler hears of it: its first
+    /// line must be `AUTH <token>`, which `authenticator` checks ([`crate::proto::auth`] has
+    /// the exchange). Until then the reactor answers alone: `ERR auth required` to any other
+    /// line, `ERR auth failed` and a close to a wrong token (counted toward the address's
+    /// lockout, `Config::lockout_failures`), `OK NAME` to a good one, after which
+    /// [`Handler::on_open`] is called and [`Context::identity`](crate::Context::identity)
+    /// is `NAME`. A connection that has not authenticated within `Config::auth_timeout` is
+    /// closed. Call it before [`Reactor::run`].
+    ///
+    /// ```
+    /// # use wharf::{Config, Reactor, Tokens, service::Echo};
+    /// let mut reactor = Reactor::new(Config::default(), Echo)?;
+    /// reactor.set_authenticator(Tokens::parse("alice:s3cret\n")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_authenticator(&mut self, authenticator: impl Authenticator + 'static) {
+        self.core.authenticator = Some(Box::new(authenticator));
     }
 
     /// Starts serving datagrams on `socket` (bound and non-blocking): each goes to
@@ -479,6 +518,7 @@ impl<H: Handler> Core<H> {
             self.timers.next().unwrap_or(NEVER),
             self.accept_retry_at,
             self.next_stats_at,
+            self.access_sweep_at,
             self.drain_until.unwrap_or(NEVER),
         ]
         .into_iter()

@@ -62,6 +62,12 @@ impl<H: Handler> Core<H> {
             self.accept_retry_at = NEVER;
             self.resume_listeners();
         }
+        if self.access_sweep_at <= now {
+            self.access.expire(now);
+            self.stats.offenders = self.access.offenders() as u64;
+            self.access_sweep_at = NEVER;
+            self.plan_access_sweep();
+        }
         if self.next_stats_at <= now {
             log::info!("stats: {}", self.stats);
             // From the planned tick, not from now: the lines keep their rhythm.
@@ -89,6 +95,7 @@ impl<H: Handler> Core<H> {
             }
             // The peer never finished: there is nothing left to protect.
             Expiry::Linger => self.close(id, CloseReason::Closed),
+            Expiry::Auth => self.auth_timed_out(id),
         }
     }
 

@@ -312,6 +312,26 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// A connection to `addr` from source address `src`.
+pub fn connect_from(src: &str, addr: SocketAddr) -> TcpStream {
+    let src: std::net::IpAddr = src.parse().expect("source address");
+    let domain = if src.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(src, 0).into())
+        .expect("bind the source address");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .expect("read timeout");
+    stream
+}
+
 /// Reads until EOF, failing clearly on a timeout or an error (e.g. a reset)
 /// and showing what had been received by then.
 pub fn read_to_eof(stream: &mut TcpStream, timeout: Duration) -> Vec<u8> {

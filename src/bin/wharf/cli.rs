@@ -1,6 +1,7 @@
 //! The command line: modes, flags, and how they become a [`Config`] and [`ListenOptions`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -99,6 +100,34 @@ pub struct ServerArgs {
     /// (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_conns_per_ip: usize,
+    /// Most new connections a second from one source address (a token bucket, bursts of up
+    /// to a second's worth); more are closed at once (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_accept_rate: u32,
+    /// Require token authentication: FILE holds one NAME:TOKEN per line (keep it
+    /// `chmod 600`). A client's first line must be `AUTH <token>`; it is answered `OK NAME`,
+    /// and in chat NAME is its name. Anything else first gets `ERR auth required`, a wrong
+    /// token `ERR auth failed` and a close.
+    #[arg(long, value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+    /// Close a connection that has not authenticated within this long.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    auth_timeout: u64,
+    /// Lock an address out after this many failed authentications within --lockout-secs:
+    /// its connections are closed at once for --lockout-secs (0: never).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    lockout_failures: u32,
+    /// The window in which --lockout-failures count, and how long a lockout lasts.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    lockout_secs: u64,
+    /// Most addresses remembered for lockouts, and for --max-accept-rate, so a flood from
+    /// many addresses cannot grow either table without bound.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_tracked_addresses)]
+    max_tracked_ips: usize,
+    /// Serve chat on a non-loopback address without authentication (protected mode refuses
+    /// to otherwise).
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
     /// Connections served at once; each one over the limit is sent
     /// `ERR server full (max N connections)` and closed.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_conns)]
@@ -162,6 +191,12 @@ impl ServerArgs {
             max_conns: self.max_conns,
             allow: self.allow.clone(),
             max_conns_per_ip: self.max_conns_per_ip,
+            max_accept_rate: self.max_accept_rate,
+            auth_timeout: Duration::from_secs(self.auth_timeout.max(1)),
+            lockout_failures: self.lockout_failures,
+            lockout_window: Duration::from_secs(self.lockout_secs),
+            lockout_duration: Duration::from_secs(self.lockout_secs),
+            max_tracked_addresses: self.max_tracked_ips,
             high_water: self.max_outbuf,
             low_water: self.max_outbuf / 4,
             idle_timeout: seconds(self.idle_timeout),

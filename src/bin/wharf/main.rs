@@ -12,6 +12,7 @@ use wharf::service::{Chat, Echo, Line};
 use wharf::{bind_udp, Config, Handler, Listener, Reactor};
 
 mod cli;
+mod protect;
 
 use cli::{Cli, Mode, ServerArgs};
 
@@ -40,6 +41,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            if let Some(protect::Refused(why)) = error.downcast_ref() {
+                eprintln!("wharf: {why}");
+                return ExitCode::from(2);
+            }
             eprintln!("wharf: error: {error}");
             ExitCode::FAILURE
         }
@@ -54,6 +59,8 @@ fn serve<H: Handler>(
     nodelay_by_default: bool,
     config: Config,
 ) -> Result<(), Box<dyn Error>> {
+    let tokens = protect::tokens(args)?;
+    protect::check(mode, args, tokens.is_some())?;
     let options = args.listen_options(nodelay_by_default);
     let listeners = args
         .addrs
@@ -66,6 +73,9 @@ fn serve<H: Handler>(
         .collect::<Result<Vec<_>, _>>()?;
     let mut reactor =
         Reactor::new(config, handler).map_err(|e| format!("cannot create the poller: {e}"))?;
+    if let Some(tokens) = tokens {
+        reactor.set_authenticator(tokens);
+    }
 
     // Signals are caught before anything is announced, so a script that signals as soon as it
     // reads "listening on" gets a clean stop and exit code 0.

@@ -1,0 +1,128 @@
+//! Authentication at the door: with an [`Authenticator`](crate::Authenticator) installed, a
+//! connection's first line must be `AUTH <token>` ([`crate::proto::auth`]). The handler
+//! hears of the connection only once it has authenticated; before that, the reactor answers
+//! it alone, holds at most `MAX_AUTH_LINE` bytes of its input, and counts its failures
+//! toward its address's lockout.
+
+use std::net::SocketAddr;
+
+use super::Core;
+use crate::handler::{CloseReason, Handler};
+use crate::proto::auth::{first_line, ok_line, AuthStep, AUTH_FAILED, AUTH_REQUIRED};
+use crate::ConnId;
+
+impl<H: Handler> Core<H> {
+    /// Reads the input of a connection that has not authenticated yet (it is in the input
+    /// buffer): answers each line, and opens the session on a good token.
+    pub(super) fn authenticate(&mut self, id: ConnId) {
+        // One callback's worth of replies, sent together, as for a handler's.
+        self.outbox.begin(id, true);
+        loop {
+            let conn = &mut self.conns[id.key()];
+            let (token_ok, consumed) = match first_line(conn.input.as_slice()) {
+                AuthStep::Incomplete => return self.finish_callback(id),
+                AuthStep::NotAuth { consumed } => {
+                    conn.input.consume(consumed);
+                    self.outbox.reply.extend_from_slice(AUTH_REQUIRED);
+                    continue;
+                }
+                AuthStep::TooLong => {
+                    self.outbox.reply.extend_from_slice(AUTH_REQUIRED);
+                    return self.close_unauthenticated(id);
+                }
+                AuthStep::Token { token, consumed } => {
+                    let verdict = match (&mut self.authenticator, conn.stream.peer_addr()) {
+                        (Some(auth), Ok(peer)) => auth.authenticate(peer, token).map(|n| (n, peer)),
+                        _ => None,
+                    };
+                    (verdict, consumed)
+                }
+            };
+            self.conns[id.key()].input.consume(consumed);
+            return match token_ok {
+                Some((name, peer)) => self.authenticated(id, peer, name),
+                None => self.auth_failed(id),
+            };
+        }
+    }
+
+    /// A good token: `OK NAME`, then the handler's session, then any input that came after
+    /// the `AUTH` line.
+    fn authenticated(&mut self, id: ConnId, peer: SocketAddr, name: String) {
+        self.stats.auth_ok += 1;
+        log::debug!("conn={id} peer={peer} authenticated as {name}");
+        self.outbox.reply.extend_from_slice(&ok_line(&name));
+        if self.identities.len() <= id.key() {
+            self.identities.resize(id.key() + 1, None);
+        }
+        self.identities[id.key()] = Some(name.into_boxed_str());
+        self.conns[id.key()].auth_by = crate::timer::NEVER;
+        self.open_session(id, peer);
+        self.finish_callback(id);
+        if self.is_live(id) && !self.conns[id.key()].input.is_empty() {
+            self.deliver_buffered(id);
+        }
+    }
+
+    /// A wrong token: `ERR auth failed`, a close, and a failure counted against the address.
+    fn auth_failed(&mut self, id: ConnId) {
+        self.stats.auth_failures += 1;
+        self.outbox.reply.extend_from_slice(AUTH_FAILED);
+        if let Ok(peer) = self.conns[id.key()].stream.peer_addr() {
+            let now = self.clock.tick();
+            if self.access.auth_failed(peer.ip(), now) {
+                self.stats.lockouts += 1;
+                if let Some(count) = self.lockout_log.hit(self.clock.now()) {
+                    log::warn!(
+                        "peer={} locked out for {:?}: {} failed authentications within {:?} \
+                         ({count} lockouts in the last second)",
+                        peer.ip().to_canonical(),
+                        self.config.lockout_duration,
+                        self.config.lockout_failures,
+                        self.config.lockout_window,
+                    );
+                }
+            }
+            self.stats.offenders = self.access.offenders() as u64;
+            self.plan_access_sweep();
+            if let Some(count) = self.auth_log.hit(self.clock.now()) {
+                log::info!(
+                    "conn={id} peer={peer} closing: authentication failed \
+                     ({count} failures in the last second)"
+                );
+            }
+        }
+        self.close_unauthenticated(id);
+    }
+
+    /// Sends what was answered and closes, without the handler ever hearing of it.
+    fn close_unauthenticated(&mut self, id: ConnId) {
+        self.outbox.close_current = true;
+        self.finish_callback(id);
+    }
+
+    /// Forgets the identity of a connection that closed.
+    pub(super) fn forget_identity(&mut self, id: ConnId) -> Option<Box<str>> {
+        self.identities.get_mut(id.key()).and_then(Option::take)
+    }
+
+    /// An unauthenticated connection timed out: closed without a word (it may not even
+    /// speak the protocol), and the handler never heard of it.
+    pub(super) fn auth_timed_out(&mut self, id: ConnId) {
+        log::debug!(
+            "conn={id} closed: did not authenticate within {:?}",
+            self.config.auth_timeout
+        );
+        self.close(id, CloseReason::AuthTimeout);
+    }
+
+    /// Makes sure the access tables are swept while they remember anything.
+    pub(super) fn plan_access_sweep(&mut self) {
+        if self.access_sweep_at == crate::timer::NEVER && self.access.remembers() {
+            self.access_sweep_at = crate::timer::after(self.clock.tick(), ACCESS_SWEEP_TICKS);
+        }
+    }
+}
+
+/// How often the lockout and rate tables drop what expired.
+pub(super) const ACCESS_SWEEP_TICKS: u32 = 10; // 1 s
