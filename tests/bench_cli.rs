@@ -25,6 +25,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The server is a process group (a shell and wharf): killed as a whole.
+    group: bool,
 }
 
 impl Server {
@@ -35,8 +37,24 @@ impl Server {
     /// Starts `wharf ARGS` and takes the address of its first `listening on` line whose
     /// rest contains `tag` (e.g. "(udp)"; "" for the first line).
     fn start_with(args: &[&str], tag: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+        command.args(args);
+        Server::start_command(command, tag, false)
+    }
+
+    /// Starts `wharf echo` as the child of a shell, whose pid is the server's: a server of two
+    /// processes, as a server with a worker process looks to `--server-pid`.
+    fn start_with_a_child_process() -> Server {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "\"$0\" echo --listen 127.0.0.1:0 & wait"])
+            .arg(env!("CARGO_BIN_EXE_wharf"))
+            .process_group(0);
+        Server::start_command(command, "", true)
+    }
+
+    fn start_command(mut command: Command, tag: &str, group: bool) -> Server {
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -68,7 +86,7 @@ impl Server {
                 break addr.parse().expect("a socket address");
             }
         };
-        Server { child, addr }
+        Server { child, addr, group }
     }
 
     fn pid(&self) -> String {
@@ -78,6 +96,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.group {
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill").args(["-9", "--", &group]).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -111,6 +133,24 @@ fn start_corrupting_server() -> SocketAddr {
 fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("local addr")
+}
+
+/// Sets the open-files limit (soft and hard) of the process `command` starts.
+fn limit_open_files(command: &mut Command, nofile: u64) {
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 fn bench() -> Command {
@@ -376,25 +416,13 @@ fn too_few_open_files_is_explained_before_the_run() {
         "-c",
         "100",
     ]);
-    // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    limit_open_files(&mut command, 64);
     let output = run(&mut command);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("ulimit -n is 64"), "{stderr}");
     assert!(stderr.contains("-c 100 needs"), "{stderr}");
+    assert!(stderr.contains("--procs 2"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -465,4 +493,169 @@ fn udp_round_trips_against_wharf_echo_udp() {
     assert_eq!(number(&report, "mismatches"), 0.0, "{report}");
     assert!(number(&report, "round_trips_per_s") > 0.0, "{report}");
     assert!(number(&report, "p99_us") > 0.0, "{report}");
+}
+
+#[test]
+fn pingpong_over_two_processes_reports_their_connections_and_round_trips_as_one() {
+    let server = Server::start("echo");
+    let output = run(bench().args([
+        "pingpong",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "7",
+        "--procs",
+        "2",
+        "-d",
+        "0.5",
+        "--server-pid",
+        &server.pid(),
+        "--json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(number(&report, "client_procs"), 2.0, "{report}");
+    assert_eq!(number(&report, "connections"), 7.0, "{report}");
+    assert_eq!(
+        number(&report, "connects_established"),
+        7.0,
+        "4 + 3: {report}"
+    );
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+    assert!(number(&report, "round_trips") > 0.0, "{report}");
+    assert!(number(&report, "round_trips_per_s") > 0.0, "{report}");
+    for key in ["p50_us", "p99_us", "max_us"] {
+        assert!(number(&report, key) > 0.0, "{key} in {report}");
+    }
+    assert_eq!(number(&report, "server_procs"), 1.0, "{report}");
+    number(&report, "server_cpu_ns_per_op");
+    assert!(
+        report.get("latency_histogram").is_none(),
+        "the children's histograms are merged, not passed on: {report}"
+    );
+}
+
+#[test]
+fn the_errors_of_every_client_process_are_added_up() {
+    let addr = start_corrupting_server();
+    let output = run(bench().args([
+        "pingpong",
+        "--addr",
+        &addr.to_string(),
+        "-c",
+        "5",
+        "--procs",
+        "2",
+        "-d",
+        "0.3",
+        "--json",
+    ]));
+    assert_eq!(output.status.code(), Some(3), "errors counted: {output:?}");
+    let report = json_report(&output);
+    assert_eq!(report["errors_by_kind"]["mismatches"], 5, "3 + 2: {report}");
+    assert_eq!(number(&report, "errors"), 5.0, "{report}");
+    assert_eq!(number(&report, "round_trips"), 0.0, "{report}");
+}
+
+#[test]
+fn hold_over_two_processes_sums_the_memory_of_a_server_with_a_child_process() {
+    let server = Server::start_with_a_child_process();
+    let output = run(bench().args([
+        "hold",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "200",
+        "--procs",
+        "2",
+        "-d",
+        "0.3",
+        "--src",
+        "127.0.0.1-127.0.0.3",
+        "--connect-pace",
+        "16",
+        "--server-pid",
+        &server.pid(),
+        "--json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(number(&report, "established"), 200.0, "{report}");
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+    assert_eq!(number(&report, "client_procs"), 2.0, "{report}");
+    assert_eq!(
+        number(&report, "server_procs"),
+        2.0,
+        "shell and wharf: {report}"
+    );
+    number(&report, "server_rss_per_conn_bytes");
+    assert!(
+        number(&report, "kernel_slab_before_bytes") > 0.0,
+        "{report}"
+    );
+    number(&report, "kernel_slab_per_conn_bytes");
+}
+
+#[test]
+fn more_connections_than_one_process_may_open_are_spread_over_processes() {
+    let server = Server::start("echo");
+    let hold = |procs: &str| {
+        let mut command = bench();
+        command.args([
+            "hold",
+            "--addr",
+            &server.addr.to_string(),
+            "-c",
+            "150",
+            "--procs",
+            procs,
+            "-d",
+            "0.2",
+            "--connect-pace",
+            "16",
+            "--json",
+        ]);
+        limit_open_files(&mut command, 64);
+        run(&mut command)
+    };
+    let alone = hold("1");
+    assert_eq!(alone.status.code(), Some(1), "{alone:?}");
+    let stderr = String::from_utf8_lossy(&alone.stderr);
+    assert!(stderr.contains("--procs 3"), "{stderr}");
+
+    let spread = hold("3");
+    assert!(spread.status.success(), "{spread:?}");
+    let report = json_report(&spread);
+    assert_eq!(number(&report, "established"), 150.0, "{report}");
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+}
+
+#[test]
+fn procs_zero_is_a_bad_argument() {
+    let output = run(bench().args(["hold", "--addr", &closed_port().to_string(), "--procs", "0"]));
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[test]
+fn a_failing_client_process_fails_the_run_and_leaves_no_process_behind() {
+    let addr = closed_port().to_string();
+    let output = run(bench().args(["pingpong", "--addr", &addr, "-c", "4", "--procs", "2"]));
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("wharf-bench: error: client process"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("refused"),
+        "the child's own error: {stderr}"
+    );
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(&addr) && cmdline.contains("--child"))
+        .collect();
+    assert!(left.is_empty(), "client processes left running: {left:?}");
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::dial::{parse_sources, Sources};
+use crate::procs::{parse_child_of, ChildOf};
 
 /// A load generator for echo and line-echo TCP servers (any of them, not only wharf):
 /// round-trip throughput and latency, idle-connection memory, connections per second.
@@ -18,6 +19,7 @@ use crate::dial::{parse_sources, Sources};
         wharf-bench pingpong --addr 127.0.0.1:7000 -c 100 -s 64 -d 5\n  \
         wharf-bench pingpong --addr 127.0.0.1:7000 -c 1000 --line --json\n  \
         wharf-bench hold --addr 127.0.0.1:7000 -c 10000 --src 127.0.0.1-127.0.0.16 --server-pid \"$(pgrep -n wharf)\"\n  \
+        wharf-bench hold --addr 127.0.0.1:7000 -c 100000 --procs 6 --src 127.0.0.1-127.0.0.16 --server-pid \"$PID\"\n  \
         wharf-bench connect --addr 127.0.0.1:7000 -d 5\n  \
         wharf-bench sweep --addr 127.0.0.1:7000 --conns 1,10,100,1000,10000 --out sweep/\n  \
         wharf-bench chat --addr 127.0.0.1:7000 -c 1000 -d 5 --rate 1 --src 127.0.0.1-127.0.0.16\n  \
@@ -37,7 +39,8 @@ pub enum Command {
     /// reply. Reports round trips/s, MB/s, latency percentiles and errors.
     Pingpong(PingpongArgs),
     /// Opens CONNS connections, checks each with one round trip, then holds them idle.
-    /// Reports established/failed and, with --server-pid, the server's memory per connection.
+    /// Reports established/failed, the growth of the kernel's slab memory per connection and,
+    /// with --server-pid, the server's memory per connection (summed over its processes).
     Hold(HoldArgs),
     /// Connect, one round trip, close, as fast as possible. Reports connections/s.
     ///
@@ -73,7 +76,7 @@ pub struct Target {
     #[arg(long, value_name = "ADDRS", value_parser = parse_sources)]
     pub src: Option<Sources>,
     /// Process id of the server: reports its CPU time per operation and its memory, from
-    /// /proc/PID.
+    /// /proc, summed over PID and every process descended from it (a server's workers).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
     /// An exchange (or handshake) without a whole answer for this long counts as a timeout.
@@ -127,6 +130,8 @@ pub struct PingpongArgs {
     pub conns: u32,
     #[command(flatten)]
     pub load: Load,
+    #[command(flatten)]
+    pub spread: Spread,
 }
 
 /// `hold` flags.
@@ -141,7 +146,28 @@ pub struct HoldArgs {
     /// How long to hold them once all are up, in seconds.
     #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub duration: Duration,
+    #[command(flatten)]
+    pub spread: Spread,
 }
+
+/// How many client processes share the connections (`pingpong` and `hold`).
+#[derive(Args, Debug, Clone)]
+pub struct Spread {
+    /// Client processes to spread the connections over, each under its own open-files limit
+    /// (under a limit of 20000: -c 100000 --procs 6). All are connected before any measures,
+    /// and all still hold their connections when the server is measured; one report, with
+    /// totals and one latency histogram. --connect-pace is the total over all of them, and
+    /// each uses every --src address.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_PROCS))]
+    pub procs: u32,
+    /// Set by a `--procs` run on the client processes it starts: this is client I of N.
+    #[arg(long, value_name = "I/N", hide = true, value_parser = parse_child_of)]
+    pub child: Option<ChildOf>,
+}
+
+/// Most client processes one run may start: beyond this, surely a typo.
+pub const MAX_PROCS: i64 = 256;
 
 /// `connect` flags.
 #[derive(Args, Debug, Clone)]

@@ -78,7 +78,7 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
         (Some(probe), Some(before), Some(after)) => ServerFigures::measured(
             probe.pid(),
             probe.cost(&before, &after, connections),
-            after.rss_bytes,
+            &after,
         ),
         _ => ServerFigures::default(),
     };

@@ -30,14 +30,17 @@ pub enum BenchError {
     },
     /// An input file (a results.json or a JSON-lines file) is not what was expected.
     BadInput(String),
+    /// A client process of a `--procs` run failed, or its parent went away.
+    ClientProcess(String),
 }
 
 impl fmt::Display for BenchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BenchError::Limit(text) | BenchError::Usage(text) | BenchError::BadInput(text) => {
-                f.write_str(text)
-            }
+            BenchError::Limit(text)
+            | BenchError::Usage(text)
+            | BenchError::BadInput(text)
+            | BenchError::ClientProcess(text) => f.write_str(text),
             BenchError::NoConnection {
                 addr,
                 first_failure,

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The kinds of failure a report counts separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +96,9 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Failures counted over a run, by kind. Serialised as the report's `errors_by_kind`.
-#[derive(Debug, Default, Clone, Serialize)]
+/// Failures counted over a run, by kind. Serialised as the report's `errors_by_kind`, and
+/// read back from the reports of the client processes of a `--procs` run.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Tally {
     /// Handshakes that failed.
     pub connect_failed: u64,
@@ -112,7 +113,7 @@ pub struct Tally {
     /// Other socket errors.
     pub other: u64,
     /// The first failure, word for word, to tell the user what went wrong.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<String>,
 }
 
@@ -130,6 +131,19 @@ impl Tally {
         *counter += 1;
         if self.first.is_none() {
             self.first = Some(failure.to_string());
+        }
+    }
+
+    /// Adds the counts of `other`; its first failure is kept only if this tally has none.
+    pub fn add(&mut self, other: &Tally) {
+        self.connect_failed += other.connect_failed;
+        self.resets += other.resets;
+        self.closed += other.closed;
+        self.mismatches += other.mismatches;
+        self.timeouts += other.timeouts;
+        self.other += other.other;
+        if self.first.is_none() {
+            self.first.clone_from(&other.first);
         }
     }
 

@@ -1,4 +1,9 @@
 //! Round-trip latencies: an HDR histogram in nanoseconds, summarised in microseconds.
+//!
+//! The client processes of a `--procs` run ship their histograms to the parent as the
+//! recorded (value, count) pairs, which the parent adds into one: percentiles of the merged
+//! histogram are those of every round trip, which no combination of the children's
+//! percentiles would give.
 
 use std::time::Duration;
 
@@ -46,6 +51,24 @@ impl Latencies {
         self.histogram.saturating_record(ns.max(1));
     }
 
+    /// Every recorded bucket as (highest value in it, count), in nanoseconds: the
+    /// histogram in a form JSON can carry. Small: one pair per distinct bucket, a few
+    /// thousand at most.
+    pub fn recorded(&self) -> Vec<(u64, u64)> {
+        self.histogram
+            .iter_recorded()
+            .map(|bucket| (bucket.value_iterated_to(), bucket.count_at_value()))
+            .collect()
+    }
+
+    /// Adds the buckets of another run's [`Latencies::recorded`]. Both histograms have the
+    /// same bounds and precision, so each value lands in the bucket it came from.
+    pub fn add_recorded(&mut self, recorded: &[(u64, u64)]) {
+        for &(ns, count) in recorded {
+            self.histogram.saturating_record_n(ns.max(1), count);
+        }
+    }
+
     /// Latencies recorded so far.
     pub fn len(&self) -> u64 {
         self.histogram.len()
@@ -81,6 +104,33 @@ mod tests {
         assert!((summary.p50_us - 500.0).abs() < 1.0, "{summary:?}");
         assert!((summary.p99_us - 990.0).abs() < 1.0, "{summary:?}");
         assert!((summary.max_us - 1000.0).abs() < 1.0, "{summary:?}");
+    }
+
+    #[test]
+    fn merged_histograms_give_the_percentiles_of_all_values() {
+        let (mut all, mut odd, mut even) = (Latencies::new(), Latencies::new(), Latencies::new());
+        for us in 1..=10_000 {
+            let latency = Duration::from_micros(us * 7 % 10_007);
+            all.record(latency);
+            if us % 2 == 1 {
+                odd.record(latency)
+            } else {
+                even.record(latency)
+            }
+        }
+        let mut merged = Latencies::new();
+        merged.add_recorded(&odd.recorded());
+        merged.add_recorded(&even.recorded());
+        assert_eq!(merged.len(), all.len());
+        let (merged, all) = (merged.summary(), all.summary());
+        assert_eq!(merged.p50_us, all.p50_us);
+        assert_eq!(merged.p99_us, all.p99_us);
+        assert_eq!(merged.p999_us, all.p999_us);
+        assert_eq!(merged.max_us, all.max_us);
+        assert!(
+            (merged.mean_us - all.mean_us).abs() < 1e-6,
+            "{merged:?} {all:?}"
+        );
     }
 
     #[test]

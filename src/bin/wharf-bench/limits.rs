@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::cli::Target;
 use crate::error::BenchError;
+use crate::server;
 use crate::sys;
 
 /// Open files the client uses besides its connections when `/proc/self/fd` cannot be read:
@@ -19,6 +20,37 @@ const FALLBACK_OPEN_FILES: u64 = 3;
 /// Every check before a run of `connections` connections to `target`: open files, local
 /// ports, matching address families, and (a warning only) the server's own open-files limit.
 pub fn preflight(target: &Target, connections: u64) -> Result<(), BenchError> {
+    check_families(target)?;
+    ensure_open_files(connections)?;
+    check_ports_and_server(target, connections)
+}
+
+/// [`preflight`] for a run whose connections `procs` client processes share (`--procs`):
+/// each process must hold its share under its own open-files limit. When they cannot, the
+/// refusal says how many processes would do.
+pub fn preflight_spread(target: &Target, connections: u64, procs: u32) -> Result<(), BenchError> {
+    check_families(target)?;
+    let per_process = connections.div_ceil(u64::from(procs.max(1)));
+    let open_files = OpenFiles::now()?;
+    if let Some(needed) = open_files.short_of(per_process) {
+        let procs_needed = connections.div_ceil(open_files.room().max(1));
+        let asked = if procs > 1 {
+            format!("-c {connections} over {procs} client processes is {per_process} each, which")
+        } else {
+            format!("-c {connections}")
+        };
+        return Err(BenchError::Limit(format!(
+            "{}; {asked} needs {needed} open files per process. Spread the connections over \
+             more client processes, each with a limit of its own: --procs {procs_needed}; or \
+             raise the limit (`ulimit -n {needed}`, above the hard limit only as root), or \
+             lower -c",
+            open_files.limit_text()
+        )));
+    }
+    check_ports_and_server(target, connections)
+}
+
+fn check_families(target: &Target) -> Result<(), BenchError> {
     let sources = target
         .src
         .as_ref()
@@ -32,8 +64,14 @@ pub fn preflight(target: &Target, connections: u64) -> Result<(), BenchError> {
             target.addr
         )));
     }
-    ensure_open_files(connections)?;
-    ensure_ports(connections, sources.len())?;
+    Ok(())
+}
+
+/// Ports are checked for all `connections` together: the kernel hands out local ports per
+/// (source, server) pair to every process alike.
+fn check_ports_and_server(target: &Target, connections: u64) -> Result<(), BenchError> {
+    let sources = target.src.as_ref().map_or(0, |sources| sources.0.len());
+    ensure_ports(connections, sources)?;
     if let Some(pid) = target.server_pid {
         warn_if_server_limited(pid, connections);
     }
@@ -42,31 +80,58 @@ pub fn preflight(target: &Target, connections: u64) -> Result<(), BenchError> {
 
 /// Raises the soft open-files limit to the hard limit, then checks that `connections`
 /// sockets fit.
-///
-/// Needed: one descriptor per connection, one for the poller, and the ones already open.
 pub fn ensure_open_files(connections: u64) -> Result<(), BenchError> {
-    let limit = sys::open_files_limit()
-        .map_err(|error| BenchError::io("reading the open-files limit (getrlimit)", error))?;
-    let already_open = count_open_files().unwrap_or(FALLBACK_OPEN_FILES);
-    let needed = connections + already_open + 1;
-    let mut soft = limit.soft;
-    if soft < limit.hard {
-        // Raising the soft limit up to the hard one needs no privilege; if it fails anyway,
-        // the check below explains the limit we are left with.
-        if sys::set_open_files_soft_limit(limit.hard, limit.hard).is_ok() {
-            soft = limit.hard;
-        }
-    }
-    if soft >= needed {
+    let open_files = OpenFiles::now()?;
+    let Some(needed) = open_files.short_of(connections) else {
         return Ok(());
-    }
+    };
     Err(BenchError::Limit(format!(
-        "ulimit -n is {soft} (hard limit {hard}); -c {connections} needs {needed} open files \
-         (one per connection, one for the poller and the {already_open} already open). \
-         Raise it with `ulimit -n {needed}` (above the hard limit only as root, or with \
-         nofile in /etc/security/limits.conf), or lower -c",
-        hard = limit.hard,
+        "{}; -c {connections} needs {needed} open files (one per connection, one for the \
+         poller and the {} already open). Raise it with `ulimit -n {needed}` (above the hard \
+         limit only as root, or with nofile in /etc/security/limits.conf), or lower -c",
+        open_files.limit_text(),
+        open_files.already_open,
     )))
+}
+
+/// This process's open-files limit, raised as far as it goes, and the files open now.
+struct OpenFiles {
+    limit: sys::OpenFilesLimit,
+    already_open: u64,
+}
+
+impl OpenFiles {
+    /// Raises the soft limit to the hard one, which needs no privilege; if that fails
+    /// anyway, the limit left in force is the one the checks explain.
+    fn now() -> Result<OpenFiles, BenchError> {
+        let mut limit = sys::open_files_limit()
+            .map_err(|error| BenchError::io("reading the open-files limit (getrlimit)", error))?;
+        if limit.soft < limit.hard && sys::set_open_files_soft_limit(limit.hard, limit.hard).is_ok()
+        {
+            limit.soft = limit.hard;
+        }
+        Ok(OpenFiles {
+            limit,
+            already_open: count_open_files().unwrap_or(FALLBACK_OPEN_FILES),
+        })
+    }
+
+    /// Connections that fit: one descriptor each, besides the poller and the files open now.
+    fn room(&self) -> u64 {
+        self.limit.soft.saturating_sub(self.already_open + 1)
+    }
+
+    /// The open files `connections` need, if that is more than the limit.
+    fn short_of(&self, connections: u64) -> Option<u64> {
+        (connections > self.room()).then_some(connections + self.already_open + 1)
+    }
+
+    fn limit_text(&self) -> String {
+        format!(
+            "ulimit -n is {} (hard limit {})",
+            self.limit.soft, self.limit.hard
+        )
+    }
 }
 
 /// Checks that `connections` to one server address can each get a local port from
@@ -94,16 +159,35 @@ pub fn ensure_ports(connections: u64, sources: usize) -> Result<(), BenchError> 
 /// Warns (without refusing) when the server process's own open-files limit is below what
 /// `connections` need: the run goes on, and the failures it will count are explained.
 pub fn warn_if_server_limited(pid: u32, connections: u64) {
-    let Some(server_soft) = server_open_files_soft_limit(pid) else {
+    // A server with worker processes accepts in the workers, each under its own limit.
+    let workers = server::descendants_of(pid);
+    let serving = if workers.is_empty() {
+        vec![pid]
+    } else {
+        workers
+    };
+    let limits: Option<Vec<u64>> = serving
+        .iter()
+        .map(|&pid| server_open_files_soft_limit(pid))
+        .collect();
+    let Some(server_soft) = limits.map(|limits| limits.iter().sum::<u64>()) else {
         return;
     };
-    // A server needs a handful of descriptors of its own (listener, poller, stdio).
-    let needed = connections + 8;
+    // Each process needs a handful of descriptors of its own (listener, poller, stdio).
+    let needed = connections + 8 * serving.len() as u64;
     if server_soft < needed {
+        let whose = if serving.len() > 1 {
+            format!(
+                "the {} worker processes of the server (pid {pid})",
+                serving.len()
+            )
+        } else {
+            format!("the server (pid {pid})")
+        };
         eprintln!(
-            "wharf-bench: warning: the server (pid {pid}) may open at most {server_soft} files \
-             (its ulimit -n); {connections} connections need about {needed} there, so expect \
-             refused or timed-out connections"
+            "wharf-bench: warning: {whose} may open at most {server_soft} files (ulimit -n); \
+             {connections} connections need about {needed} there, so expect refused or \
+             timed-out connections"
         );
     }
 }

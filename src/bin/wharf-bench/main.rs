@@ -10,9 +10,10 @@
 //!
 //! Files: `cli` (flags), `limits` (checks before a run), `dial` (sockets), `client` (the event
 //! loop) and `conn` (one connection's I/O), `message` (the bytes and their check),
-//! `establish` (paced connecting), one file per subcommand, `latency`, `failure`, `server`
-//! (/proc of the server), `report`, `progress`, `plot`, `summary`, `error`, and `sys` (the
-//! only unsafe code).
+//! `establish` (paced connecting), one file per subcommand, `procs` and `fleet` (spreading a
+//! run over client processes), `latency`, `failure`, `server` (/proc of the server), `kernel` (its
+//! slab memory), `report`, `progress`, `plot`, `summary`, `error`, and `sys` (the only unsafe
+//! code).
 
 mod chat;
 mod cli;
@@ -23,12 +24,15 @@ mod dial;
 mod error;
 mod establish;
 mod failure;
+mod fleet;
 mod hold;
+mod kernel;
 mod latency;
 mod limits;
 mod message;
 mod pingpong;
 mod plot;
+mod procs;
 mod progress;
 mod report;
 mod server;
@@ -46,7 +50,7 @@ use crate::error::BenchError;
 use crate::report::{to_json, Report};
 
 /// Exit status of a run that finished but counted failures.
-const EXIT_ERRORS_COUNTED: u8 = 3;
+pub const EXIT_ERRORS_COUNTED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -54,17 +58,36 @@ fn main() -> ExitCode {
         Ok(errors) if errors > 0 => ExitCode::from(EXIT_ERRORS_COUNTED),
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("wharf-bench: error: {error}");
+            match child_of(&cli.command) {
+                Some(child) => eprintln!("wharf-bench: client {child}: error: {error}"),
+                None => eprintln!("wharf-bench: error: {error}"),
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Which client process of a `--procs` run this is, if it is one: its errors say so.
+fn child_of(command: &Command) -> Option<procs::ChildOf> {
+    match command {
+        Command::Pingpong(args) => args.spread.child,
+        Command::Hold(args) => args.spread.child,
+        _ => None,
     }
 }
 
 /// Runs the subcommand; returns the number of failures its runs counted.
 fn execute(command: &Command) -> Result<u64, BenchError> {
     match command {
-        Command::Pingpong(args) => print(&pingpong::run(args)?, args.target.output.json),
-        Command::Hold(args) => print(&hold::run(args)?, args.target.output.json),
+        // A client process of a `--procs` run reports to its parent, in JSON.
+        Command::Pingpong(args) => print(
+            &pingpong::run(args)?,
+            args.target.output.json || args.spread.child.is_some(),
+        ),
+        Command::Hold(args) => print(
+            &hold::run(args)?,
+            args.target.output.json || args.spread.child.is_some(),
+        ),
         Command::Connect(args) => print(&connect::run(args)?, args.target.output.json),
         Command::Sweep(args) => Ok(sweep::run(args)?.iter().map(Report::errors).sum()),
         Command::Plot(args) => plot::run(args).map(|()| 0),

@@ -5,8 +5,14 @@
 //! the measured interval sees only round trips, and the server's CPU counters are read at its
 //! two ends. A connection that fails is counted and not replaced: the run goes on with the
 //! others, and the report says how many failed and why.
+//!
+//! With `--procs N` the connections are spread over N client processes (see `procs.rs`),
+//! which all start measuring once every connection of every process is up; the parent adds
+//! up their round trips and merges their latency histograms.
 
 use std::time::{Duration, Instant};
+
+use serde::Deserialize;
 
 use crate::cli::{Load, PingpongArgs, Target};
 use crate::client::{Client, Next, Outcome};
@@ -14,9 +20,11 @@ use crate::dial::Dialer;
 use crate::error::BenchError;
 use crate::establish::establish;
 use crate::failure::Tally;
+use crate::fleet::Fleet;
 use crate::latency::Latencies;
-use crate::limits::preflight;
+use crate::limits::{preflight, preflight_spread};
 use crate::message::Message;
+use crate::procs::{self, Parent, Role, Step};
 use crate::progress::Progress;
 use crate::report::{PingpongReport, RunId, ServerFigures};
 use crate::server::ServerProbe;
@@ -24,18 +32,45 @@ use crate::server::ServerProbe;
 /// Longest wait for events in one turn: how late the end of the run may be noticed.
 const TURN: Duration = Duration::from_millis(50);
 
-/// Runs `pingpong` as the command line asks.
+/// Runs `pingpong` as the command line asks: in this process, spread over client processes,
+/// or as one of them.
 pub fn run(args: &PingpongArgs) -> Result<PingpongReport, BenchError> {
-    run_at(&args.target, u64::from(args.conns), &args.load)
+    let connections = u64::from(args.conns);
+    match procs::role(&args.spread, connections) {
+        Role::Alone => {
+            preflight_spread(&args.target, connections, 1)?;
+            measure(&args.target, connections, &args.load, None)
+        }
+        Role::Parent { procs } => spread(args, procs),
+        Role::Child(child) => {
+            let target = child.target(&args.target);
+            let share = child.share(connections);
+            preflight(&target, share)?;
+            measure(&target, share, &args.load, Some(&mut Parent::new()))
+        }
+    }
 }
 
-/// Runs pingpong over `connections` connections to `target` (also the step of `sweep`).
+/// Runs pingpong over `connections` connections to `target` in this process (the step of
+/// `sweep`).
 pub fn run_at(
     target: &Target,
     connections: u64,
     load: &Load,
 ) -> Result<PingpongReport, BenchError> {
     preflight(target, connections)?;
+    measure(target, connections, load, None)
+}
+
+/// Pingpong in this process. As a client process of a `--procs` run (`parent`), it waits
+/// for the parent before and after the measured interval, and its report carries its
+/// latency histogram.
+fn measure(
+    target: &Target,
+    connections: u64,
+    load: &Load,
+    mut parent: Option<&mut Parent>,
+) -> Result<PingpongReport, BenchError> {
     let probe = target.server_pid.map(ServerProbe::new).transpose()?;
     let dialer = Dialer::new(target.addr, target.src.as_ref());
     let message = Message::new(load.size as usize, load.line);
@@ -48,8 +83,15 @@ pub fn run_at(
         &mut tally,
     )?;
 
+    if let Some(parent) = parent.as_deref_mut() {
+        parent.reach(Step::Established)?;
+    }
+
     let mut latencies = Latencies::new();
-    let progress = Progress::new("pingpong", load.duration);
+    let progress = match parent {
+        Some(_) => Progress::hidden(),
+        None => Progress::new("pingpong", load.duration),
+    };
     let before = probe.as_ref().map(ServerProbe::sample).transpose()?;
     let start = Instant::now();
     let end = start + load.duration;
@@ -78,19 +120,14 @@ pub fn run_at(
     let elapsed = start.elapsed();
     let after = probe.as_ref().map(ServerProbe::sample).transpose()?;
     progress.finish();
+    if let Some(parent) = parent.as_deref_mut() {
+        parent.reach(Step::Measured)?;
+    }
     client.close_all();
 
     let round_trips = latencies.len();
     let seconds = elapsed.as_secs_f64();
     let size = client.message().size() as u64;
-    let server = match (&probe, before, after) {
-        (Some(probe), Some(before), Some(after)) => ServerFigures::measured(
-            probe.pid(),
-            probe.cost(&before, &after, round_trips),
-            after.rss_bytes,
-        ),
-        _ => ServerFigures::default(),
-    };
     Ok(PingpongReport {
         id: RunId::new("pingpong", target),
         connections,
@@ -106,6 +143,77 @@ pub fn run_at(
         connects_failed: established.failed,
         establish_s: established.elapsed.as_secs_f64(),
         errors_by_kind: tally,
-        server,
+        client_procs: 1,
+        server: ServerFigures::between(probe.as_ref(), before, after, round_trips),
+        latency_histogram: parent.is_some().then(|| latencies.recorded()),
+    })
+}
+
+/// What the parent of a `--procs` run reads from the report of each client process.
+#[derive(Debug, Deserialize)]
+struct Share {
+    duration_s: f64,
+    round_trips: u64,
+    round_trips_per_s: f64,
+    connects_established: u64,
+    connects_failed: u64,
+    establish_s: f64,
+    errors_by_kind: Tally,
+    latency_histogram: Vec<(u64, u64)>,
+}
+
+/// Pingpong over `procs` client processes. The server is sampled after every connection of
+/// every process is up and before they start, and again once all of them have stopped, so
+/// its CPU time is divided by the round trips of all of them over one interval.
+fn spread(args: &PingpongArgs, procs: u32) -> Result<PingpongReport, BenchError> {
+    let target = &args.target;
+    let connections = u64::from(args.conns);
+    preflight_spread(target, connections, procs)?;
+    let probe = target.server_pid.map(ServerProbe::new).transpose()?;
+    let mut fleet = Fleet::spawn(procs)?;
+    let within = procs::establish_within(target, connections, procs);
+    fleet.await_all(Step::Established, within, || {})?;
+
+    let before = probe.as_ref().map(ServerProbe::sample).transpose()?;
+    fleet.answer_all(Step::Established)?;
+    let progress = Progress::new("pingpong", args.load.duration);
+    let start = Instant::now();
+    fleet.await_all(Step::Measured, args.load.duration + procs::SLACK, || {
+        progress.update(start.elapsed(), || format!("{procs} client processes"));
+    })?;
+    let after = probe.as_ref().map(ServerProbe::sample).transpose()?;
+    progress.finish();
+    fleet.answer_all(Step::Measured)?;
+    let shares: Vec<Share> = fleet.reports(procs::SLACK)?;
+
+    let mut latencies = Latencies::new();
+    let mut tally = Tally::default();
+    for share in &shares {
+        latencies.add_recorded(&share.latency_histogram);
+        tally.add(&share.errors_by_kind);
+    }
+    let max = |figure: fn(&Share) -> f64| shares.iter().map(figure).fold(0.0, f64::max);
+    let round_trips = shares.iter().map(|share| share.round_trips).sum();
+    // Each process timed its own interval; they ran side by side, so their rates add up.
+    let round_trips_per_s: f64 = shares.iter().map(|share| share.round_trips_per_s).sum();
+    let size = u64::from(args.load.size);
+    Ok(PingpongReport {
+        id: RunId::new("pingpong", target),
+        connections,
+        size,
+        line: args.load.line,
+        duration_s: max(|share| share.duration_s),
+        round_trips,
+        round_trips_per_s,
+        mb_per_s: round_trips_per_s * size as f64 / 1e6,
+        latency: latencies.summary(),
+        errors: tally.total(),
+        connects_established: shares.iter().map(|share| share.connects_established).sum(),
+        connects_failed: shares.iter().map(|share| share.connects_failed).sum(),
+        establish_s: max(|share| share.establish_s),
+        errors_by_kind: tally,
+        client_procs: fleet.len() as u32,
+        server: ServerFigures::between(probe.as_ref(), before, after, round_trips),
+        latency_histogram: None,
     })
 }

@@ -27,10 +27,7 @@ impl Progress {
     /// not a terminal.
     pub fn new(what: &str, duration: Duration) -> Progress {
         if duration < SHOW_AFTER || !std::io::stderr().is_terminal() {
-            return Progress {
-                bar: None,
-                last_update: Cell::new(Duration::ZERO),
-            };
+            return Progress::hidden();
         }
         let bar = ProgressBar::with_draw_target(
             Some(duration.as_millis() as u64),
@@ -44,6 +41,14 @@ impl Progress {
         bar.set_prefix(what.to_string());
         Progress {
             bar: Some(bar),
+            last_update: Cell::new(Duration::ZERO),
+        }
+    }
+
+    /// No bar: for the client processes of a `--procs` run, whose parent shows one for all.
+    pub fn hidden() -> Progress {
+        Progress {
+            bar: None,
             last_update: Cell::new(Duration::ZERO),
         }
     }

@@ -10,7 +10,7 @@ use crate::cli::{Output, Target};
 use crate::error::BenchError;
 use crate::failure::Tally;
 use crate::latency::LatencySummary;
-use crate::server::ServerCost;
+use crate::server::{ServerCost, ServerProbe, ServerSample};
 
 /// A finished run, in any mode.
 pub trait Report: Serialize {
@@ -65,27 +65,47 @@ impl RunId {
 /// The server's side of a run (`--server-pid`); all `null` without it.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct ServerFigures {
-    /// The process measured.
+    /// The process measured, with its descendants (worker processes).
     pub server_pid: Option<u32>,
+    /// Processes measured and summed: the server process and its descendants.
+    pub server_procs: Option<u32>,
     /// Server user-space CPU time per operation (round trip or connection), in nanoseconds.
     pub server_user_ns_per_op: Option<f64>,
     /// Server kernel CPU time per operation, in nanoseconds.
     pub server_sys_ns_per_op: Option<f64>,
     /// Server total CPU time per operation, in nanoseconds (nanosecond-precise).
     pub server_cpu_ns_per_op: Option<f64>,
-    /// Server resident memory at the end of the measured interval, in bytes.
+    /// Server resident memory at the end of the measured interval, in bytes (summed over
+    /// its processes).
     pub server_rss_bytes: Option<u64>,
 }
 
 impl ServerFigures {
-    /// Figures of process `pid` from its CPU `cost` and memory.
-    pub fn measured(pid: u32, cost: ServerCost, rss_bytes: u64) -> ServerFigures {
+    /// Figures of server `pid` from its CPU `cost` and its sample at the end.
+    pub fn measured(pid: u32, cost: ServerCost, end: &ServerSample) -> ServerFigures {
         ServerFigures {
             server_pid: Some(pid),
+            server_procs: Some(end.processes),
             server_user_ns_per_op: Some(cost.user_ns_per_op),
             server_sys_ns_per_op: Some(cost.sys_ns_per_op),
             server_cpu_ns_per_op: cost.cpu_ns_per_op,
-            server_rss_bytes: Some(rss_bytes),
+            server_rss_bytes: Some(end.rss_bytes),
+        }
+    }
+
+    /// Figures of the server `probe` reads, from its samples at the two ends of an interval
+    /// of `ops` operations; all `null` without a probe.
+    pub fn between(
+        probe: Option<&ServerProbe>,
+        before: Option<ServerSample>,
+        after: Option<ServerSample>,
+        ops: u64,
+    ) -> ServerFigures {
+        match (probe, before, after) {
+            (Some(probe), Some(before), Some(after)) => {
+                ServerFigures::measured(probe.pid(), probe.cost(&before, &after, ops), &after)
+            }
+            _ => ServerFigures::default(),
         }
     }
 
@@ -103,7 +123,8 @@ impl ServerFigures {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "  server CPU    user {user:.0} ns/{per}, sys {sys:.0} ns/{per}{total} (pid {pid})"
+            "  server CPU    user {user:.0} ns/{per}, sys {sys:.0} ns/{per}{total} ({})",
+            processes_text(pid, self.server_procs)
         );
     }
 }
@@ -139,8 +160,14 @@ pub struct PingpongReport {
     pub establish_s: f64,
     /// The failures, by kind.
     pub errors_by_kind: Tally,
+    /// Client processes the connections were spread over (`--procs`).
+    pub client_procs: u32,
     #[serde(flatten)]
     pub server: ServerFigures,
+    /// Only in the report a client process of a `--procs` run gives its parent: its
+    /// latencies as (nanoseconds, count) pairs, to merge (see `latency.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_histogram: Option<Vec<(u64, u64)>>,
 }
 
 impl Report for PingpongReport {
@@ -171,6 +198,7 @@ impl Report for PingpongReport {
             self.connects_failed,
             self.establish_s,
         );
+        client_procs_text(&mut out, self.client_procs);
         errors_text(&mut out, self.errors, &self.errors_by_kind);
         self.server.text(&mut out, "round trip");
         out
@@ -196,15 +224,27 @@ pub struct HoldReport {
     pub hold_s: f64,
     /// The failures, by kind.
     pub errors_by_kind: Tally,
-    /// The server process measured.
+    /// Client processes the connections were spread over (`--procs`).
+    pub client_procs: u32,
+    /// The server process measured, with its descendants (worker processes).
     pub server_pid: Option<u32>,
-    /// Server resident memory before the first connection, in bytes.
+    /// Processes measured and summed at the end of the hold: the server and its descendants.
+    pub server_procs: Option<u32>,
+    /// Server resident memory before the first connection, in bytes (summed over its
+    /// processes).
     pub server_rss_before_bytes: Option<u64>,
-    /// Server resident memory at the end of the hold, in bytes.
+    /// Server resident memory at the end of the hold, in bytes (summed over its processes).
     pub server_rss_holding_bytes: Option<u64>,
     /// (holding - before) / established, in bytes: what one idle connection costs the
     /// server's user space (socket buffers in the kernel are not in RSS).
     pub server_rss_per_conn_bytes: Option<f64>,
+    /// The kernel's slab memory (`Slab:` in /proc/meminfo) before the first connection.
+    pub kernel_slab_before_bytes: Option<u64>,
+    /// The same at the end of the hold.
+    pub kernel_slab_holding_bytes: Option<u64>,
+    /// (holding - before) / established, in bytes: what one connection costs this machine's
+    /// kernel; on loopback both its ends, the client's socket and the server's.
+    pub kernel_slab_per_conn_bytes: Option<f64>,
 }
 
 impl Report for HoldReport {
@@ -227,15 +267,32 @@ impl Report for HoldReport {
             self.connects_failed,
             self.establish_s,
         );
+        client_procs_text(&mut out, self.client_procs);
         errors_text(&mut out, self.errors, &self.errors_by_kind);
         if let (Some(before), Some(holding), Some(per_conn)) = (
             self.server_rss_before_bytes,
             self.server_rss_holding_bytes,
             self.server_rss_per_conn_bytes,
         ) {
+            let processes = match self.server_procs {
+                Some(procs) if procs > 1 => format!(" ({procs} processes)"),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  server RSS    {:.1} MiB before, {:.1} MiB holding: {per_conn:.0} bytes per connection",
+                "  server RSS    {:.1} MiB before, {:.1} MiB holding{processes}: {per_conn:.0} bytes per connection",
+                before as f64 / 1048576.0,
+                holding as f64 / 1048576.0
+            );
+        }
+        if let (Some(before), Some(holding), Some(per_conn)) = (
+            self.kernel_slab_before_bytes,
+            self.kernel_slab_holding_bytes,
+            self.kernel_slab_per_conn_bytes,
+        ) {
+            let _ = writeln!(
+                out,
+                "  kernel slab   {:.1} MiB before, {:.1} MiB holding: {per_conn:.0} bytes per connection (machine-wide)",
                 before as f64 / 1048576.0,
                 holding as f64 / 1048576.0
             );
@@ -448,6 +505,21 @@ fn connections_text(out: &mut String, established: u64, failed: u64, establish_s
         out,
         "  connections   {established} established, {failed} failed ({establish_s:.2} s to connect)"
     );
+}
+
+/// A line for runs spread over several client processes; none for the usual one.
+fn client_procs_text(out: &mut String, procs: u32) {
+    if procs > 1 {
+        let _ = writeln!(out, "  clients       {procs} processes");
+    }
+}
+
+/// `pid 42`, or `pid 42 and 3 descendants` for a server with worker processes.
+fn processes_text(pid: u32, procs: Option<u32>) -> String {
+    match procs {
+        Some(procs) if procs > 1 => format!("pid {pid} and {} descendants", procs - 1),
+        _ => format!("pid {pid}"),
+    }
 }
 
 fn errors_text(out: &mut String, errors: u64, tally: &Tally) {

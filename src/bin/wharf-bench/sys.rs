@@ -1,10 +1,12 @@
 //! The few libc calls the load generator needs that neither std, mio nor socket2 offers:
-//! the open-files limit, IP_BIND_ADDRESS_NO_PORT and the kernel's clock tick.
+//! the open-files limit, IP_BIND_ADDRESS_NO_PORT, the kernel's clock tick and
+//! PR_SET_PDEATHSIG for the client processes of `--procs`.
 //!
 //! Every `unsafe` block of wharf-bench is in this file.
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::process::Command;
 
 /// The process's RLIMIT_NOFILE: the soft limit in force and the hard ceiling it may rise to.
 #[derive(Debug, Clone, Copy)]
@@ -85,4 +87,36 @@ pub fn clock_ticks_per_second() -> u64 {
     } else {
         100
     }
+}
+
+/// Makes the process `command` starts die (SIGKILL) when this thread ends, so that the client
+/// processes of a killed `--procs` run do not go on connecting (PR_SET_PDEATHSIG, Linux).
+///
+/// The signal follows the *thread* that started the child, not the process: start children
+/// from a thread that lives as long as they should (wharf-bench starts them from main).
+/// Elsewhere this does nothing, and children still give up when their stdin closes.
+pub fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it makes two system calls (prctl, getppid)
+        // and builds an io::Error from an errno, which does not allocate. It touches no
+        // memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl; then no signal will come.
+                if libc::getppid() as u32 != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
