@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
