@@ -39,6 +39,9 @@ pub struct Config {
     /// Authentication ([`crate::Reactor::set_authenticator`]): how long a new connection
     /// has to authenticate before it is closed. Default: 10 s.
     pub auth_timeout: Duration,
+    /// TLS listeners: how long a new connection has to complete its handshake before it is
+    /// closed (a client that connects and sends nothing, or half a ClientHello). Default: 10 s.
+    pub tls_handshake_timeout: Duration,
     /// Lockout: this many failed authentications from one address within `lockout_window`
     /// lock it out for `lockout_duration`: its connections are closed right after accept.
     /// 0: no lockout. Default: 5.
@@ -102,6 +105,7 @@ impl Default for Config {
             max_conns_per_ip: 0,
             max_accept_rate: 0,
             auth_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
             lockout_failures: 5,
             lockout_window: Duration::from_secs(60),
             lockout_duration: Duration::from_secs(60),

@@ -118,6 +118,9 @@ pub enum CloseReason {
     /// The connection did not authenticate within `Config::auth_timeout`
     /// ([`crate::Reactor::set_authenticator`]). Handlers never see it: it had not opened.
     AuthTimeout,
+    /// A TLS connection did not complete its handshake within
+    /// `Config::tls_handshake_timeout`. Handlers never see it: it had not opened.
+    HandshakeTimeout,
 }
 
 impl CloseReason {
@@ -137,6 +140,7 @@ impl fmt::Display for CloseReason {
             CloseReason::SlowReader => f.write_str("slow reader: output over the limit"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::AuthTimeout => f.write_str("auth timeout"),
+            CloseReason::HandshakeTimeout => f.write_str("TLS handshake timeout"),
         }
     }
 }
@@ -148,7 +152,17 @@ impl fmt::Display for CloseReason {
 pub struct Context<'a> {
     outbox: &'a mut Outbox,
     stats: &'a Stats,
-    identity: Option<&'a str>,
+    conn: ConnView<'a>,
+}
+
+/// What a handler may ask about the current connection.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ConnView<'a> {
+    pub(crate) identity: Option<&'a str>,
+    /// Its socket, while it is open.
+    pub(crate) stream: Option<&'a mio::net::TcpStream>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<&'a crate::tls::session::TlsSession>,
 }
 
 impl<'a> Context<'a> {
@@ -156,13 +170,13 @@ impl<'a> Context<'a> {
         Context {
             outbox,
             stats,
-            identity: None,
+            conn: ConnView::default(),
         }
     }
 
-    /// A context about a connection that authenticated as `identity`.
-    pub(crate) fn with_identity(mut self, identity: Option<&'a str>) -> Context<'a> {
-        self.identity = identity;
+    /// A context about a connection, with what the handler may ask about it.
+    pub(crate) fn about(mut self, conn: ConnView<'a>) -> Context<'a> {
+        self.conn = conn;
         self
     }
 
@@ -171,9 +185,10 @@ impl<'a> Context<'a> {
         self.outbox.current
     }
 
-    /// The name the current connection authenticated as, when the reactor requires
-    /// authentication ([`crate::Reactor::set_authenticator`]); `None` otherwise. Every
-    /// callback about the connection sees it, [`Handler::on_open`] included.
+    /// Who the current connection is: the name it authenticated as
+    /// ([`crate::Reactor::set_authenticator`]), or the subject of its verified TLS client
+    /// certificate (first DNS name, else common name); `None` otherwise. Every callback
+    /// about the connection sees it, [`Handler::on_open`] included.
     ///
     /// ```
     /// # use std::net::SocketAddr;
@@ -191,7 +206,38 @@ impl<'a> Context<'a> {
     /// }
     /// ```
     pub fn identity(&self) -> Option<&str> {
-        self.identity
+        self.conn.identity
+    }
+
+    /// The current connection's peer address (a system call; `None` once it closed, or if
+    /// the socket cannot tell). [`Handler::on_open`] is also given it.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.conn.stream.and_then(|stream| stream.peer_addr().ok())
+    }
+
+    /// Whether the current connection is over TLS.
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.conn.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// The current connection's TLS protocol version (`"TLSv1.3"`, `"TLSv1.2"`), if it is
+    /// over TLS.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        #[cfg(feature = "tls")]
+        return self.conn.tls.and_then(|tls| tls.version());
+        #[cfg(not(feature = "tls"))]
+        None
+    }
+
+    /// The ALPN protocol the current connection negotiated, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        #[cfg(feature = "tls")]
+        return self.conn.tls.and_then(|tls| tls.alpn());
+        #[cfg(not(feature = "tls"))]
+        None
     }
 
     /// Queues `data` for the current connection.

@@ -52,6 +52,8 @@ pub mod service;
 mod stats;
 mod sys;
 mod timer;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use auth::{Authenticator, Tokens, TokensError, MAX_TOKEN};
 pub use buffer::Buffer;
@@ -60,4 +62,8 @@ pub use conn_id::ConnId;
 pub use handler::{CloseReason, Context, Handler};
 pub use listener::{bind_udp, ListenError, ListenOptions, Listener};
 pub use reactor::{Handle, Reactor};
+#[cfg(feature = "tls")]
+pub use rustls;
 pub use stats::Stats;
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsError};

@@ -50,6 +50,14 @@ pub struct Stats {
     /// Addresses counted or locked out for failing to authenticate, now (at most
     /// `Config::max_tracked_addresses`).
     pub offenders: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS connections closed for a protocol error: plaintext sent to a TLS port, a corrupt
+    /// record, a failed handshake (also counted by their close reason).
+    pub tls_errors: u64,
+    /// TLS connections closed because the handshake did not complete within
+    /// `Config::tls_handshake_timeout`.
+    pub tls_handshake_timeouts: u64,
     /// Bytes read from connections.
     pub bytes_in: u64,
     /// Bytes written to connections.
@@ -87,6 +95,7 @@ impl Stats {
             + self.slow_readers
             + self.closed_by_shutdown
             + self.auth_timeouts
+            + self.tls_handshake_timeouts
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
@@ -100,6 +109,7 @@ impl Stats {
             CloseReason::SlowReader => &mut self.slow_readers,
             CloseReason::Shutdown => &mut self.closed_by_shutdown,
             CloseReason::AuthTimeout => &mut self.auth_timeouts,
+            CloseReason::HandshakeTimeout => &mut self.tls_handshake_timeouts,
         };
         *counter += 1;
     }
@@ -114,7 +124,8 @@ impl fmt::Display for Stats {
              slow_readers={} closed_by_shutdown={} bytes_in={} bytes_out={} accept_errors={} \
              datagrams_in={} datagrams_out={} datagrams_dropped={} refused_not_allowed={} \
              refused_per_ip={} refused_locked_out={} refused_rate_limited={} auth_ok={} \
-             auth_failures={} auth_timeouts={} lockouts={} offenders={}",
+             auth_failures={} auth_timeouts={} lockouts={} offenders={} tls_handshakes={} \
+             tls_errors={} tls_handshake_timeouts={}",
             self.accepted,
             self.active,
             self.rejected,
@@ -140,7 +151,10 @@ impl fmt::Display for Stats {
             self.auth_failures,
             self.auth_timeouts,
             self.lockouts,
-            self.offenders
+            self.offenders,
+            self.tls_handshakes,
+            self.tls_errors,
+            self.tls_handshake_timeouts
         )
     }
 }

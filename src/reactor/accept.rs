@@ -196,8 +196,13 @@ impl<H: Handler> Core<H> {
             self.peer_ips[id.key()] = Some(peer.ip());
         }
         log::trace!("conn={id} peer={peer} opened");
+        #[cfg(feature = "tls")]
+        if !self.start_tls(id, index) {
+            return;
+        }
         self.outbox.begin(id, true);
-        if self.authenticator.is_none() {
+        // The handler waits for the TLS handshake and for authentication, if any.
+        if self.authenticator.is_none() && !self.extras.is_tls(id.key()) {
             self.open_session(id, peer);
         }
         self.finish_callback(id);
@@ -209,12 +214,13 @@ impl<H: Handler> Core<H> {
     /// Tells the handler of connection `id`, within a callback already begun, and keeps the
     /// session it returns.
     pub(super) fn open_session(&mut self, id: ConnId, peer: SocketAddr) {
-        let identity = self.identities.get(id.key()).and_then(Option::as_deref);
+        let conn = &mut self.conns[id.key()];
+        let view = self.extras.view(id.key(), Some(&conn.stream));
         let session = self.handler.on_open(
-            &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity),
+            &mut Context::new(&mut self.outbox, &self.stats).about(view),
             peer,
         );
-        self.conns[id.key()].session = Some(session);
+        conn.session = Some(session);
     }
 }
 

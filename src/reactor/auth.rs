@@ -52,10 +52,7 @@ impl<H: Handler> Core<H> {
         self.stats.auth_ok += 1;
         log::debug!("conn={id} peer={peer} authenticated as {name}");
         self.outbox.reply.extend_from_slice(&ok_line(&name));
-        if self.identities.len() <= id.key() {
-            self.identities.resize(id.key() + 1, None);
-        }
-        self.identities[id.key()] = Some(name.into_boxed_str());
+        self.extras.set_identity(id.key(), name);
         self.conns[id.key()].auth_by = crate::timer::NEVER;
         self.open_session(id, peer);
         self.finish_callback(id);
@@ -101,14 +98,21 @@ impl<H: Handler> Core<H> {
         self.finish_callback(id);
     }
 
-    /// Forgets the identity of a connection that closed.
-    pub(super) fn forget_identity(&mut self, id: ConnId) -> Option<Box<str>> {
-        self.identities.get_mut(id.key()).and_then(Option::take)
-    }
-
     /// An unauthenticated connection timed out: closed without a word (it may not even
     /// speak the protocol), and the handler never heard of it.
     pub(super) fn auth_timed_out(&mut self, id: ConnId) {
+        #[cfg(feature = "tls")]
+        if self
+            .extras
+            .tls(id.key())
+            .is_some_and(|tls| tls.is_handshaking())
+        {
+            log::debug!(
+                "conn={id} closed: no TLS handshake within {:?}",
+                self.config.tls_handshake_timeout
+            );
+            return self.close(id, CloseReason::HandshakeTimeout);
+        }
         log::debug!(
             "conn={id} closed: did not authenticate within {:?}",
             self.config.auth_timeout

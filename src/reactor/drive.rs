@@ -6,7 +6,7 @@ use std::io;
 use super::{Core, Readiness};
 use crate::conn::{settle, Next, Phase};
 use crate::conn_id::{ConnId, Source};
-use crate::handler::{CloseReason, Context, Handler, Letter};
+use crate::handler::{CloseReason, ConnView, Context, Handler, Letter};
 
 impl<H: Handler> Core<H> {
     /// Serves one readiness event (or a resumption) of a live connection.
@@ -56,6 +56,13 @@ impl<H: Handler> Core<H> {
                 }
             } else {
                 self.stats.bytes_in += n as u64;
+                #[cfg(feature = "tls")]
+                if self.extras.is_tls(id.key()) {
+                    self.receive_tls(id, n);
+                } else {
+                    self.deliver(id, n);
+                }
+                #[cfg(not(feature = "tls"))]
                 self.deliver(id, n);
                 if !self.is_live(id) {
                     return;
@@ -82,11 +89,18 @@ impl<H: Handler> Core<H> {
 
     /// Hands `n` freshly read bytes (in the scratch buffer) to the handler.
     pub(super) fn deliver(&mut self, id: ConnId, n: usize) {
+        // Nothing the handler's callback leads to reads into the scratch buffer (reads
+        // happen only here, in `read_input`, in `refuse` and for UDP), so it can be lent out.
+        let scratch = std::mem::take(&mut self.scratch);
+        self.deliver_bytes(id, &scratch[..n]);
+        self.scratch = scratch;
+    }
+
+    /// Hands `fresh` bytes to the handler, or to authentication while it is pending.
+    pub(super) fn deliver_bytes(&mut self, id: ConnId, fresh: &[u8]) {
         let conn = &mut self.conns[id.key()];
-        let fresh = &self.scratch[..n];
-        let identity = self.identities.get(id.key()).and_then(Option::as_deref);
         let session = match conn.session.as_mut() {
-            // Without leftovers the handler reads straight from the scratch buffer: the
+            // Without leftovers the handler reads straight from the read buffer: the
             // common case copies nothing and allocates nothing.
             Some(session) if conn.input.is_empty() => session,
             Some(_) => {
@@ -98,15 +112,16 @@ impl<H: Handler> Core<H> {
                 return self.authenticate(id);
             }
         };
+        let view = self.extras.view(id.key(), Some(&conn.stream));
         self.outbox.begin(id, true);
         let consumed = self
             .handler
             .on_data(
-                &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity),
+                &mut Context::new(&mut self.outbox, &self.stats).about(view),
                 session,
                 fresh,
             )
-            .min(n);
+            .min(fresh.len());
         conn.input.extend(&fresh[consumed..]);
         self.check_input_limit(id);
         self.finish_callback(id);
@@ -118,13 +133,13 @@ impl<H: Handler> Core<H> {
         let Some(session) = conn.session.as_mut() else {
             return;
         };
-        let identity = self.identities.get(id.key()).and_then(Option::as_deref);
+        let view = self.extras.view(id.key(), Some(&conn.stream));
         let input = conn.input.as_slice();
         self.outbox.begin(id, true);
         let consumed = self
             .handler
             .on_data(
-                &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity),
+                &mut Context::new(&mut self.outbox, &self.stats).about(view),
                 session,
                 input,
             )
@@ -155,9 +170,9 @@ impl<H: Handler> Core<H> {
         self.outbox.begin(id, true);
         // A connection that never authenticated has no session: nothing to tell.
         if let Some(session) = conn.session.as_mut() {
-            let identity = self.identities.get(id.key()).and_then(Option::as_deref);
+            let view = self.extras.view(id.key(), Some(&conn.stream));
             self.handler.on_peer_closed(
-                &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity),
+                &mut Context::new(&mut self.outbox, &self.stats).about(view),
                 session,
                 unconsumed.as_slice(),
             );
@@ -168,7 +183,9 @@ impl<H: Handler> Core<H> {
     /// Performs what a callback about `id` asked for: its reply, its close, its mail.
     pub(super) fn finish_callback(&mut self, id: ConnId) {
         if !self.outbox.reply.is_empty() {
-            let result = self.conns[id.key()].send(&self.outbox.reply, self.clock.tick());
+            let reply = std::mem::take(&mut self.outbox.reply);
+            let result = self.send_to(id, &reply);
+            self.outbox.reply = reply;
             self.outbox.reply.clear();
             match result {
                 Ok(written) => self.stats.bytes_out += written as u64,
@@ -211,9 +228,13 @@ impl<H: Handler> Core<H> {
                         if !live {
                             continue;
                         }
-                        self.conns[to.key()].send(data, now)
+                        self.send_to(to, data)
                     }
                     Letter::Shared(_) if !live => continue,
+                    // Over TLS each recipient's copy is encrypted anyway.
+                    Letter::Shared(chunk) if self.extras.is_tls(to.key()) => {
+                        self.send_to(to, chunk)
+                    }
                     Letter::Shared(chunk) => self.conns[to.key()].send_shared(chunk, now),
                 };
                 match sent {
@@ -251,6 +272,15 @@ impl<H: Handler> Core<H> {
         self.delivering = false;
     }
 
+    /// Sends `data` to connection `id`: encrypted first if it is a TLS connection.
+    fn send_to(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(result) = self.send_sealed(id, data) {
+            return result;
+        }
+        self.conns[id.key()].send(data, self.clock.tick())
+    }
+
     fn drop_slow_reader(&mut self, id: ConnId) {
         if let Some(count) = self.write_timeout_log.hit(self.clock.now()) {
             log::info!(
@@ -271,6 +301,17 @@ impl<H: Handler> Core<H> {
             Next::Stay => {}
             Next::ResumeReading => self.resume.push(Source::Conn(id)),
             Next::ShutdownWrite => {
+                // TLS says goodbye before the TCP one: close_notify first, flushed.
+                #[cfg(feature = "tls")]
+                match self.queue_close_notify(id) {
+                    Err(error) => return self.close(id, CloseReason::from_error(&error)),
+                    Ok(true) if !self.conns[id.key()].output.is_empty() => {
+                        self.conns[id.key()].phase = Phase::Closing;
+                        return self.settle(id);
+                    }
+                    Ok(_) => {}
+                }
+                let conn = &mut self.conns[id.key()];
                 if let Err(error) = conn.shutdown_write() {
                     return self.close(id, CloseReason::from_error(&error));
                 }
@@ -304,17 +345,28 @@ impl<H: Handler> Core<H> {
             self.release_ip(ip);
         }
         log::debug!("conn={id} closed: {reason}");
+        #[allow(unused_mut)]
+        let mut forgotten = self.extras.forget(id.key());
+        #[cfg(feature = "tls")]
+        if let Some(tls) = forgotten.tls.as_mut() {
+            if !matches!(reason, CloseReason::Error(_)) {
+                super::tls::farewell(tls, &conn.stream);
+            }
+        }
         drop(conn.stream);
         if self.accept_paused {
             self.resume_listeners(); // a descriptor is free again
         }
-        let identity = self.forget_identity(id);
         let Some(session) = conn.session else {
             return; // it never authenticated: the handler never heard of it
         };
+        let view = ConnView {
+            identity: forgotten.identity.as_deref(),
+            ..ConnView::default()
+        };
         self.outbox.begin(id, false);
         self.handler.on_close(
-            &mut Context::new(&mut self.outbox, &self.stats).with_identity(identity.as_deref()),
+            &mut Context::new(&mut self.outbox, &self.stats).about(view),
             session,
             reason,
         );

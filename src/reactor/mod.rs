@@ -44,9 +44,13 @@ use crate::timer::{self, Clock, Tick, Timers, NEVER};
 mod accept;
 mod auth;
 mod drive;
+mod extras;
 mod timeouts;
+#[cfg(feature = "tls")]
+mod tls;
 mod udp;
 
+use extras::Extras;
 use udp::UdpEndpoint;
 
 /// Size of the read buffer shared by all connections: one read takes up to this much.
@@ -113,6 +117,7 @@ struct Shared {
     stop: AtomicBool,
     drain: AtomicBool,
     log_stats: AtomicBool,
+    reload: AtomicBool,
     /// The last signal that made a request (0: none), named in the reactor's log lines.
     signal: AtomicI32,
     waker: Waker,
@@ -124,6 +129,7 @@ pub(crate) enum Request {
     Stop,
     Drain,
     LogStats,
+    Reload,
 }
 
 impl Handle {
@@ -147,9 +153,18 @@ impl Handle {
         self.request(&self.shared.log_stats);
     }
 
+    /// Asks the reactor to read its TLS listeners' certificate and key files again
+    /// ([`TlsConfig::from_pem_files`](crate::TlsConfig::from_pem_files)): handshakes after
+    /// the reload use the new pair, established connections keep theirs, and a pair that
+    /// does not load is logged and the old one kept.
+    pub fn reload_tls(&self) {
+        self.request(&self.shared.reload);
+    }
+
     /// Installs process-wide signal handlers that drive this reactor: the first SIGINT or
-    /// SIGTERM [drains](Handle::drain) it, a second one [stops](Handle::stop) it, and SIGUSR1
-    /// [logs its stats](Handle::log_stats). The handlers make the requests themselves, so
+    /// SIGTERM [drains](Handle::drain) it, a second one [stops](Handle::stop) it, SIGUSR1
+    /// [logs its stats](Handle::log_stats), and SIGHUP
+    /// [reloads its TLS certificates](Handle::reload_tls). The handlers make the requests themselves, so
     /// no thread is started and the process stays single-threaded. Call it once, before
     /// [`Reactor::run`]: the handlers stay installed for the life of the process (a second
     /// call adds a second set), so this is for a program whose main loop is this reactor.
@@ -167,13 +182,14 @@ impl Handle {
     /// [`Handle::request`] for signal handlers: only atomics and the waker's write, which
     /// are async-signal-safe, and no logging.
     pub(crate) fn request_from_signal(&self, signal: i32, request: Request) {
-        if !matches!(request, Request::LogStats) {
+        if !matches!(request, Request::LogStats | Request::Reload) {
             self.shared.signal.store(signal, Ordering::Release);
         }
         let flag = match request {
             Request::Stop => &self.shared.stop,
             Request::Drain => &self.shared.drain,
             Request::LogStats => &self.shared.log_stats,
+            Request::Reload => &self.shared.reload,
         };
         flag.store(true, Ordering::Release);
         let _ = self.shared.waker.wake();
@@ -187,6 +203,20 @@ struct Core<H: Handler> {
     water: Watermarks,
     config: Config,
     listeners: Vec<Listener>,
+    /// The TLS settings of each listener, by index (`None`: plain).
+    #[cfg(feature = "tls")]
+    listener_tls: Vec<Option<crate::tls::TlsConfig>>,
+    /// Plaintext decrypted from one read, and ciphertext for one write: shared by all TLS
+    /// connections, so an idle one holds no buffer of its own here.
+    #[cfg(feature = "tls")]
+    plain: Vec<u8>,
+    #[cfg(feature = "tls")]
+    sealed: Vec<u8>,
+    /// `Config::tls_handshake_timeout` in ticks.
+    #[cfg(feature = "tls")]
+    tls_ticks: Tick,
+    #[cfg(feature = "tls")]
+    tls_log: LogLimit,
     udp: Vec<UdpEndpoint>,
     access: Access,
     /// Source address of each connection, by slab key: kept only while `access` counts
@@ -199,9 +229,8 @@ struct Core<H: Handler> {
     authenticator: Option<Box<dyn Authenticator>>,
     /// `Config::auth_timeout` in ticks.
     auth_ticks: Tick,
-    /// The name each connection authenticated as, by slab key (used only with an
-    /// authenticator, so other servers pay nothing for it).
-    identities: Vec<Option<Box<str>>>,
+    /// Identities and TLS sessions, by slab key, for the connections that have them.
+    extras: Extras,
     auth_log: LogLimit,
     lockout_log: LogLimit,
     /// The reply buffer handed to `Handler::on_datagram`, reused.
@@ -285,6 +314,8 @@ impl<H: Handler> Reactor<H> {
         let linger_limit = config.linger_discard_limit.min(u32::MAX as usize - 1) as u32;
         let access = Access::new(&config);
         let auth_ticks = timer::ticks(Some(config.auth_timeout)).unwrap_or(1);
+        #[cfg(feature = "tls")]
+        let tls_ticks = timer::ticks(Some(config.tls_handshake_timeout)).unwrap_or(1);
         let water = Watermarks {
             high: config.high_water,
             low: config.low_water.min(config.high_water),
@@ -305,6 +336,16 @@ impl<H: Handler> Reactor<H> {
                 water,
                 config,
                 listeners: Vec::new(),
+                #[cfg(feature = "tls")]
+                listener_tls: Vec::new(),
+                #[cfg(feature = "tls")]
+                plain: Vec::new(),
+                #[cfg(feature = "tls")]
+                sealed: Vec::new(),
+                #[cfg(feature = "tls")]
+                tls_ticks,
+                #[cfg(feature = "tls")]
+                tls_log: LogLimit::per_second(),
                 udp: Vec::new(),
                 access,
                 peer_ips: Vec::new(),
@@ -312,7 +353,7 @@ impl<H: Handler> Reactor<H> {
                 access_sweep_at: NEVER,
                 authenticator: None,
                 auth_ticks,
-                identities: Vec::new(),
+                extras: Extras::default(),
                 auth_log: LogLimit::per_second(),
                 lockout_log: LogLimit::per_second(),
                 datagram_reply: Vec::new(),
@@ -341,6 +382,7 @@ impl<H: Handler> Reactor<H> {
                     stop: AtomicBool::new(false),
                     drain: AtomicBool::new(false),
                     log_stats: AtomicBool::new(false),
+                    reload: AtomicBool::new(false),
                     signal: AtomicI32::new(0),
                     waker,
                 }),
@@ -355,6 +397,34 @@ impl<H: Handler> Reactor<H> {
             .registry
             .register(listener.socket_mut(), token, Interest::READABLE)?;
         self.core.listeners.push(listener);
+        #[cfg(feature = "tls")]
+        self.core.listener_tls.push(None);
+        Ok(())
+    }
+
+    /// Starts accepting TLS connections on `listener`: each completes a handshake with
+    /// `tls` (within `Config::tls_handshake_timeout`) before the handler hears of it, and
+    /// the handler then reads and writes plaintext as on any connection. With client
+    /// certificates required, the verified certificate's subject is the connection's
+    /// [`identity`](crate::Context::identity). Feature `tls`.
+    ///
+    /// ```no_run
+    /// # use wharf::{Config, ListenOptions, Listener, Reactor, TlsConfig, service::Echo};
+    /// let mut reactor = Reactor::new(Config::default(), Echo)?;
+    /// let listener = Listener::bind("127.0.0.1:7443".parse()?, &ListenOptions::default())?;
+    /// reactor.add_tls_listener(listener, TlsConfig::from_pem_files("cert.pem", "key.pem", None)?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn add_tls_listener(
+        &mut self,
+        listener: Listener,
+        tls: crate::tls::TlsConfig,
+    ) -> io::Result<()> {
+        self.add_listener(listener)?;
+        if let Some(slot) = self.core.listener_tls.last_mut() {
+            *slot = Some(tls);
+        }
         Ok(())
     }
 
@@ -459,6 +529,10 @@ impl<H: Handler> Core<H> {
         if self.shared.log_stats.swap(false, Ordering::AcqRel) {
             log::info!("stats: {}", self.stats);
         }
+        if self.shared.reload.swap(false, Ordering::AcqRel) {
+            #[cfg(feature = "tls")]
+            self.reload_tls();
+        }
         if self.shared.stop.load(Ordering::Acquire) {
             let why = match self.signal() {
                 Some(_) if self.drain_until.is_some() => "second signal: ",
@@ -476,6 +550,8 @@ impl<H: Handler> Core<H> {
             // Closing the listeners first: no new connections (or datagrams) while the
             // others finish.
             self.listeners.clear();
+            #[cfg(feature = "tls")]
+            self.listener_tls.clear();
             self.udp.clear();
             let received = match self.signal() {
                 Some(name) => format!("received {name}: "),
@@ -566,6 +642,8 @@ impl<H: Handler> Core<H> {
 
     fn shut_down(&mut self) {
         self.listeners.clear();
+        #[cfg(feature = "tls")]
+        self.listener_tls.clear();
         self.udp.clear();
         let ids: Vec<ConnId> = self
             .conns

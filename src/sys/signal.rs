@@ -10,11 +10,12 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::reactor::{Handle, Request};
 
 /// SIGINT and SIGTERM: the first drains, any later one stops. SIGUSR1: log the counters.
+/// SIGHUP: reload the TLS certificates.
 pub(crate) fn install(handle: &Handle) -> io::Result<()> {
     let terminations = Arc::new(AtomicUsize::new(0));
     for signal in [SIGINT, SIGTERM] {
@@ -32,10 +33,14 @@ pub(crate) fn install(handle: &Handle) -> io::Result<()> {
         // async-signal-safe; it allocates, locks and logs nothing.
         unsafe { signal_hook::low_level::register(signal, action) }?;
     }
-    let handle = handle.clone();
-    let action = move || handle.request_from_signal(SIGUSR1, Request::LogStats);
+    let stats_handle = handle.clone();
+    let action = move || stats_handle.request_from_signal(SIGUSR1, Request::LogStats);
     // SAFETY: as above.
     unsafe { signal_hook::low_level::register(SIGUSR1, action) }?;
+    let handle = handle.clone();
+    let action = move || handle.request_from_signal(SIGHUP, Request::Reload);
+    // SAFETY: as above.
+    unsafe { signal_hook::low_level::register(SIGHUP, action) }?;
     Ok(())
 }
 

@@ -20,9 +20,11 @@ use wharf::{Config, ListenOptions};
         wharf line --listen '[::]:7000'             # line echo, IPv4 and IPv6, all interfaces\n  \
         wharf echo --listen 127.0.0.1:0             # any free port; the real one is printed\n  \
         wharf chat                                  # a chat room on 127.0.0.1:7000\n  \
-        wharf echo --udp 127.0.0.1:7000             # TCP and UDP echo on port 7000\n\n\
+        wharf echo --udp 127.0.0.1:7000             # TCP and UDP echo on port 7000\n  \
+        wharf line --tls-listen 127.0.0.1:7443 --tls-cert cert.pem --tls-key key.pem\n\n\
         Signals: SIGINT or SIGTERM drains (listeners close, connections get --drain-timeout \
-        to finish, exit 0); a second one stops at once. SIGUSR1 logs the counters.\n\
+        to finish, exit 0); a second one stops at once. SIGUSR1 logs the counters. SIGHUP \
+        reloads the TLS certificate and key.\n\
         Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace), default info.\n\
         docs/OPERATIONS.md explains every limit and the kernel settings behind it."
 )]
@@ -80,6 +82,26 @@ pub struct ServerArgs {
         value_parser = parse_listen_addr
     )]
     pub addrs: Vec<SocketAddr>,
+    /// Also listen for TLS on this address, IP:PORT; repeatable. Needs --tls-cert and
+    /// --tls-key. The plain --listen address stays unless --no-plain is given.
+    #[arg(long = "tls-listen", value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub tls_addrs: Vec<SocketAddr>,
+    /// Serve only the --tls-listen addresses: no plain listener.
+    #[arg(long, requires = "tls_addrs")]
+    pub no_plain: bool,
+    /// The TLS certificate chain, PEM, leaf first.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: require a client certificate chained to this CA (PEM). The certificate's
+    /// subject (first DNS name, else common name) is the client's identity, its chat name.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Close a TLS connection whose handshake has not completed within this long.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    tls_handshake_timeout: u64,
     /// Length of the queue of connections waiting to be accepted (capped by the kernel at
     /// net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = ListenOptions::default().backlog)]
@@ -193,6 +215,7 @@ impl ServerArgs {
             max_conns_per_ip: self.max_conns_per_ip,
             max_accept_rate: self.max_accept_rate,
             auth_timeout: Duration::from_secs(self.auth_timeout.max(1)),
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout.max(1)),
             lockout_failures: self.lockout_failures,
             lockout_window: Duration::from_secs(self.lockout_secs),
             lockout_duration: Duration::from_secs(self.lockout_secs),

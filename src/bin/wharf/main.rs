@@ -1,7 +1,7 @@
 //! `wharf`: the server binary. Parses the command line into a [`Config`] and listeners, and
 //! runs one reactor on this, its only, thread. Signals become requests to the reactor
 //! ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a second one stops
-//! at once), SIGUSR1 logs the counters.
+//! at once), SIGUSR1 logs the counters, SIGHUP reloads the TLS certificate.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use wharf::{bind_udp, Config, Handler, Listener, Reactor};
 
 mod cli;
 mod protect;
+mod tls;
 
 use cli::{Cli, Mode, ServerArgs};
 
@@ -62,8 +63,14 @@ fn serve<H: Handler>(
     let tokens = protect::tokens(args)?;
     protect::check(mode, args, tokens.is_some())?;
     let options = args.listen_options(nodelay_by_default);
-    let listeners = args
-        .addrs
+    let tls = tls::settings(args)?;
+    let plain_addrs: &[SocketAddr] = if args.no_plain { &[] } else { &args.addrs };
+    let listeners = plain_addrs
+        .iter()
+        .map(|addr| Listener::bind(*addr, &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls_listeners = args
+        .tls_addrs
         .iter()
         .map(|addr| Listener::bind(*addr, &options))
         .collect::<Result<Vec<_>, _>>()?;
@@ -88,6 +95,11 @@ fn serve<H: Handler>(
         let addr = listener.local_addr();
         reactor.add_listener(listener)?;
         eprintln!("wharf: listening on {addr} ({mode})");
+    }
+    for listener in tls_listeners {
+        let addr = listener.local_addr();
+        tls::add_listener(&mut reactor, listener, tls.clone())?;
+        eprintln!("wharf: listening on {addr} ({mode}, tls)");
     }
     for socket in udp_sockets {
         let addr = reactor.add_udp(socket)?;

@@ -35,14 +35,21 @@ pub fn tokens(args: &ServerArgs) -> Result<Option<Tokens>, Box<dyn Error>> {
 }
 
 /// Protected mode: a relay between people (`chat`) must not listen beyond loopback with no
-/// authentication unless told to; other modes only warn.
-pub fn check(mode: &str, args: &ServerArgs, authenticated: bool) -> Result<(), Refused> {
-    if authenticated || args.allow_unauthenticated {
+/// authentication unless told to; other modes only warn. Tokens protect every listener; TLS
+/// client certificates (`--tls-client-ca`) protect the TLS ones.
+pub fn check(mode: &str, args: &ServerArgs, tokens: bool) -> Result<(), Refused> {
+    if tokens || args.allow_unauthenticated {
         return Ok(());
     }
-    let exposed: Vec<SocketAddr> = args
-        .addrs
+    let plain: &[SocketAddr] = if args.no_plain { &[] } else { &args.addrs };
+    let tls: &[SocketAddr] = if args.tls_client_ca.is_some() {
+        &[]
+    } else {
+        &args.tls_addrs
+    };
+    let exposed: Vec<SocketAddr> = plain
         .iter()
+        .chain(tls)
         .copied()
         .filter(|addr| !addr.ip().is_loopback())
         .collect();
@@ -59,7 +66,8 @@ pub fn check(mode: &str, args: &ServerArgs, authenticated: bool) -> Result<(), R
     Err(Refused(format!(
         "protected mode: refusing to serve chat on {first}, beyond loopback, without \
          authentication: anyone who can reach it could read and post. Either bind to \
-         loopback (--listen 127.0.0.1:{port}), turn on authentication (--auth-tokens FILE), \
+         loopback (--listen 127.0.0.1:{port}), turn on authentication (--auth-tokens FILE, \
+         or --tls-client-ca FILE on a --tls-listen port), \
          or pass --allow-unauthenticated if every client that can reach it is trusted",
         port = first.port()
     )))

@@ -1,0 +1,14 @@
+//! TLS termination with rustls, driven sans-IO by the reactor (feature `tls`).
+//!
+//! A TLS connection's socket carries ciphertext; the reactor hands what it reads to the
+//! connection's [`session::TlsSession`], gives the plaintext to the handler as for any
+//! connection, and encrypts what the handler writes before it is queued for the socket.
+//! Handlers do not change. Backpressure and `max_outbuf` count the encrypted bytes queued.
+//! The handshake runs before the handler hears of the connection, within
+//! `Config::tls_handshake_timeout`.
+
+mod config;
+mod identity;
+pub(crate) mod session;
+
+pub use config::{TlsConfig, TlsError};
