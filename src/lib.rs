@@ -56,6 +56,6 @@ pub use buffer::Buffer;
 pub use config::Config;
 pub use conn_id::ConnId;
 pub use handler::{CloseReason, Context, Handler};
-pub use listener::{bind_udp, ListenError, ListenOptions, Listener};
+pub use listener::{bind_udp, ListenError, ListenOptions, Listener, Reservation};
 pub use reactor::{Handle, Reactor};
 pub use stats::Stats;

@@ -1,0 +1,561 @@
+//! `wharf --workers N`: a parent process that runs N worker processes on one port.
+//!
+//! Each worker is this same binary, run again with the parent's arguments plus a hidden
+//! `--worker-id` and the listen addresses the parent resolved. It is a complete
+//! single-threaded server with its own listening socket on the shared port (SO_REUSEPORT: the
+//! kernel spreads new connections over the workers by a hash of their addresses). The parent
+//! serves no connection. It
+//!
+//! - reserves every listen address once ([`Reservation`]: bound, never listening), so that
+//!   `IP:0` gives every worker the same real port and "address in use" is one line before
+//!   any worker starts;
+//! - says `listening on ADDR (MODE, N workers)` once every worker serves;
+//! - passes SIGTERM, SIGINT, SIGHUP and SIGUSR1 on to every worker, and once asked to stop,
+//!   exits when the last worker has drained: 0 if every one stopped cleanly;
+//! - starts a new worker when one dies, after a back-off that doubles while workers keep
+//!   dying young, so a crash loop cannot spin the CPU;
+//! - relays each worker's stderr ([`crate::relay`]), and sums the workers' `stats:` lines
+//!   into one line of its own on SIGUSR1 and every `--stats-interval`.
+//!
+//! The parent uses threads (one for signals, one stderr relay per worker); workers never do.
+//! Workers are started from the main thread only, because the death signal that stops a
+//! worker when its parent dies fires when the *thread* that started it ends.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+use wharf::{ListenOptions, Reservation};
+
+use crate::cli::{Mode, Workers};
+use crate::relay::{self, Counters, Event};
+use crate::sys;
+
+/// The first pause before a dead worker is replaced; it doubles with every worker that dies
+/// young, up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A worker that served this long before it died was not crash-looping: the next pause is
+/// `FIRST_BACKOFF` again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long the parent waits for every worker's `stats:` line before it sums what it has.
+const STATS_WAIT: Duration = Duration::from_secs(2);
+
+/// How many servers the command line asks for: 1 runs the server in this process, as it
+/// always did. `Err` is one line saying why the combination is refused.
+pub fn count(mode: &Mode) -> Result<usize, String> {
+    let asked = mode.server().workers;
+    let (count, shown) = match asked {
+        Workers::Count(n) => (n, n.to_string()),
+        Workers::PerCpu => (
+            thread::available_parallelism().map_or(1, |n| n.get()),
+            "auto".to_string(),
+        ),
+    };
+    // Refused even where `auto` means one CPU: the answer must not depend on the host.
+    if matches!(mode, Mode::Chat { .. }) && asked != Workers::Count(1) {
+        return Err(format!(
+            "chat is one room per process, so it runs with one worker: drop --workers {shown}"
+        ));
+    }
+    if count == 1 {
+        return Ok(1);
+    }
+    if !mode.udp().is_empty() {
+        return Err(format!(
+            "--udp runs with one worker: drop --workers {shown} or --udp"
+        ));
+    }
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return Err(
+            "--workers needs Linux: elsewhere SO_REUSEPORT does not spread connections, and \
+             workers cannot follow their parent's death"
+                .to_string(),
+        );
+    }
+    Ok(count)
+}
+
+/// The `--workers` parent: runs `count` workers until it is told to stop, and returns the
+/// process's exit code.
+pub fn supervise(mode: &Mode, count: usize) -> ExitCode {
+    match Supervisor::start(mode, count) {
+        Ok(supervisor) => supervisor.run(),
+        Err(error) => {
+            eprintln!("wharf: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// In a worker: every log line says which worker wrote it.
+pub fn tag_log_lines(logger: &mut env_logger::Builder, id: usize) {
+    use std::io::Write;
+    logger.format(move |out, record| {
+        writeln!(
+            out,
+            "[{} {:<5} {}] worker={id} {}",
+            out.timestamp(),
+            record.level(),
+            record.target(),
+            record.args()
+        )
+    });
+}
+
+struct Supervisor {
+    mode: &'static str,
+    /// Held while the parent lives, so the ports stay taken while workers come and go.
+    reservations: Vec<Reservation>,
+    /// This program, and the parent's own arguments, passed on to every worker.
+    program: PathBuf,
+    args: Vec<OsString>,
+    arg0: OsString,
+    workers: Vec<Worker>,
+    events: Receiver<Event>,
+    sender: Sender<Event>,
+    relays: Vec<JoinHandle<()>>,
+    /// Asked to stop (a signal, or a worker that could not start): no worker is replaced.
+    stopping: bool,
+    /// SIGTERMs and SIGINTs so far: the first drains, a later one stops at once.
+    terminations: usize,
+    /// Whether `listening on` has been said: every worker was ready once.
+    announced: bool,
+    /// A worker could not start, or did not stop cleanly: exit 1.
+    failed: bool,
+    stats_every: Option<Duration>,
+    next_stats_at: Option<Instant>,
+    collection: Option<Collection>,
+}
+
+struct Worker {
+    id: usize,
+    state: State,
+    /// The pause before replacing this worker the next time it dies young.
+    backoff: Duration,
+}
+
+enum State {
+    Running {
+        child: Child,
+        started: Instant,
+        ready: bool,
+    },
+    /// Died; a new one starts then.
+    Restarting { at: Instant },
+    /// Exited for good (the parent is stopping).
+    Gone,
+}
+
+/// The `stats:` lines asked for by one SIGUSR1 (or stats interval), until all are in.
+struct Collection {
+    waiting: BTreeSet<u32>,
+    answers: BTreeMap<usize, Counters>,
+    deadline: Instant,
+}
+
+impl Supervisor {
+    fn start(mode: &Mode, count: usize) -> Result<Supervisor, String> {
+        let server = mode.server();
+        // SO_REUSEPORT on the reservation only with --reuseport, when the operator means to
+        // share the port with other servers: without it, a second `wharf --workers` on this
+        // port is refused while these workers listen (see Reservation).
+        let options: ListenOptions = server.listen_options(false);
+        let reservations = server
+            .listen_addrs()
+            .iter()
+            .map(|addr| Reservation::bind(*addr, &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| error.to_string())?;
+        let (sender, events) = mpsc::channel();
+        // Before any worker exists, so that no SIGCHLD is missed.
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD])
+            .map_err(|e| format!("cannot catch signals: {e}"))?;
+        let signal_events = sender.clone();
+        thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if signal_events.send(Event::Signal(signal)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+        let program =
+            std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| "wharf".into());
+        let stats_every = server.stats_interval();
+        let mut supervisor = Supervisor {
+            mode: mode.name(),
+            reservations,
+            program,
+            args: args.collect(),
+            arg0,
+            workers: (1..=count)
+                .map(|id| Worker {
+                    id,
+                    state: State::Gone,
+                    backoff: FIRST_BACKOFF,
+                })
+                .collect(),
+            events,
+            sender,
+            relays: Vec::new(),
+            stopping: false,
+            terminations: 0,
+            announced: false,
+            failed: false,
+            stats_every,
+            next_stats_at: stats_every.map(|every| Instant::now() + every),
+            collection: None,
+        };
+        for index in 0..count {
+            supervisor.spawn(index);
+        }
+        Ok(supervisor)
+    }
+
+    fn run(mut self) -> ExitCode {
+        // Until stopping, and the last worker is gone.
+        while !self.stopping || self.workers.iter().any(Worker::is_running) {
+            let event = match self.next_deadline() {
+                Some(at) => self
+                    .events
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
+                    .map_err(|e| e == RecvTimeoutError::Disconnected),
+                None => self.events.recv().map_err(|_| true),
+            };
+            match event {
+                Ok(Event::Signal(SIGCHLD)) | Ok(Event::Closed) => self.reap(),
+                Ok(Event::Signal(signal @ (SIGTERM | SIGINT))) => self.terminate(signal),
+                Ok(Event::Signal(SIGHUP)) => {
+                    log::info!(
+                        "received SIGHUP: passing it on to {} workers",
+                        self.running().count()
+                    );
+                    self.forward(SIGHUP, false);
+                }
+                Ok(Event::Signal(SIGUSR1)) => self.ask_for_stats(),
+                Ok(Event::Signal(_)) => {}
+                Ok(Event::Ready { pid }) => self.ready(pid),
+                Ok(Event::Stats { pid, counters }) => self.collect(pid, counters),
+                Err(false) => {} // a deadline
+                Err(true) => unreachable!("the supervisor holds a sender of its own channel"),
+            }
+            self.on_time();
+        }
+        // Every worker is gone, so every relay reaches the end of its pipe: joining them puts
+        // the workers' last lines on stderr before the parent exits.
+        drop(self.sender);
+        for relay in self.relays {
+            let _ = relay.join();
+        }
+        if self.failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    /// The worker command line: this program, with the parent's arguments, the worker's id
+    /// and the reserved addresses. (Not `/proc/self/exe`, which would survive an upgrade in
+    /// place, but names every worker `exe` for `ps`, `pgrep` and `ss -p`.)
+    fn command(&self, id: usize) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .arg0(&self.arg0)
+            .args(&self.args)
+            .arg("--worker-id")
+            .arg(id.to_string());
+        for reservation in &self.reservations {
+            command
+                .arg("--worker-listen")
+                .arg(reservation.local_addr().to_string());
+        }
+        // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
+        // the parent alone, which passes it on once. Reaching the workers too, it would count
+        // as their second signal and stop them without a drain.
+        command
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        sys::die_with_parent(&mut command);
+        command
+    }
+
+    /// Starts worker `index`. A worker that cannot be started counts as one that died.
+    fn spawn(&mut self, index: usize) {
+        let id = self.workers[index].id;
+        let mut child = match self.command(id).spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                log::error!("worker={id}: cannot start it: {error}");
+                return self.lost(index, Duration::ZERO);
+            }
+        };
+        let pid = child.id();
+        if let Some(stderr) = child.stderr.take() {
+            match relay::start(stderr, pid, self.sender.clone()) {
+                Ok(relay) => self.relays.push(relay),
+                Err(error) => {
+                    log::error!("worker={id} pid={pid}: cannot relay its stderr: {error}");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return self.lost(index, Duration::ZERO);
+                }
+            }
+        }
+        // Finished relays are not kept: a crash loop must not grow the list.
+        self.relays.retain(|relay| !relay.is_finished());
+        self.workers[index].state = State::Running {
+            child,
+            started: Instant::now(),
+            ready: false,
+        };
+    }
+
+    /// Looks at every running worker for an exit.
+    fn reap(&mut self) {
+        for index in 0..self.workers.len() {
+            let State::Running { child, started, .. } = &mut self.workers[index].state else {
+                continue;
+            };
+            let pid = child.id();
+            let lived = started.elapsed();
+            match child.try_wait() {
+                Ok(Some(status)) => self.exited(index, pid, status, lived),
+                Ok(None) => {}
+                Err(error) => log::error!(
+                    "worker={} pid={pid}: cannot wait for it: {error}",
+                    self.workers[index].id
+                ),
+            }
+        }
+    }
+
+    fn exited(&mut self, index: usize, pid: u32, status: ExitStatus, lived: Duration) {
+        let id = self.workers[index].id;
+        if let Some(collection) = &mut self.collection {
+            collection.waiting.remove(&pid);
+        }
+        if self.stopping {
+            self.workers[index].state = State::Gone;
+            // Killed by the signal passed on (before its handlers were in place) is a stop too.
+            let stopped = status.success() || matches!(status.signal(), Some(SIGTERM | SIGINT));
+            if stopped {
+                log::info!("worker={id} pid={pid} stopped");
+            } else {
+                log::error!("worker={id} pid={pid} did not stop cleanly: {status}");
+                self.failed = true;
+            }
+            return;
+        }
+        log::error!("worker={id} pid={pid} died: {status}");
+        self.lost(index, lived);
+    }
+
+    /// Worker `index` died (or could not start) after serving for `lived`. Before every
+    /// worker was ready once, the server cannot start: stop. Afterwards, start a new one
+    /// after a back-off.
+    fn lost(&mut self, index: usize, lived: Duration) {
+        let worker = &mut self.workers[index];
+        worker.state = State::Gone;
+        if !self.announced {
+            eprintln!(
+                "wharf: error: worker {} could not start; stopping the others",
+                worker.id
+            );
+            self.failed = true;
+            self.stopping = true;
+            self.forward(SIGTERM, false);
+            return;
+        }
+        if lived >= STABLE_AFTER {
+            worker.backoff = FIRST_BACKOFF;
+        }
+        let pause = worker.backoff;
+        worker.backoff = (pause * 2).min(MAX_BACKOFF);
+        worker.state = State::Restarting {
+            at: Instant::now() + pause,
+        };
+        log::warn!("worker={}: starting a new one in {pause:?}", worker.id);
+    }
+
+    fn terminate(&mut self, signal: i32) {
+        self.terminations += 1;
+        self.stopping = true;
+        for worker in &mut self.workers {
+            if matches!(worker.state, State::Restarting { .. }) {
+                worker.state = State::Gone;
+            }
+        }
+        let name = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        let running = self.running().count();
+        if self.terminations == 1 {
+            log::info!("received {name}: draining {running} workers");
+        } else {
+            log::info!("received {name} again: stopping {running} workers now");
+        }
+        self.forward(signal, false);
+    }
+
+    /// Sends `signal` to every running worker, or only to the ready ones: a worker that has
+    /// not installed its handlers yet would die of SIGUSR1.
+    fn forward(&self, signal: i32, ready_only: bool) {
+        for (worker, child, ready) in self.running() {
+            if ready || !ready_only {
+                if let Err(error) = sys::kill(child.id(), signal) {
+                    log::error!(
+                        "worker={} pid={}: cannot send it signal {signal}: {error}",
+                        worker.id,
+                        child.id()
+                    );
+                }
+            }
+        }
+    }
+
+    fn running(&self) -> impl Iterator<Item = (&Worker, &Child, bool)> {
+        self.workers
+            .iter()
+            .filter_map(|worker| match &worker.state {
+                State::Running { child, ready, .. } => Some((worker, child, *ready)),
+                _ => None,
+            })
+    }
+
+    fn ready(&mut self, pid: u32) {
+        for worker in &mut self.workers {
+            if let State::Running { child, ready, .. } = &mut worker.state {
+                if child.id() == pid {
+                    *ready = true;
+                    log::info!("worker={} pid={pid} ready", worker.id);
+                }
+            }
+        }
+        let all_ready = self
+            .workers
+            .iter()
+            .all(|w| matches!(w.state, State::Running { ready: true, .. }));
+        if all_ready && !self.announced && !self.stopping {
+            self.announced = true;
+            for reservation in &self.reservations {
+                eprintln!(
+                    "wharf: listening on {} ({}, {} workers)",
+                    reservation.local_addr(),
+                    self.mode,
+                    self.workers.len()
+                );
+            }
+        }
+    }
+
+    /// SIGUSR1 or the stats interval: every ready worker logs its `stats:` line, and the
+    /// parent sums them when all are in.
+    fn ask_for_stats(&mut self) {
+        let asked: BTreeSet<u32> = self
+            .running()
+            .filter(|(_, _, ready)| *ready)
+            .map(|(_, child, _)| child.id())
+            .collect();
+        if asked.is_empty() {
+            log::info!("stats: workers=0 (none is serving)");
+            return;
+        }
+        self.forward(SIGUSR1, true);
+        match &mut self.collection {
+            Some(collection) => collection.waiting.extend(asked),
+            None => {
+                self.collection = Some(Collection {
+                    waiting: asked,
+                    answers: BTreeMap::new(),
+                    deadline: Instant::now() + STATS_WAIT,
+                })
+            }
+        }
+    }
+
+    fn collect(&mut self, pid: u32, counters: Counters) {
+        let Some(id) = self
+            .running()
+            .find_map(|(worker, child, _)| (child.id() == pid).then_some(worker.id))
+        else {
+            return;
+        };
+        if let Some(collection) = &mut self.collection {
+            if collection.waiting.remove(&pid) {
+                collection.answers.insert(id, counters);
+            }
+        }
+    }
+
+    /// Replaces workers whose back-off is over, sums stats that are in (or overdue), and asks
+    /// for them on the stats interval.
+    fn on_time(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.workers.len() {
+            if let State::Restarting { at } = self.workers[index].state {
+                if at <= now && !self.stopping {
+                    self.spawn(index);
+                }
+            }
+        }
+        if let Some(collection) = &self.collection {
+            if collection.waiting.is_empty() || collection.deadline <= now {
+                self.log_stats();
+            }
+        }
+        if let (Some(at), Some(every)) = (self.next_stats_at, self.stats_every) {
+            if at <= now {
+                // After a stall, the next line is one interval from now, not a burst.
+                self.next_stats_at = Some((at + every).max(now));
+                self.ask_for_stats();
+            }
+        }
+    }
+
+    fn log_stats(&mut self) {
+        let Some(collection) = self.collection.take() else {
+            return;
+        };
+        log::info!(
+            "stats: workers={} {}",
+            collection.answers.len(),
+            relay::sum(collection.answers.values())
+        );
+        if !collection.waiting.is_empty() {
+            log::warn!(
+                "stats: {} workers did not answer within {STATS_WAIT:?}",
+                collection.waiting.len()
+            );
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let restarts = self.workers.iter().filter_map(|w| match w.state {
+            State::Restarting { at } => Some(at),
+            _ => None,
+        });
+        let stats = self.collection.as_ref().map(|c| c.deadline);
+        restarts.chain(stats).chain(self.next_stats_at).min()
+    }
+}
+
+impl Worker {
+    fn is_running(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
+}
