@@ -311,7 +311,7 @@ fn sigterm_drains_every_worker_and_the_parent_exits_zero() {
     let stderr = server.stderr_text();
     assert_no_panic(&stderr);
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
-    let stopped = server.log_lines("wharf::workers] worker=");
+    let stopped = server.log_lines(" stopped");
     assert_eq!(
         stopped.iter().filter(|l| l.ends_with(" stopped")).count(),
         2,

@@ -13,7 +13,6 @@ use wharf::service::{Chat, Echo, Line};
 use wharf::{bind_udp, Config, Handler, Listener, Reactor};
 
 mod cli;
-mod relay;
 mod sys;
 mod workers;
 
@@ -106,7 +105,7 @@ fn serve<H: Handler>(
         eprintln!("wharf: listening on {addr} (udp)");
     }
     if args.worker_id.is_some() {
-        relay::announce_ready(); // the parent says `listening on` once all workers serve
+        workers::announce_ready(); // the parent says `listening on` once all workers serve
     }
     reactor.run()?;
     log::info!("stopped: {}", reactor.stats());

@@ -1,27 +1,9 @@
-//! `wharf --workers N`: a parent process that runs N worker processes on one port.
-//!
-//! Each worker is this same binary, run again with the parent's arguments plus a hidden
-//! `--worker-id` and the listen addresses the parent resolved. It is a complete
-//! single-threaded server with its own listening socket on the shared port (SO_REUSEPORT: the
-//! kernel spreads new connections over the workers by a hash of their addresses). The parent
-//! serves no connection. It
-//!
-//! - reserves every listen address once ([`Reservation`]: bound, never listening), so that
-//!   `IP:0` gives every worker the same real port and "address in use" is one line before
-//!   any worker starts;
-//! - says `listening on ADDR (MODE, N workers)` once every worker serves;
-//! - passes SIGTERM, SIGINT, SIGHUP and SIGUSR1 on to every worker, and once asked to stop,
-//!   exits when the last worker has drained: 0 if every one stopped cleanly;
-//! - starts a new worker when one dies, after a back-off that doubles while workers keep
-//!   dying young, so a crash loop cannot spin the CPU;
-//! - relays each worker's stderr ([`crate::relay`]), and sums the workers' `stats:` lines
-//!   into one line of its own on SIGUSR1 and every `--stats-interval`.
-//!
-//! The parent uses threads (one for signals, one stderr relay per worker); workers never do.
-//! Workers are started from the main thread only, because the death signal that stops a
-//! worker when its parent dies fires when the *thread* that started it ends.
+//! The `--workers` parent's main loop: it starts the workers, passes signals on, notices
+//! deaths (SIGCHLD) and replaces the dead after a back-off, and decides when to exit. Events
+//! come from a signal thread and the stderr relays over one channel, so this state has one
+//! owner, the main thread, which is also the only thread that starts workers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -34,8 +16,9 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use wharf::{ListenOptions, Reservation};
 
-use crate::cli::{Mode, Workers};
-use crate::relay::{self, Counters, Event};
+use super::relay::{self, Event};
+use super::stats::{Counters, StatsRound};
+use crate::cli::Mode;
 use crate::sys;
 
 /// The first pause before a dead worker is replaced; it doubles with every worker that dies
@@ -45,72 +28,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A worker that served this long before it died was not crash-looping: the next pause is
 /// `FIRST_BACKOFF` again.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// How long the parent waits for every worker's `stats:` line before it sums what it has.
-const STATS_WAIT: Duration = Duration::from_secs(2);
 
-/// How many servers the command line asks for: 1 runs the server in this process, as it
-/// always did. `Err` is one line saying why the combination is refused.
-pub fn count(mode: &Mode) -> Result<usize, String> {
-    let asked = mode.server().workers;
-    let (count, shown) = match asked {
-        Workers::Count(n) => (n, n.to_string()),
-        Workers::PerCpu => (
-            thread::available_parallelism().map_or(1, |n| n.get()),
-            "auto".to_string(),
-        ),
-    };
-    // Refused even where `auto` means one CPU: the answer must not depend on the host.
-    if matches!(mode, Mode::Chat { .. }) && asked != Workers::Count(1) {
-        return Err(format!(
-            "chat is one room per process, so it runs with one worker: drop --workers {shown}"
-        ));
-    }
-    if count == 1 {
-        return Ok(1);
-    }
-    if !mode.udp().is_empty() {
-        return Err(format!(
-            "--udp runs with one worker: drop --workers {shown} or --udp"
-        ));
-    }
-    if !cfg!(any(target_os = "linux", target_os = "android")) {
-        return Err(
-            "--workers needs Linux: elsewhere SO_REUSEPORT does not spread connections, and \
-             workers cannot follow their parent's death"
-                .to_string(),
-        );
-    }
-    Ok(count)
-}
-
-/// The `--workers` parent: runs `count` workers until it is told to stop, and returns the
-/// process's exit code.
-pub fn supervise(mode: &Mode, count: usize) -> ExitCode {
-    match Supervisor::start(mode, count) {
-        Ok(supervisor) => supervisor.run(),
-        Err(error) => {
-            eprintln!("wharf: error: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// In a worker: every log line says which worker wrote it.
-pub fn tag_log_lines(logger: &mut env_logger::Builder, id: usize) {
-    use std::io::Write;
-    logger.format(move |out, record| {
-        writeln!(
-            out,
-            "[{} {:<5} {}] worker={id} {}",
-            out.timestamp(),
-            record.level(),
-            record.target(),
-            record.args()
-        )
-    });
-}
-
-struct Supervisor {
+pub struct Supervisor {
     mode: &'static str,
     /// Held while the parent lives, so the ports stay taken while workers come and go.
     reservations: Vec<Reservation>,
@@ -132,7 +51,8 @@ struct Supervisor {
     failed: bool,
     stats_every: Option<Duration>,
     next_stats_at: Option<Instant>,
-    collection: Option<Collection>,
+    /// The `stats:` lines asked for and not all in yet.
+    stats_round: Option<StatsRound>,
 }
 
 struct Worker {
@@ -147,6 +67,9 @@ enum State {
         child: Child,
         started: Instant,
         ready: bool,
+        /// Its stderr has reached its end. Its exit is taken only then, so that the parent's
+        /// line about it comes after the worker's own last lines.
+        relayed: bool,
     },
     /// Died; a new one starts then.
     Restarting { at: Instant },
@@ -154,15 +77,8 @@ enum State {
     Gone,
 }
 
-/// The `stats:` lines asked for by one SIGUSR1 (or stats interval), until all are in.
-struct Collection {
-    waiting: BTreeSet<u32>,
-    answers: BTreeMap<usize, Counters>,
-    deadline: Instant,
-}
-
 impl Supervisor {
-    fn start(mode: &Mode, count: usize) -> Result<Supervisor, String> {
+    pub fn start(mode: &Mode, count: usize) -> Result<Supervisor, String> {
         let server = mode.server();
         // SO_REUSEPORT on the reservation only with --reuseport, when the operator means to
         // share the port with other servers: without it, a second `wharf --workers` on this
@@ -216,15 +132,18 @@ impl Supervisor {
             failed: false,
             stats_every,
             next_stats_at: stats_every.map(|every| Instant::now() + every),
-            collection: None,
+            stats_round: None,
         };
         for index in 0..count {
+            if supervisor.stopping {
+                break; // one could not start: neither can the server
+            }
             supervisor.spawn(index);
         }
         Ok(supervisor)
     }
 
-    fn run(mut self) -> ExitCode {
+    pub fn run(mut self) -> ExitCode {
         // Until stopping, and the last worker is gone.
         while !self.stopping || self.workers.iter().any(Worker::is_running) {
             let event = match self.next_deadline() {
@@ -235,7 +154,11 @@ impl Supervisor {
                 None => self.events.recv().map_err(|_| true),
             };
             match event {
-                Ok(Event::Signal(SIGCHLD)) | Ok(Event::Closed) => self.reap(),
+                Ok(Event::Signal(SIGCHLD)) => self.reap(),
+                Ok(Event::Closed { pid }) => {
+                    self.relayed(pid);
+                    self.reap();
+                }
                 Ok(Event::Signal(signal @ (SIGTERM | SIGINT))) => self.terminate(signal),
                 Ok(Event::Signal(SIGHUP)) => {
                     log::info!(
@@ -303,30 +226,53 @@ impl Supervisor {
             }
         };
         let pid = child.id();
-        if let Some(stderr) = child.stderr.take() {
-            match relay::start(stderr, pid, self.sender.clone()) {
-                Ok(relay) => self.relays.push(relay),
-                Err(error) => {
-                    log::error!("worker={id} pid={pid}: cannot relay its stderr: {error}");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return self.lost(index, Duration::ZERO);
-                }
+        let relayed = match child
+            .stderr
+            .take()
+            .map(|stderr| relay::start(stderr, pid, self.sender.clone()))
+        {
+            Some(Ok(relay)) => {
+                self.relays.push(relay);
+                false
             }
-        }
+            None => true, // nothing to relay
+            Some(Err(error)) => {
+                log::error!("worker={id} pid={pid}: cannot relay its stderr: {error}");
+                let _ = child.kill();
+                let _ = child.wait();
+                return self.lost(index, Duration::ZERO);
+            }
+        };
         // Finished relays are not kept: a crash loop must not grow the list.
         self.relays.retain(|relay| !relay.is_finished());
         self.workers[index].state = State::Running {
             child,
             started: Instant::now(),
             ready: false,
+            relayed,
         };
     }
 
-    /// Looks at every running worker for an exit.
+    fn relayed(&mut self, pid: u32) {
+        for worker in &mut self.workers {
+            if let State::Running { child, relayed, .. } = &mut worker.state {
+                if child.id() == pid {
+                    *relayed = true;
+                }
+            }
+        }
+    }
+
+    /// Looks for an exit of every running worker whose stderr has ended.
     fn reap(&mut self) {
         for index in 0..self.workers.len() {
-            let State::Running { child, started, .. } = &mut self.workers[index].state else {
+            let State::Running {
+                child,
+                started,
+                relayed: true,
+                ..
+            } = &mut self.workers[index].state
+            else {
                 continue;
             };
             let pid = child.id();
@@ -344,8 +290,8 @@ impl Supervisor {
 
     fn exited(&mut self, index: usize, pid: u32, status: ExitStatus, lived: Duration) {
         let id = self.workers[index].id;
-        if let Some(collection) = &mut self.collection {
-            collection.waiting.remove(&pid);
+        if let Some(round) = &mut self.stats_round {
+            round.gone(pid);
         }
         if self.stopping {
             self.workers[index].state = State::Gone;
@@ -476,15 +422,9 @@ impl Supervisor {
             return;
         }
         self.forward(SIGUSR1, true);
-        match &mut self.collection {
-            Some(collection) => collection.waiting.extend(asked),
-            None => {
-                self.collection = Some(Collection {
-                    waiting: asked,
-                    answers: BTreeMap::new(),
-                    deadline: Instant::now() + STATS_WAIT,
-                })
-            }
+        match &mut self.stats_round {
+            Some(round) => round.ask(asked),
+            None => self.stats_round = Some(StatsRound::new(asked)),
         }
     }
 
@@ -495,10 +435,8 @@ impl Supervisor {
         else {
             return;
         };
-        if let Some(collection) = &mut self.collection {
-            if collection.waiting.remove(&pid) {
-                collection.answers.insert(id, counters);
-            }
+        if let Some(round) = &mut self.stats_round {
+            round.answer(pid, id, counters);
         }
     }
 
@@ -513,34 +451,18 @@ impl Supervisor {
                 }
             }
         }
-        if let Some(collection) = &self.collection {
-            if collection.waiting.is_empty() || collection.deadline <= now {
-                self.log_stats();
+        if self.stats_round.as_ref().is_some_and(|r| r.is_over(now)) {
+            if let Some(round) = self.stats_round.take() {
+                round.log();
             }
         }
         if let (Some(at), Some(every)) = (self.next_stats_at, self.stats_every) {
             if at <= now {
                 // After a stall, the next line is one interval from now, not a burst.
-                self.next_stats_at = Some((at + every).max(now));
+                let next = at + every;
+                self.next_stats_at = Some(if next <= now { now + every } else { next });
                 self.ask_for_stats();
             }
-        }
-    }
-
-    fn log_stats(&mut self) {
-        let Some(collection) = self.collection.take() else {
-            return;
-        };
-        log::info!(
-            "stats: workers={} {}",
-            collection.answers.len(),
-            relay::sum(collection.answers.values())
-        );
-        if !collection.waiting.is_empty() {
-            log::warn!(
-                "stats: {} workers did not answer within {STATS_WAIT:?}",
-                collection.waiting.len()
-            );
         }
     }
 
@@ -549,7 +471,7 @@ impl Supervisor {
             State::Restarting { at } => Some(at),
             _ => None,
         });
-        let stats = self.collection.as_ref().map(|c| c.deadline);
+        let stats = self.stats_round.as_ref().map(StatsRound::deadline);
         restarts.chain(stats).chain(self.next_stats_at).min()
     }
 }
