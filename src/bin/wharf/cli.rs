@@ -138,7 +138,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: Workers,
     /// Internal: this process is worker ID of a `--workers` parent.
-    #[arg(long, hide = true, value_name = "ID")]
+    #[arg(long, hide = true, value_name = "ID", requires = "worker_listen")]
     pub worker_id: Option<usize>,
     /// Internal: a worker listens here (an address its parent resolved) instead of --listen.
     #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]

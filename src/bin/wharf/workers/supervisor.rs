@@ -29,6 +29,31 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// `FIRST_BACKOFF` again.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
+/// The pause before replacing a worker, per worker id: a crash loop costs one start every
+/// `MAX_BACKOFF`, and a worker that dies after a good run is replaced at once.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: FIRST_BACKOFF,
+        }
+    }
+
+    /// The pause after a worker that lived for `lived` died.
+    fn after_death(&mut self, lived: Duration) -> Duration {
+        if lived >= STABLE_AFTER {
+            self.next = FIRST_BACKOFF;
+        }
+        let pause = self.next;
+        self.next = (pause * 2).min(MAX_BACKOFF);
+        pause
+    }
+}
+
 pub struct Supervisor {
     mode: &'static str,
     /// Held while the parent lives, so the ports stay taken while workers come and go.
@@ -58,8 +83,7 @@ pub struct Supervisor {
 struct Worker {
     id: usize,
     state: State,
-    /// The pause before replacing this worker the next time it dies young.
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 enum State {
@@ -120,7 +144,7 @@ impl Supervisor {
                 .map(|id| Worker {
                     id,
                     state: State::Gone,
-                    backoff: FIRST_BACKOFF,
+                    backoff: Backoff::new(),
                 })
                 .collect(),
             events,
@@ -325,11 +349,7 @@ impl Supervisor {
             self.forward(SIGTERM, false);
             return;
         }
-        if lived >= STABLE_AFTER {
-            worker.backoff = FIRST_BACKOFF;
-        }
-        let pause = worker.backoff;
-        worker.backoff = (pause * 2).min(MAX_BACKOFF);
+        let pause = worker.backoff.after_death(lived);
         worker.state = State::Restarting {
             at: Instant::now() + pause,
         };
@@ -479,5 +499,26 @@ impl Supervisor {
 impl Worker {
     fn is_running(&self) -> bool {
         matches!(self.state, State::Running { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_loop_backs_off_to_five_seconds_and_a_good_run_resets_it() {
+        let mut backoff = Backoff::new();
+        let young = Duration::from_millis(50);
+        let pauses: Vec<u64> = (0..8)
+            .map(|_| backoff.after_death(young).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(
+            backoff.after_death(STABLE_AFTER),
+            FIRST_BACKOFF,
+            "a worker that served 10 s was not crash-looping"
+        );
+        assert_eq!(backoff.after_death(young), FIRST_BACKOFF * 2);
     }
 }
