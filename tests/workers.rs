@@ -279,9 +279,11 @@ fn sigterm_drains_every_worker_and_the_parent_exits_zero() {
     let mut rng = seeded_rng("sigterm_drains_every_worker_and_the_parent_exits_zero");
     let payload = random_bytes(&mut rng, 128 * 1024);
     let (first, second) = payload.split_at(64 * 1024);
+    // 32 connections from 16 addresses: both workers have some in flight.
     let mut clients: Vec<TcpStream> = sources()
         .iter()
-        .take(8)
+        .cycle()
+        .take(32)
         .map(|&source| connect_from(source, server.addr()))
         .collect();
     for client in &mut clients {
@@ -291,14 +293,25 @@ fn sigterm_drains_every_worker_and_the_parent_exits_zero() {
     }
 
     server.signal(libc::SIGTERM);
+    let mut in_flight = 0;
     for id in [1, 2] {
+        let mut line = String::new();
         wait_until(IO_TIMEOUT, "both workers drain", || {
-            server
-                .log_lines("received SIGTERM: draining")
-                .iter()
-                .any(|line| line.contains(&format!("worker={id} ")))
+            let tag = format!("worker={id} received SIGTERM: draining");
+            line = server.log_lines(&tag).pop().unwrap_or_default();
+            !line.is_empty()
         });
+        // "... listeners closed, N connections have up to 60s to finish"
+        let count: usize = line
+            .split(", ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no connection count in {line:?}"));
+        assert!(count > 0, "worker {id} drains nothing: {line}");
+        in_flight += count;
     }
+    assert_eq!(in_flight, clients.len());
     for client in &mut clients {
         client
             .write_all(second)
