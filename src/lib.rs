@@ -33,6 +33,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Several reactors
+//!
+//! A reactor is single-threaded and shares nothing, so a process may run several, one per
+//! thread, each with its own [`Listener`] on one port: with [`ListenOptions::reuseport`] the
+//! kernel spreads new connections over them (on Linux), and a connection stays with the
+//! reactor that accepted it. `examples/multi_reactor.rs` shows it. The threads share one
+//! table of file descriptors; where `ulimit -n` cannot be raised, run the reactors in
+//! processes instead, as `wharf --workers` does, with a [`Reservation`] to hold the port.
+//!
 //! See `docs/ARCHITECTURE.md` for how the loop, the connection states and the buffers fit.
 
 #![warn(missing_docs)]
@@ -60,7 +69,7 @@ pub use buffer::Buffer;
 pub use config::Config;
 pub use conn_id::ConnId;
 pub use handler::{CloseReason, Context, Handler};
-pub use listener::{bind_udp, ListenError, ListenOptions, Listener};
+pub use listener::{bind_udp, ListenError, ListenOptions, Listener, Reservation};
 pub use reactor::{Handle, Reactor};
 #[cfg(feature = "tls")]
 pub use rustls;

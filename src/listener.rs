@@ -81,16 +81,7 @@ impl Listener {
     pub fn bind(addr: SocketAddr, options: &ListenOptions) -> Result<Listener, ListenError> {
         let fail = |step: &'static str| move |error| ListenError::from_os(addr, step, error);
         let fd = new_socket(&addr).map_err(fail("socket"))?;
-        set_flag(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, true)
-            .map_err(fail("setsockopt(SO_REUSEADDR)"))?;
-        if options.reuseport {
-            set_flag(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, true)
-                .map_err(fail("setsockopt(SO_REUSEPORT)"))?;
-        }
-        if addr.is_ipv6() {
-            set_flag(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, options.v6only)
-                .map_err(fail("setsockopt(IPV6_V6ONLY)"))?;
-        }
+        set_address_options(&fd, &addr, options).map_err(|(step, error)| fail(step)(error))?;
         // Set on the listening socket, these are inherited by every accepted socket on Linux,
         // which saves two or three system calls per connection; elsewhere they are set again
         // after accept (see `Listener::prepare`).
@@ -127,6 +118,60 @@ impl Listener {
 
     pub(crate) fn socket_mut(&mut self) -> &mut mio::net::TcpListener {
         &mut self.socket
+    }
+}
+
+/// An address held for listeners bound later: a TCP socket bound to it but not listening.
+///
+/// It learns the real port of `IP:0` and proves the address free (or says who holds it, as
+/// [`Listener::bind`] would) once, before listeners with SO_REUSEPORT are bound on the real
+/// address, in this process or in others. It never receives a connection: on Linux only
+/// *listening* sockets join a port's SO_REUSEPORT group, so the kernel spreads connections
+/// over the listeners alone. It has SO_REUSEADDR, which lets listeners bind beside a socket
+/// that is not listening, and SO_REUSEPORT only if `options.reuseport` says so. Without it,
+/// another reservation of the address fails while its listeners are up, so two groups of
+/// servers cannot share a port by accident.
+///
+/// ```
+/// use wharf::{ListenOptions, Listener, Reservation};
+///
+/// let reservation = Reservation::bind("127.0.0.1:0".parse()?, &ListenOptions::default())?;
+/// let addr = reservation.local_addr();
+/// let shared = ListenOptions { reuseport: true, ..Default::default() };
+/// let first = Listener::bind(addr, &shared)?;
+/// let second = Listener::bind(addr, &shared)?; // another thread's or process's share
+/// assert_eq!(first.local_addr(), second.local_addr());
+/// if cfg!(target_os = "linux") {
+///     assert!(Reservation::bind(addr, &ListenOptions::default()).is_err(), "held");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Reservation {
+    _socket: OwnedFd,
+    local_addr: SocketAddr,
+}
+
+impl Reservation {
+    /// Binds a socket to `addr` without listening. Of `options`, only `reuseport` and
+    /// `v6only` matter.
+    pub fn bind(addr: SocketAddr, options: &ListenOptions) -> Result<Reservation, ListenError> {
+        let fail = |step: &'static str| move |error| ListenError::from_os(addr, step, error);
+        let fd = new_socket(&addr).map_err(fail("socket"))?;
+        set_address_options(&fd, &addr, options).map_err(|(step, error)| fail(step)(error))?;
+        bind(&fd, &addr).map_err(fail("bind"))?;
+        // std's listener type only to ask for the address: this socket never listens.
+        let socket = StdListener::from(fd);
+        let local_addr = socket.local_addr().map_err(fail("getsockname"))?;
+        Ok(Reservation {
+            _socket: OwnedFd::from(socket),
+            local_addr,
+        })
+    }
+
+    /// The address bound: with port 0 in the request, this holds the port chosen.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 }
 
@@ -261,6 +306,27 @@ fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// SO_REUSEADDR always, SO_REUSEPORT and IPV6_V6ONLY as `options` ask: what decides who else
+/// may bind the address.
+/// Fails with the option that could not be set.
+fn set_address_options(
+    fd: &OwnedFd,
+    addr: &SocketAddr,
+    options: &ListenOptions,
+) -> Result<(), (&'static str, io::Error)> {
+    set_flag(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, true)
+        .map_err(|e| ("setsockopt(SO_REUSEADDR)", e))?;
+    if options.reuseport {
+        set_flag(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, true)
+            .map_err(|e| ("setsockopt(SO_REUSEPORT)", e))?;
+    }
+    if addr.is_ipv6() {
+        set_flag(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, options.v6only)
+            .map_err(|e| ("setsockopt(IPV6_V6ONLY)", e))?;
+    }
+    Ok(())
+}
+
 /// TCP_NODELAY and keepalive, as `options` ask (nothing is set for what is off).
 fn set_stream_options(fd: RawFd, options: &ListenOptions) -> io::Result<()> {
     if options.nodelay {
@@ -389,6 +455,31 @@ mod tests {
         };
         let first = Listener::bind("127.0.0.1:0".parse().unwrap(), &options).unwrap();
         Listener::bind(first.local_addr(), &options).expect("second SO_REUSEPORT socket");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_reservation_holds_the_port_but_takes_no_connections() {
+        let reservation =
+            Reservation::bind("127.0.0.1:0".parse().unwrap(), &ListenOptions::default()).unwrap();
+        let addr = reservation.local_addr();
+        assert_ne!(addr.port(), 0);
+        let refused = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+
+        // SO_REUSEPORT listeners bind beside it, and then get the connections.
+        let shared = ListenOptions {
+            reuseport: true,
+            ..Default::default()
+        };
+        let _first = Listener::bind(addr, &shared).expect("a listener beside the reservation");
+        let _second = Listener::bind(addr, &shared).expect("a second one");
+        std::net::TcpStream::connect(addr).expect("served by the listeners");
+        // A server that does not share, or a second reservation, is refused.
+        let error = Listener::bind(addr, &ListenOptions::default()).unwrap_err();
+        assert!(matches!(error, ListenError::AddrInUse(_)), "{error:?}");
+        let error = Reservation::bind(addr, &ListenOptions::default()).unwrap_err();
+        assert!(matches!(error, ListenError::AddrInUse(_)), "{error:?}");
     }
 
     #[test]

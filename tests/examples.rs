@@ -14,6 +14,10 @@ mod tally;
 #[path = "../examples/kv.rs"]
 mod kv;
 
+#[allow(dead_code)] // its main() is for `cargo run --example multi_reactor`
+#[path = "../examples/multi_reactor.rs"]
+mod multi_reactor;
+
 /// Serves `handler` on 127.0.0.1:0 on a thread; returns the address and a stop function.
 fn serve<H>(handler: H) -> (std::net::SocketAddr, impl FnOnce())
 where
@@ -75,4 +79,45 @@ fn tally_example_sums_per_connection_and_overall() {
     // is never answered.
     assert_eq!(exchange(addr, b"-2\n1\n9"), "-2 10\n-1 11\n");
     stop();
+}
+
+#[test]
+#[cfg(target_os = "linux")] // where SO_REUSEPORT spreads connections over the listeners
+fn multi_reactor_example_spreads_connections_over_its_reactors() {
+    let reactors = multi_reactor::Reactors::start(
+        "127.0.0.1:0".parse().unwrap(),
+        2,
+        Config::default(),
+        || wharf::service::Echo,
+    )
+    .expect("start two reactors");
+    let addr = reactors.addr();
+    // The kernel hashes connection addresses: 64 connections from 16 source addresses reach
+    // both reactors, unless something is wrong (a chance of 2 in 2^64).
+    for i in 0..64u8 {
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + i % 16);
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&std::net::SocketAddr::from((source, 0)).into())
+            .expect("bind the source address");
+        socket.connect(&addr.into()).expect("connect");
+        let mut client = TcpStream::from(socket);
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let message = format!("hello {i}\n");
+        client.write_all(message.as_bytes()).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).expect("read the echo");
+        assert_eq!(reply, message);
+    }
+    reactors.drain();
+    let stats = reactors.join().expect("both reactors return");
+    assert_eq!(stats.iter().map(|s| s.accepted).sum::<u64>(), 64);
+    assert!(
+        stats.iter().all(|s| s.accepted > 0),
+        "both reactors serve: {stats:?}"
+    );
 }

@@ -532,6 +532,20 @@ pub fn drive_round_trips(
     rng: &mut fastrand::Rng,
     timeout: Duration,
 ) -> Vec<Vec<u8>> {
+    drive_round_trips_from(&[], addr, payloads, max_fragment, rng, timeout)
+}
+
+/// [`drive_round_trips`], with connection `i` made from source address
+/// `sources[i % sources.len()]` (e.g. 127.0.0.x, so that connections differ in more
+/// than their port); from the system's choice if `sources` is empty.
+pub fn drive_round_trips_from(
+    sources: &[std::net::IpAddr],
+    addr: SocketAddr,
+    payloads: Vec<Vec<u8>>,
+    max_fragment: usize,
+    rng: &mut fastrand::Rng,
+    timeout: Duration,
+) -> Vec<Vec<u8>> {
     use mio::{Events, Interest, Poll, Token};
 
     assert!(max_fragment >= 1, "max_fragment must be at least 1");
@@ -541,7 +555,8 @@ pub fn drive_round_trips(
         .into_iter()
         .enumerate()
         .map(|(i, payload)| {
-            let mut stream = mio::net::TcpStream::connect(addr)
+            let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+            let mut stream = connect_nonblocking(source, addr)
                 .unwrap_or_else(|e| panic!("conn #{i}: connect to {addr} failed: {e}"));
             stream.set_nodelay(true).expect("set TCP_NODELAY");
             poll.registry()
@@ -682,6 +697,29 @@ fn read_available(conn: &mut DrivenConn, index: usize, buf: &mut [u8]) {
             Err(e) => panic!("{}: read failed: {e}", conn.describe(index)),
         }
     }
+}
+
+/// Starts a non-blocking connect to `addr`, from `source` if given.
+fn connect_nonblocking(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+) -> io::Result<mio::net::TcpStream> {
+    let Some(source) = source else {
+        return mio::net::TcpStream::connect(addr);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
 /// Convenience: round-trips `payloads` through the driver and asserts that

@@ -21,10 +21,12 @@ use wharf::{Config, ListenOptions};
         wharf echo --listen 127.0.0.1:0             # any free port; the real one is printed\n  \
         wharf chat                                  # a chat room on 127.0.0.1:7000\n  \
         wharf echo --udp 127.0.0.1:7000             # TCP and UDP echo on port 7000\n  \
-        wharf line --tls-listen 127.0.0.1:7443 --tls-cert cert.pem --tls-key key.pem\n\n\
+        wharf line --tls-listen 127.0.0.1:7443 --tls-cert cert.pem --tls-key key.pem\n  \
+        wharf echo --workers auto                   # one worker process per CPU, one port\n\n\
         Signals: SIGINT or SIGTERM drains (listeners close, connections get --drain-timeout \
         to finish, exit 0); a second one stops at once. SIGUSR1 logs the counters. SIGHUP \
-        reloads the TLS certificate and key.\n\
+        reloads the TLS certificate and key. With --workers, signal the parent: it passes \
+        them on to every worker.\n\
         Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace), default info.\n\
         docs/OPERATIONS.md explains every limit and the kernel settings behind it."
 )]
@@ -61,7 +63,7 @@ pub enum Mode {
     /// Clients are named user1, user2, ...; `/nick NAME` renames (1-32 of A-Z a-z 0-9 _ -),
     /// `/who` lists who is online; joins and leaves are announced as `* NAME joined` and
     /// `* NAME left`. A client that falls more than --max-outbuf behind is dropped. One room
-    /// per process.
+    /// per process, so chat runs with one worker (no --workers).
     Chat {
         #[command(flatten)]
         server: ServerArgs,
@@ -150,7 +152,7 @@ pub struct ServerArgs {
     /// to otherwise).
     #[arg(long)]
     pub allow_unauthenticated: bool,
-    /// Connections served at once; each one over the limit is sent
+    /// Connections served at once, by each worker; each one over the limit is sent
     /// `ERR server full (max N connections)` and closed.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_conns)]
     max_conns: usize,
@@ -181,6 +183,40 @@ pub struct ServerArgs {
     /// that vanished are closed (0: off).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     keepalive: u64,
+    /// Worker processes: each a single-threaded server with its own listening socket on the
+    /// same port (SO_REUSEPORT), restarted if it dies. `auto`: one per CPU. --max-conns
+    /// applies to each worker. Chat runs with one worker.
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
+    pub workers: Workers,
+    /// Internal: this process is worker ID of a `--workers` parent.
+    #[arg(long, hide = true, value_name = "ID", requires = "worker_listen")]
+    pub worker_id: Option<usize>,
+    /// Internal: a worker listens here (an address its parent resolved) instead of --listen.
+    #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]
+    worker_listen: Vec<SocketAddr>,
+}
+
+/// How many worker processes `--workers` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Count(usize),
+    /// One per CPU (`auto`).
+    PerCpu,
+}
+
+/// More worker processes than this is a typo, not a deployment.
+const MAX_WORKERS: usize = 1024;
+
+fn parse_workers(text: &str) -> Result<Workers, String> {
+    if text == "auto" {
+        return Ok(Workers::PerCpu);
+    }
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(Workers::Count(n)),
+        _ => Err(format!(
+            "invalid worker count '{text}': expected 1 to {MAX_WORKERS}, or auto (one per CPU)"
+        )),
+    }
 }
 
 fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
@@ -225,18 +261,60 @@ impl ServerArgs {
             idle_timeout: seconds(self.idle_timeout),
             write_timeout: seconds(self.write_timeout),
             drain_timeout: Duration::from_secs(self.drain_timeout),
-            stats_interval: seconds(self.stats_interval),
+            // A worker's parent asks for its counters (SIGUSR1) on its own timer, and sums them.
+            stats_interval: seconds(self.stats_interval).filter(|_| self.worker_id.is_none()),
             ..Config::default()
         }
+    }
+
+    /// Where to listen: `--listen`, or in a worker the addresses its parent resolved.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        match self.worker_id {
+            Some(_) => &self.worker_listen,
+            None => &self.addrs,
+        }
+    }
+
+    /// `--stats-interval`.
+    pub fn stats_interval(&self) -> Option<Duration> {
+        seconds(self.stats_interval)
     }
 
     pub fn listen_options(&self, nodelay_by_default: bool) -> ListenOptions {
         ListenOptions {
             backlog: self.backlog,
-            reuseport: self.reuseport,
+            // Workers share their port with each other.
+            reuseport: self.reuseport || self.worker_id.is_some(),
             v6only: self.v6only,
             nodelay: (nodelay_by_default || self.nodelay) && !self.no_nodelay,
             keepalive: seconds(self.keepalive),
+        }
+    }
+}
+
+impl Mode {
+    /// The mode's name, as on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Echo { .. } => "echo",
+            Mode::Line { .. } => "line",
+            Mode::Chat { .. } => "chat",
+        }
+    }
+
+    pub fn server(&self) -> &ServerArgs {
+        match self {
+            Mode::Echo { server, .. } | Mode::Line { server, .. } | Mode::Chat { server, .. } => {
+                server
+            }
+        }
+    }
+
+    /// The UDP addresses to serve (echo only).
+    pub fn udp(&self) -> &[SocketAddr] {
+        match self {
+            Mode::Echo { udp, .. } => udp,
+            _ => &[],
         }
     }
 }

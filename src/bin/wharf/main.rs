@@ -1,7 +1,9 @@
 //! `wharf`: the server binary. Parses the command line into a [`Config`] and listeners, and
 //! runs one reactor on this, its only, thread. Signals become requests to the reactor
 //! ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a second one stops
-//! at once), SIGUSR1 logs the counters, SIGHUP reloads the TLS certificate.
+//! at once), SIGUSR1 logs the counters, SIGHUP reloads the TLS certificate. With
+//! `--workers N`, this process is the parent of N such servers, each in a process of its own
+//! ([`workers`]).
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -13,13 +15,31 @@ use wharf::{bind_udp, Config, Handler, Listener, Reactor};
 
 mod cli;
 mod protect;
+mod sys;
 mod tls;
+mod workers;
 
 use cli::{Cli, Mode, ServerArgs};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    let worker_id = cli.mode.server().worker_id;
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(id) = worker_id {
+        workers::tag_log_lines(&mut logger, id);
+    }
+    logger.init();
+    if worker_id.is_none() {
+        match workers::count(&cli.mode) {
+            Ok(1) => {}
+            Ok(count) => return workers::supervise(&cli.mode, count),
+            Err(refusal) => {
+                eprintln!("wharf: error: {refusal}");
+                return ExitCode::from(2); // a usage error, as clap's own
+            }
+        }
+    }
     let result = match cli.mode {
         Mode::Echo { server, udp } => serve("echo", Echo, &server, &udp, false, server.config()),
         Mode::Line { server, max_line } => {
@@ -64,7 +84,11 @@ fn serve<H: Handler>(
     protect::check(mode, args, tokens.is_some())?;
     let options = args.listen_options(nodelay_by_default);
     let tls = tls::settings(args)?;
-    let plain_addrs: &[SocketAddr] = if args.no_plain { &[] } else { &args.addrs };
+    let plain_addrs: &[SocketAddr] = if args.no_plain {
+        &[]
+    } else {
+        args.listen_addrs()
+    };
     let listeners = plain_addrs
         .iter()
         .map(|addr| Listener::bind(*addr, &options))
@@ -94,7 +118,9 @@ fn serve<H: Handler>(
     for listener in listeners {
         let addr = listener.local_addr();
         reactor.add_listener(listener)?;
-        eprintln!("wharf: listening on {addr} ({mode})");
+        if args.worker_id.is_none() {
+            eprintln!("wharf: listening on {addr} ({mode})");
+        }
     }
     for listener in tls_listeners {
         let addr = listener.local_addr();
@@ -104,6 +130,9 @@ fn serve<H: Handler>(
     for socket in udp_sockets {
         let addr = reactor.add_udp(socket)?;
         eprintln!("wharf: listening on {addr} (udp)");
+    }
+    if args.worker_id.is_some() {
+        workers::announce_ready(); // the parent says `listening on` once all workers serve
     }
     reactor.run()?;
     log::info!("stopped: {}", reactor.stats());

@@ -1,0 +1,102 @@
+//! `wharf --workers N`: a parent process that runs N worker processes on one port.
+//!
+//! Each worker is this same binary, run again with the parent's arguments plus a hidden
+//! `--worker-id` and the listen addresses the parent resolved. It is a complete
+//! single-threaded server with its own listening socket on the shared port (SO_REUSEPORT: the
+//! kernel spreads new connections over the workers by a hash of their addresses). The parent
+//! serves no connection. It
+//!
+//! - reserves every listen address once ([`wharf::Reservation`]: bound, never listening), so that
+//!   `IP:0` gives every worker the same real port and "address in use" is one line before
+//!   any worker starts;
+//! - says `listening on ADDR (MODE, N workers)` once every worker serves;
+//! - passes SIGTERM, SIGINT, SIGHUP and SIGUSR1 on to every worker, and once asked to stop,
+//!   exits when the last worker has drained: 0 if every one stopped cleanly;
+//! - starts a new worker when one dies, after a back-off that doubles while workers keep
+//!   dying young, so a crash loop cannot spin the CPU;
+//! - relays each worker's stderr ([`relay`]), and sums the workers' `stats:` lines ([`stats`])
+//!   into one line of its own on SIGUSR1 and every `--stats-interval`.
+//!
+//! The parent uses threads (one for signals, one stderr relay per worker); workers never do.
+//! Workers are started from the main thread only, because the death signal that stops a
+//! worker when its parent dies fires when the *thread* that started it ends.
+
+use std::process::ExitCode;
+use std::thread;
+
+use crate::cli::{Mode, Workers};
+
+mod relay;
+mod stats;
+mod supervisor;
+
+pub use relay::announce_ready;
+
+use supervisor::Supervisor;
+
+/// How many servers the command line asks for: 1 runs the server in this process, as it
+/// always did. `Err` is one line saying why the combination is refused.
+pub fn count(mode: &Mode) -> Result<usize, String> {
+    let asked = mode.server().workers;
+    let (count, shown) = match asked {
+        Workers::Count(n) => (n, n.to_string()),
+        Workers::PerCpu => (
+            thread::available_parallelism().map_or(1, |n| n.get()),
+            "auto".to_string(),
+        ),
+    };
+    // Refused even where `auto` means one CPU: the answer must not depend on the host.
+    if matches!(mode, Mode::Chat { .. }) && asked != Workers::Count(1) {
+        return Err(format!(
+            "chat is one room per process, so it runs with one worker: drop --workers {shown}"
+        ));
+    }
+    if count == 1 {
+        return Ok(1);
+    }
+    if !mode.udp().is_empty() {
+        return Err(format!(
+            "--udp runs with one worker: drop --workers {shown} or --udp"
+        ));
+    }
+    if !mode.server().tls_addrs.is_empty() {
+        return Err(format!(
+            "--tls-listen runs with one worker for now: drop --workers {shown} or --tls-listen"
+        ));
+    }
+    if !cfg!(any(target_os = "linux", target_os = "android")) {
+        return Err(
+            "--workers needs Linux: elsewhere SO_REUSEPORT does not spread connections, and \
+             workers cannot follow their parent's death"
+                .to_string(),
+        );
+    }
+    Ok(count)
+}
+
+/// The `--workers` parent: runs `count` workers until it is told to stop, and returns the
+/// process's exit code.
+pub fn supervise(mode: &Mode, count: usize) -> ExitCode {
+    match Supervisor::start(mode, count) {
+        Ok(supervisor) => supervisor.run(),
+        Err(error) => {
+            eprintln!("wharf: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// In a worker: every log line says which worker wrote it.
+pub fn tag_log_lines(logger: &mut env_logger::Builder, id: usize) {
+    use std::io::Write;
+    logger.format(move |out, record| {
+        writeln!(
+            out,
+            "[{} {:<5} {}] worker={id} {}",
+            out.timestamp(),
+            record.level(),
+            record.target(),
+            record.args()
+        )
+    });
+}

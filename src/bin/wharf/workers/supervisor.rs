@@ -1,0 +1,524 @@
+//! The `--workers` parent's main loop: it starts the workers, passes signals on, notices
+//! deaths (SIGCHLD) and replaces the dead after a back-off, and decides when to exit. Events
+//! come from a signal thread and the stderr relays over one channel, so this state has one
+//! owner, the main thread, which is also the only thread that starts workers.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+use wharf::{ListenOptions, Reservation};
+
+use super::relay::{self, Event};
+use super::stats::{Counters, StatsRound};
+use crate::cli::Mode;
+use crate::sys;
+
+/// The first pause before a dead worker is replaced; it doubles with every worker that dies
+/// young, up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A worker that served this long before it died was not crash-looping: the next pause is
+/// `FIRST_BACKOFF` again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// The pause before replacing a worker, per worker id: a crash loop costs one start every
+/// `MAX_BACKOFF`, and a worker that dies after a good run is replaced at once.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: FIRST_BACKOFF,
+        }
+    }
+
+    /// The pause after a worker that lived for `lived` died.
+    fn after_death(&mut self, lived: Duration) -> Duration {
+        if lived >= STABLE_AFTER {
+            self.next = FIRST_BACKOFF;
+        }
+        let pause = self.next;
+        self.next = (pause * 2).min(MAX_BACKOFF);
+        pause
+    }
+}
+
+pub struct Supervisor {
+    mode: &'static str,
+    /// Held while the parent lives, so the ports stay taken while workers come and go.
+    reservations: Vec<Reservation>,
+    /// This program, and the parent's own arguments, passed on to every worker.
+    program: PathBuf,
+    args: Vec<OsString>,
+    arg0: OsString,
+    workers: Vec<Worker>,
+    events: Receiver<Event>,
+    sender: Sender<Event>,
+    relays: Vec<JoinHandle<()>>,
+    /// Asked to stop (a signal, or a worker that could not start): no worker is replaced.
+    stopping: bool,
+    /// SIGTERMs and SIGINTs so far: the first drains, a later one stops at once.
+    terminations: usize,
+    /// Whether `listening on` has been said: every worker was ready once.
+    announced: bool,
+    /// A worker could not start, or did not stop cleanly: exit 1.
+    failed: bool,
+    stats_every: Option<Duration>,
+    next_stats_at: Option<Instant>,
+    /// The `stats:` lines asked for and not all in yet.
+    stats_round: Option<StatsRound>,
+}
+
+struct Worker {
+    id: usize,
+    state: State,
+    backoff: Backoff,
+}
+
+enum State {
+    Running {
+        child: Child,
+        started: Instant,
+        ready: bool,
+        /// Its stderr has reached its end. Its exit is taken only then, so that the parent's
+        /// line about it comes after the worker's own last lines.
+        relayed: bool,
+    },
+    /// Died; a new one starts then.
+    Restarting { at: Instant },
+    /// Exited for good (the parent is stopping).
+    Gone,
+}
+
+impl Supervisor {
+    pub fn start(mode: &Mode, count: usize) -> Result<Supervisor, String> {
+        let server = mode.server();
+        // SO_REUSEPORT on the reservation only with --reuseport, when the operator means to
+        // share the port with other servers: without it, a second `wharf --workers` on this
+        // port is refused while these workers listen (see Reservation).
+        let options: ListenOptions = server.listen_options(false);
+        let reservations = server
+            .listen_addrs()
+            .iter()
+            .map(|addr| Reservation::bind(*addr, &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| error.to_string())?;
+        let (sender, events) = mpsc::channel();
+        // Before any worker exists, so that no SIGCHLD is missed.
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD])
+            .map_err(|e| format!("cannot catch signals: {e}"))?;
+        let signal_events = sender.clone();
+        thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if signal_events.send(Event::Signal(signal)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+        let program =
+            std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| "wharf".into());
+        let stats_every = server.stats_interval();
+        let mut supervisor = Supervisor {
+            mode: mode.name(),
+            reservations,
+            program,
+            args: args.collect(),
+            arg0,
+            workers: (1..=count)
+                .map(|id| Worker {
+                    id,
+                    state: State::Gone,
+                    backoff: Backoff::new(),
+                })
+                .collect(),
+            events,
+            sender,
+            relays: Vec::new(),
+            stopping: false,
+            terminations: 0,
+            announced: false,
+            failed: false,
+            stats_every,
+            next_stats_at: stats_every.map(|every| Instant::now() + every),
+            stats_round: None,
+        };
+        for index in 0..count {
+            if supervisor.stopping {
+                break; // one could not start: neither can the server
+            }
+            supervisor.spawn(index);
+        }
+        Ok(supervisor)
+    }
+
+    pub fn run(mut self) -> ExitCode {
+        // Until stopping, and the last worker is gone.
+        while !self.stopping || self.workers.iter().any(Worker::is_running) {
+            let event = match self.next_deadline() {
+                Some(at) => self
+                    .events
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
+                    .map_err(|e| e == RecvTimeoutError::Disconnected),
+                None => self.events.recv().map_err(|_| true),
+            };
+            match event {
+                Ok(Event::Signal(SIGCHLD)) => self.reap(),
+                Ok(Event::Closed { pid }) => {
+                    self.relayed(pid);
+                    self.reap();
+                }
+                Ok(Event::Signal(signal @ (SIGTERM | SIGINT))) => self.terminate(signal),
+                Ok(Event::Signal(SIGHUP)) => {
+                    log::info!(
+                        "received SIGHUP: passing it on to {} workers",
+                        self.running().count()
+                    );
+                    self.forward(SIGHUP, false);
+                }
+                Ok(Event::Signal(SIGUSR1)) => self.ask_for_stats(),
+                Ok(Event::Signal(_)) => {}
+                Ok(Event::Ready { pid }) => self.ready(pid),
+                Ok(Event::Stats { pid, counters }) => self.collect(pid, counters),
+                Err(false) => {} // a deadline
+                Err(true) => unreachable!("the supervisor holds a sender of its own channel"),
+            }
+            self.on_time();
+        }
+        // Every worker is gone, so every relay reaches the end of its pipe: joining them puts
+        // the workers' last lines on stderr before the parent exits.
+        drop(self.sender);
+        for relay in self.relays {
+            let _ = relay.join();
+        }
+        if self.failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    /// The worker command line: this program, with the parent's arguments, the worker's id
+    /// and the reserved addresses. (Not `/proc/self/exe`, which would survive an upgrade in
+    /// place, but names every worker `exe` for `ps`, `pgrep` and `ss -p`.)
+    fn command(&self, id: usize) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .arg0(&self.arg0)
+            .args(&self.args)
+            .arg("--worker-id")
+            .arg(id.to_string());
+        for reservation in &self.reservations {
+            command
+                .arg("--worker-listen")
+                .arg(reservation.local_addr().to_string());
+        }
+        // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
+        // the parent alone, which passes it on once. Reaching the workers too, it would count
+        // as their second signal and stop them without a drain.
+        command
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        sys::die_with_parent(&mut command);
+        command
+    }
+
+    /// Starts worker `index`. A worker that cannot be started counts as one that died.
+    fn spawn(&mut self, index: usize) {
+        let id = self.workers[index].id;
+        let mut child = match self.command(id).spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                log::error!("worker={id}: cannot start it: {error}");
+                return self.lost(index, Duration::ZERO);
+            }
+        };
+        let pid = child.id();
+        let relayed = match child
+            .stderr
+            .take()
+            .map(|stderr| relay::start(stderr, pid, self.sender.clone()))
+        {
+            Some(Ok(relay)) => {
+                self.relays.push(relay);
+                false
+            }
+            None => true, // nothing to relay
+            Some(Err(error)) => {
+                log::error!("worker={id} pid={pid}: cannot relay its stderr: {error}");
+                let _ = child.kill();
+                let _ = child.wait();
+                return self.lost(index, Duration::ZERO);
+            }
+        };
+        // Finished relays are not kept: a crash loop must not grow the list.
+        self.relays.retain(|relay| !relay.is_finished());
+        self.workers[index].state = State::Running {
+            child,
+            started: Instant::now(),
+            ready: false,
+            relayed,
+        };
+    }
+
+    fn relayed(&mut self, pid: u32) {
+        for worker in &mut self.workers {
+            if let State::Running { child, relayed, .. } = &mut worker.state {
+                if child.id() == pid {
+                    *relayed = true;
+                }
+            }
+        }
+    }
+
+    /// Looks for an exit of every running worker whose stderr has ended.
+    fn reap(&mut self) {
+        for index in 0..self.workers.len() {
+            let State::Running {
+                child,
+                started,
+                relayed: true,
+                ..
+            } = &mut self.workers[index].state
+            else {
+                continue;
+            };
+            let pid = child.id();
+            let lived = started.elapsed();
+            match child.try_wait() {
+                Ok(Some(status)) => self.exited(index, pid, status, lived),
+                Ok(None) => {}
+                Err(error) => log::error!(
+                    "worker={} pid={pid}: cannot wait for it: {error}",
+                    self.workers[index].id
+                ),
+            }
+        }
+    }
+
+    fn exited(&mut self, index: usize, pid: u32, status: ExitStatus, lived: Duration) {
+        let id = self.workers[index].id;
+        if let Some(round) = &mut self.stats_round {
+            round.gone(pid);
+        }
+        if self.stopping {
+            self.workers[index].state = State::Gone;
+            // Killed by the signal passed on (before its handlers were in place) is a stop too.
+            let stopped = status.success() || matches!(status.signal(), Some(SIGTERM | SIGINT));
+            if stopped {
+                log::info!("worker={id} pid={pid} stopped");
+            } else {
+                log::error!("worker={id} pid={pid} did not stop cleanly: {status}");
+                self.failed = true;
+            }
+            return;
+        }
+        log::error!("worker={id} pid={pid} died: {status}");
+        self.lost(index, lived);
+    }
+
+    /// Worker `index` died (or could not start) after serving for `lived`. Before every
+    /// worker was ready once, the server cannot start: stop. Afterwards, start a new one
+    /// after a back-off.
+    fn lost(&mut self, index: usize, lived: Duration) {
+        let worker = &mut self.workers[index];
+        worker.state = State::Gone;
+        if !self.announced {
+            eprintln!(
+                "wharf: error: worker {} could not start; stopping the others",
+                worker.id
+            );
+            self.failed = true;
+            self.stopping = true;
+            self.forward(SIGTERM, false);
+            return;
+        }
+        let pause = worker.backoff.after_death(lived);
+        worker.state = State::Restarting {
+            at: Instant::now() + pause,
+        };
+        log::warn!("worker={}: starting a new one in {pause:?}", worker.id);
+    }
+
+    fn terminate(&mut self, signal: i32) {
+        self.terminations += 1;
+        self.stopping = true;
+        for worker in &mut self.workers {
+            if matches!(worker.state, State::Restarting { .. }) {
+                worker.state = State::Gone;
+            }
+        }
+        let name = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        let running = self.running().count();
+        if self.terminations == 1 {
+            log::info!("received {name}: draining {running} workers");
+        } else {
+            log::info!("received {name} again: stopping {running} workers now");
+        }
+        self.forward(signal, false);
+    }
+
+    /// Sends `signal` to every running worker, or only to the ready ones: a worker that has
+    /// not installed its handlers yet would die of SIGUSR1.
+    fn forward(&self, signal: i32, ready_only: bool) {
+        for (worker, child, ready) in self.running() {
+            if ready || !ready_only {
+                if let Err(error) = sys::kill(child.id(), signal) {
+                    log::error!(
+                        "worker={} pid={}: cannot send it signal {signal}: {error}",
+                        worker.id,
+                        child.id()
+                    );
+                }
+            }
+        }
+    }
+
+    fn running(&self) -> impl Iterator<Item = (&Worker, &Child, bool)> {
+        self.workers
+            .iter()
+            .filter_map(|worker| match &worker.state {
+                State::Running { child, ready, .. } => Some((worker, child, *ready)),
+                _ => None,
+            })
+    }
+
+    fn ready(&mut self, pid: u32) {
+        for worker in &mut self.workers {
+            if let State::Running { child, ready, .. } = &mut worker.state {
+                if child.id() == pid {
+                    *ready = true;
+                    log::info!("worker={} pid={pid} ready", worker.id);
+                }
+            }
+        }
+        let all_ready = self
+            .workers
+            .iter()
+            .all(|w| matches!(w.state, State::Running { ready: true, .. }));
+        if all_ready && !self.announced && !self.stopping {
+            self.announced = true;
+            for reservation in &self.reservations {
+                eprintln!(
+                    "wharf: listening on {} ({}, {} workers)",
+                    reservation.local_addr(),
+                    self.mode,
+                    self.workers.len()
+                );
+            }
+        }
+    }
+
+    /// SIGUSR1 or the stats interval: every ready worker logs its `stats:` line, and the
+    /// parent sums them when all are in.
+    fn ask_for_stats(&mut self) {
+        let asked: BTreeSet<u32> = self
+            .running()
+            .filter(|(_, _, ready)| *ready)
+            .map(|(_, child, _)| child.id())
+            .collect();
+        if asked.is_empty() {
+            log::info!("stats: workers=0 (none is serving)");
+            return;
+        }
+        self.forward(SIGUSR1, true);
+        match &mut self.stats_round {
+            Some(round) => round.ask(asked),
+            None => self.stats_round = Some(StatsRound::new(asked)),
+        }
+    }
+
+    fn collect(&mut self, pid: u32, counters: Counters) {
+        let Some(id) = self
+            .running()
+            .find_map(|(worker, child, _)| (child.id() == pid).then_some(worker.id))
+        else {
+            return;
+        };
+        if let Some(round) = &mut self.stats_round {
+            round.answer(pid, id, counters);
+        }
+    }
+
+    /// Replaces workers whose back-off is over, sums stats that are in (or overdue), and asks
+    /// for them on the stats interval.
+    fn on_time(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.workers.len() {
+            if let State::Restarting { at } = self.workers[index].state {
+                if at <= now && !self.stopping {
+                    self.spawn(index);
+                }
+            }
+        }
+        if self.stats_round.as_ref().is_some_and(|r| r.is_over(now)) {
+            if let Some(round) = self.stats_round.take() {
+                round.log();
+            }
+        }
+        if let (Some(at), Some(every)) = (self.next_stats_at, self.stats_every) {
+            if at <= now {
+                // After a stall, the next line is one interval from now, not a burst.
+                let next = at + every;
+                self.next_stats_at = Some(if next <= now { now + every } else { next });
+                self.ask_for_stats();
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let restarts = self.workers.iter().filter_map(|w| match w.state {
+            State::Restarting { at } => Some(at),
+            _ => None,
+        });
+        let stats = self.stats_round.as_ref().map(StatsRound::deadline);
+        restarts.chain(stats).chain(self.next_stats_at).min()
+    }
+}
+
+impl Worker {
+    fn is_running(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_loop_backs_off_to_five_seconds_and_a_good_run_resets_it() {
+        let mut backoff = Backoff::new();
+        let young = Duration::from_millis(50);
+        let pauses: Vec<u64> = (0..8)
+            .map(|_| backoff.after_death(young).as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(
+            backoff.after_death(STABLE_AFTER),
+            FIRST_BACKOFF,
+            "a worker that served 10 s was not crash-looping"
+        );
+        assert_eq!(backoff.after_death(young), FIRST_BACKOFF * 2);
+    }
+}

@@ -1,0 +1,401 @@
+//! `--workers N`: a parent process and N worker processes on one port. Connections come from
+//! 16 source addresses (127.0.0.1 to 127.0.0.16), because SO_REUSEPORT spreads them over the
+//! workers by a hash of their addresses. Which worker holds a connection is read from /proc.
+//! Workers need Linux.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// 127.0.0.1 to 127.0.0.16.
+fn sources() -> Vec<IpAddr> {
+    (1..=16)
+        .map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+        .collect()
+}
+
+fn start_workers(count: usize, extra: &[&str]) -> Server {
+    let count = count.to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--workers", count.as_str()];
+    args.extend_from_slice(extra);
+    Server::start("echo", &args)
+}
+
+/// The pid of each worker by id, from the parent's latest `worker=ID pid=PID ready` lines.
+fn worker_pids(server: &Server) -> BTreeMap<usize, i32> {
+    server
+        .log_lines(" ready")
+        .iter()
+        .filter_map(|line| {
+            let rest = &line[line.find("worker=")? + "worker=".len()..];
+            let (id, rest) = rest.split_once(" pid=")?;
+            let (pid, _) = rest.split_once(' ')?;
+            Some((id.parse().ok()?, pid.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits until the parent says every one of `count` workers is ready.
+fn wait_for_workers(server: &Server, count: usize) -> BTreeMap<usize, i32> {
+    wait_until(STARTUP_TIMEOUT, "every worker is ready", || {
+        worker_pids(server).len() == count
+    });
+    worker_pids(server)
+}
+
+/// A blocking connection to `addr` from `source`.
+fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind the source address");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream
+}
+
+/// The peer addresses of the TCP connections that process `pid` holds, from its descriptors
+/// and /proc/net/tcp.
+fn peers_of(pid: i32) -> BTreeSet<SocketAddr> {
+    let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    Some(
+                        link.strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !inodes.contains(*fields.get(9)?) {
+                return None;
+            }
+            // rem_address is IP:PORT in hex, the IP as the kernel's native-endian u32.
+            let (ip, port) = fields[2].split_once(':')?;
+            let ip = u32::from_str_radix(ip, 16).ok()?.to_ne_bytes();
+            Some(SocketAddr::from((ip, u16::from_str_radix(port, 16).ok()?)))
+        })
+        .collect()
+}
+
+/// Sends SIGUSR1 to the parent and returns its next summed `stats: workers=` line.
+fn summed_stats(server: &Server) -> String {
+    let before = server.log_lines("stats: workers=").len();
+    server.signal(libc::SIGUSR1);
+    let mut line = String::new();
+    wait_until(IO_TIMEOUT, "the parent logs a summed stats line", || {
+        let lines = server.log_lines("stats: workers=");
+        line = lines.last().cloned().unwrap_or_default();
+        lines.len() > before
+    });
+    line
+}
+
+/// The last `stats:` line of worker `id`.
+fn worker_stats(server: &Server, id: usize) -> String {
+    let tag = format!("worker={id} stats: ");
+    server
+        .log_lines(&tag)
+        .pop()
+        .unwrap_or_else(|| panic!("no `{tag}` line; stderr:\n{}", server.stderr_text()))
+}
+
+/// One echo round trip that may fail: `Err` says how the connection ended.
+fn try_round_trip(stream: &mut TcpStream, message: &[u8]) -> Result<(), String> {
+    stream.write_all(message).map_err(|e| e.to_string())?;
+    let mut reply = vec![0; message.len()];
+    let mut filled = 0;
+    while filled < reply.len() {
+        match stream.read(&mut reply[filled..]) {
+            Ok(0) => return Err("end of stream".into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    assert_bytes_eq("round trip", message, &reply);
+    Ok(())
+}
+
+/// Sends `signal` to process `pid` (a worker, grandchild of the test).
+fn kill(pid: i32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is a worker that the parent
+    // has not reaped (it has not logged its death), so no other process can have its number.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+}
+
+/// Whether `pid` is a live wharf worker (not gone, not a zombie, not a reused pid).
+fn worker_running(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    !matches!(state, None | Some(Some('Z' | 'X')))
+        && String::from_utf8_lossy(&cmdline).contains("--worker-id")
+}
+
+#[test]
+fn two_workers_share_one_port_and_both_serve() {
+    let server = start_workers(2, &[]);
+    assert_eq!(
+        server.listen_lines.len(),
+        1,
+        "one `listening on` line per listener"
+    );
+    assert!(
+        server.listen_lines[0].ends_with("(echo, 2 workers)"),
+        "{:?}",
+        server.listen_lines[0]
+    );
+    let mut rng = seeded_rng("two_workers_share_one_port_and_both_serve");
+    let payloads: Vec<Vec<u8>> = (0..200)
+        .map(|_| {
+            let len = rng.usize(1..=16 * 1024);
+            random_bytes(&mut rng, len)
+        })
+        .collect();
+    let expected = payloads.clone();
+    let received = drive_round_trips_from(
+        &sources(),
+        server.addr(),
+        payloads,
+        4096,
+        &mut rng,
+        IO_TIMEOUT,
+    );
+    for (i, (sent, got)) in expected.iter().zip(&received).enumerate() {
+        assert_bytes_eq(&format!("connection #{i}"), sent, got);
+    }
+
+    // Counters move a moment after the client saw its end of stream.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let sum = loop {
+        let line = summed_stats(&server);
+        if stat(&line, "closed") == 200 || Instant::now() >= deadline {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(stat(&sum, "workers"), 2, "{sum}");
+    assert_eq!(stat(&sum, "accepted"), 200, "{sum}");
+    let total: u64 = expected.iter().map(|p| p.len() as u64).sum();
+    assert_eq!(stat(&sum, "bytes_in"), total, "{sum}");
+    let (one, two) = (worker_stats(&server, 1), worker_stats(&server, 2));
+    assert!(
+        stat(&one, "accepted") > 0 && stat(&two, "accepted") > 0,
+        "both workers serve:\n{one}\n{two}"
+    );
+    assert_eq!(stat(&one, "accepted") + stat(&two, "accepted"), 200);
+}
+
+#[test]
+fn a_killed_worker_is_replaced_while_the_other_keeps_serving() {
+    let server = start_workers(2, &[]);
+    let pids = wait_for_workers(&server, 2);
+    let mut clients: Vec<TcpStream> = sources()
+        .iter()
+        .cycle()
+        .take(32)
+        .map(|&source| connect_from(source, server.addr()))
+        .collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        try_round_trip(client, format!("hello {i}\n").as_bytes()).expect("served");
+    }
+    // Served, so accepted: each worker's descriptors now name its clients.
+    let of_first = peers_of(pids[&1]);
+    let (doomed, survivors): (Vec<_>, Vec<_>) = clients
+        .into_iter()
+        .partition(|client| of_first.contains(&client.local_addr().unwrap()));
+    assert!(
+        !doomed.is_empty() && !survivors.is_empty(),
+        "32 connections from 16 addresses all went to one worker ({} to worker 1)",
+        doomed.len()
+    );
+
+    kill(pids[&1], libc::SIGKILL);
+    server.wait_for_log(&format!("worker=1 pid={} died", pids[&1]), IO_TIMEOUT);
+    for (i, mut client) in survivors.into_iter().enumerate() {
+        try_round_trip(&mut client, format!("still here {i}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("a connection of worker 2 ended: {e}"));
+    }
+    for mut client in doomed {
+        let outcome = try_round_trip(&mut client, b"anyone?\n");
+        assert!(
+            outcome.is_err(),
+            "a connection of the killed worker answered"
+        );
+    }
+
+    // A new worker 1 within a few seconds (the first back-off is 100 ms).
+    let mut replaced = 0;
+    wait_until(Duration::from_secs(20), "a new worker 1 is ready", || {
+        replaced = worker_pids(&server)[&1];
+        replaced != pids[&1]
+    });
+    let mut clients: Vec<TcpStream> = sources()
+        .iter()
+        .cycle()
+        .take(32)
+        .map(|&source| connect_from(source, server.addr()))
+        .collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        try_round_trip(client, format!("new {i}\n").as_bytes()).expect("served");
+    }
+    let of_new = peers_of(replaced);
+    assert!(
+        clients
+            .iter()
+            .any(|client| of_new.contains(&client.local_addr().unwrap())),
+        "the new worker 1 serves none of 32 new connections"
+    );
+}
+
+#[test]
+fn sigterm_drains_every_worker_and_the_parent_exits_zero() {
+    let mut server = start_workers(2, &["--drain-timeout", "60"]);
+    wait_for_workers(&server, 2);
+    let mut rng = seeded_rng("sigterm_drains_every_worker_and_the_parent_exits_zero");
+    let payload = random_bytes(&mut rng, 128 * 1024);
+    let (first, second) = payload.split_at(64 * 1024);
+    // 32 connections from 16 addresses: both workers have some in flight.
+    let mut clients: Vec<TcpStream> = sources()
+        .iter()
+        .cycle()
+        .take(32)
+        .map(|&source| connect_from(source, server.addr()))
+        .collect();
+    for client in &mut clients {
+        client.write_all(first).expect("first half");
+        let echoed = read_exactly(client, first.len(), IO_TIMEOUT);
+        assert_bytes_eq("first half", first, &echoed);
+    }
+
+    server.signal(libc::SIGTERM);
+    let mut in_flight = 0;
+    for id in [1, 2] {
+        let mut line = String::new();
+        wait_until(IO_TIMEOUT, "both workers drain", || {
+            let tag = format!("worker={id} received SIGTERM: draining");
+            line = server.log_lines(&tag).pop().unwrap_or_default();
+            !line.is_empty()
+        });
+        // "... listeners closed, N connections have up to 60s to finish"
+        let count: usize = line
+            .split(", ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no connection count in {line:?}"));
+        assert!(count > 0, "worker {id} drains nothing: {line}");
+        in_flight += count;
+    }
+    assert_eq!(in_flight, clients.len());
+    for client in &mut clients {
+        client
+            .write_all(second)
+            .expect("second half, while draining");
+        client.shutdown(Shutdown::Write).expect("half-close");
+        let echoed = read_to_eof(client, IO_TIMEOUT);
+        assert_bytes_eq("second half", second, &echoed);
+    }
+    let status = server.wait_for_exit(EXIT_TIMEOUT);
+    let stderr = server.stderr_text();
+    assert_no_panic(&stderr);
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    let stopped = server.log_lines(" stopped");
+    assert_eq!(
+        stopped.iter().filter(|l| l.ends_with(" stopped")).count(),
+        2,
+        "both workers stopped cleanly; stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn sigkill_of_the_parent_leaves_no_worker_running() {
+    let server = start_workers(2, &["--drain-timeout", "1"]);
+    let pids = wait_for_workers(&server, 2);
+    let addr = server.addr();
+    let mut client = connect(addr);
+    try_round_trip(&mut client, b"ping").expect("served");
+
+    server.signal(libc::SIGKILL);
+    wait_until(EXIT_TIMEOUT, "no worker is left running", || {
+        pids.values().all(|&pid| !worker_running(pid))
+    });
+    assert_bytes_eq(
+        "after the workers went",
+        b"",
+        &read_to_eof(&mut client, IO_TIMEOUT),
+    );
+    let refused = TcpStream::connect(addr).map(|_| ()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{refused}");
+}
+
+#[test]
+fn port_zero_gives_three_workers_one_port_and_a_second_group_is_refused() {
+    let server = start_workers(3, &[]);
+    let addr = server.addr();
+    assert_ne!(addr.port(), 0);
+    let pids = wait_for_workers(&server, 3);
+    let mut rng = seeded_rng("port_zero_gives_three_workers_one_port");
+    let payloads: Vec<Vec<u8>> = (0..48).map(|_| random_bytes(&mut rng, 1000)).collect();
+    assert_round_trips(addr, payloads, 1000, &mut rng, IO_TIMEOUT);
+    assert_eq!(
+        server.log_lines("listening on").len(),
+        1,
+        "stderr:\n{}",
+        server.stderr_text()
+    );
+    assert_eq!(pids.len(), 3);
+
+    // Another group on the same port would silently split the traffic: refused, in one line.
+    let port = addr.to_string();
+    let second = run_to_exit(
+        wharf_command("echo", &["--listen", &port, "--workers", "2"]),
+        EXIT_TIMEOUT,
+    );
+    assert_no_panic(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "stderr:\n{}", second.stderr);
+    let lines: Vec<&str> = second.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{}", second.stderr);
+    assert!(lines[0].contains("already in use"), "{}", lines[0]);
+}
+
+#[test]
+fn chat_with_two_workers_is_refused_in_one_line() {
+    let finished = run_to_exit(
+        wharf_command("chat", &["--listen", "127.0.0.1:0", "--workers", "2"]),
+        EXIT_TIMEOUT,
+    );
+    assert_no_panic(&finished.stderr);
+    assert_eq!(finished.status.code(), Some(2), "{}", finished.stderr);
+    let lines: Vec<&str> = finished.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{}", finished.stderr);
+    assert!(
+        lines[0].contains("chat") && lines[0].contains("one worker"),
+        "{}",
+        lines[0]
+    );
+}
