@@ -1,0 +1,107 @@
+//! [`Handle`]: controlling a running reactor from other threads and from signal handlers.
+//! Requests are flags the loop reads at the top of each iteration; a [`mio::Waker`] wakes it.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+
+use mio::Waker;
+
+/// A handle that controls a running [`Reactor`] from any thread: stop it, drain it, or ask
+/// for a line of stats. Requests are flags read by the loop, which a [`mio::Waker`] wakes.
+///
+/// ```
+/// # use wharf::{Config, Reactor, service::Echo};
+/// let mut reactor = Reactor::new(Config::default(), Echo)?;
+/// let handle = reactor.handle();
+/// handle.stop(); // before or while it runs: `run` returns promptly
+/// reactor.run()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Handle {
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    pub(super) stop: AtomicBool,
+    pub(super) drain: AtomicBool,
+    pub(super) log_stats: AtomicBool,
+    pub(super) reload: AtomicBool,
+    /// The last signal that made a request (0: none), named in the reactor's log lines.
+    pub(super) signal: AtomicI32,
+    pub(super) waker: Waker,
+}
+
+/// What a [`Handle`] can ask of the reactor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Request {
+    Stop,
+    Drain,
+    LogStats,
+    Reload,
+}
+
+impl Handle {
+    /// Stops the reactor now: [`Reactor::run`] closes every connection and returns.
+    pub fn stop(&self) {
+        self.shared.signal.store(0, Ordering::Release); // asked by code, not by a signal
+        self.request(&self.shared.stop);
+    }
+
+    /// Stops the reactor gracefully: the listeners close at once, connections get up to
+    /// `Config::drain_timeout` to finish (everything received is still answered, half-closed
+    /// connections are flushed and closed), then the rest are closed and [`Reactor::run`]
+    /// returns. It returns sooner when the last connection closes.
+    pub fn drain(&self) {
+        self.shared.signal.store(0, Ordering::Release); // asked by code, not by a signal
+        self.request(&self.shared.drain);
+    }
+
+    /// Asks the reactor to log one line of [`Stats`] (at info level).
+    pub fn log_stats(&self) {
+        self.request(&self.shared.log_stats);
+    }
+
+    /// Asks the reactor to read its TLS listeners' certificate and key files again
+    /// ([`TlsConfig::from_pem_files`](crate::TlsConfig::from_pem_files)): handshakes after
+    /// the reload use the new pair, established connections keep theirs, and a pair that
+    /// does not load is logged and the old one kept.
+    pub fn reload_tls(&self) {
+        self.request(&self.shared.reload);
+    }
+
+    /// Installs process-wide signal handlers that drive this reactor: the first SIGINT or
+    /// SIGTERM [drains](Handle::drain) it, a second one [stops](Handle::stop) it, SIGUSR1
+    /// [logs its stats](Handle::log_stats), and SIGHUP
+    /// [reloads its TLS certificates](Handle::reload_tls). The handlers make the requests themselves, so
+    /// no thread is started and the process stays single-threaded. Call it once, before
+    /// [`Reactor::run`]: the handlers stay installed for the life of the process (a second
+    /// call adds a second set), so this is for a program whose main loop is this reactor.
+    pub fn install_signal_handlers(&self) -> io::Result<()> {
+        crate::sys::signal::install(self)
+    }
+
+    fn request(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+        if let Err(error) = self.shared.waker.wake() {
+            log::error!("cannot wake the reactor: {error}");
+        }
+    }
+
+    /// [`Handle::request`] for signal handlers: only atomics and the waker's write, which
+    /// are async-signal-safe, and no logging.
+    pub(crate) fn request_from_signal(&self, signal: i32, request: Request) {
+        if !matches!(request, Request::LogStats | Request::Reload) {
+            self.shared.signal.store(signal, Ordering::Release);
+        }
+        let flag = match request {
+            Request::Stop => &self.shared.stop,
+            Request::Drain => &self.shared.drain,
+            Request::LogStats => &self.shared.log_stats,
+            Request::Reload => &self.shared.reload,
+        };
+        flag.store(true, Ordering::Release);
+        let _ = self.shared.waker.wake();
+    }
+}
