@@ -36,7 +36,7 @@ impl<H: Handler> Core<H> {
                     } else if self.stats.active >= self.config.max_conns as u64 {
                         self.release_ip(peer.ip());
                         let line = std::mem::take(&mut self.full_line);
-                        self.refuse(stream, peer, &line, "connection limit reached");
+                        self.refuse(index, stream, peer, &line, "connection limit reached");
                         self.full_line = line;
                     } else {
                         self.open(index, stream, peer);
@@ -89,7 +89,13 @@ impl<H: Handler> Core<H> {
         drop(spare);
         let shed = match self.listeners[index].socket_mut().accept() {
             Ok((stream, peer)) => {
-                self.refuse(stream, peer, OUT_OF_FDS_LINE, "out of file descriptors");
+                self.refuse(
+                    index,
+                    stream,
+                    peer,
+                    OUT_OF_FDS_LINE,
+                    "out of file descriptors",
+                );
                 Shed::One
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Shed::QueueEmpty,
@@ -136,11 +142,21 @@ impl<H: Handler> Core<H> {
     }
 
     /// Sends `line` to a connection the server will not serve, and closes it.
-    fn refuse(&mut self, stream: TcpStream, peer: SocketAddr, line: &[u8], why: &str) {
+    fn refuse(
+        &mut self,
+        listener: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+        line: &[u8],
+        why: &str,
+    ) {
         self.stats.rejected += 1;
         // A fresh socket's send buffer is empty: one write either takes the whole line or
-        // the peer is already gone. Either way there is nothing more to do.
-        let _ = (&stream).write(line);
+        // the peer is already gone. Either way there is nothing more to do. A TLS client
+        // expects a handshake, not a line of text: it just sees the close.
+        if !self.is_tls_listener(listener) {
+            let _ = (&stream).write(line);
+        }
         // Closing with unread input would answer it with a reset, which can destroy the line
         // before the client reads it; clients often send at once, so read what came.
         let _ = (&stream).read(&mut self.scratch);
@@ -221,6 +237,18 @@ impl<H: Handler> Core<H> {
             peer,
         );
         conn.session = Some(session);
+    }
+}
+
+impl<H: Handler> Core<H> {
+    fn is_tls_listener(&self, index: usize) -> bool {
+        #[cfg(feature = "tls")]
+        return self.listener_tls.get(index).is_some_and(Option::is_some);
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = index;
+            false
+        }
     }
 }
 
