@@ -303,6 +303,20 @@ fn a_certificate_from_another_ca_is_refused_with_a_certificate_error() {
 }
 
 #[test]
+fn tls_to_a_server_that_does_not_speak_it_is_one_clear_error() {
+    let server = common::Server::start("echo", &["--listen", "127.0.0.1:0"]);
+    let output = run(bench()
+        .args(["connect", "--addr", &server.addr().to_string(), "-d", "0.3"])
+        .args(["--tls", "--insecure"]));
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no TLS session with") && stderr.contains("does the server speak TLS"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_client_certificate_is_presented_when_given_and_missed_when_not() {
     let pki = make_test_pki("mtls");
     let server = TlsEcho::start(&pki, true);

@@ -65,9 +65,10 @@ impl fmt::Display for BenchError {
             } => write!(
                 f,
                 "no TLS session with {addr} could be established ({first_failure}): does the \
-                 server speak TLS there, and does its certificate chain to --tls-ca and name \
-                 --tls-server-name (by default the IP address of --addr)? --insecure accepts \
-                 any certificate"
+                 server speak TLS there? Does its certificate chain to --tls-ca (--insecure \
+                 accepts any) and name --tls-server-name (by default the IP address of \
+                 --addr)? If it asks for a client certificate, do --tls-cert and --tls-key \
+                 give one it trusts?"
             ),
             BenchError::Io { context, error } => write!(f, "{context}: {error}"),
         }

@@ -15,7 +15,6 @@
 //!
 //! The per-connection side (the session driven over its socket) is `tls_stream.rs`.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,14 +36,6 @@ use crate::error::BenchError;
 pub struct TlsClient {
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
-}
-
-impl fmt::Debug for TlsClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsClient")
-            .field("server_name", &self.server_name)
-            .finish_non_exhaustive()
-    }
 }
 
 impl TlsClient {
