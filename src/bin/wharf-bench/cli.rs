@@ -21,6 +21,8 @@ use crate::procs::{parse_child_of, ChildOf};
         wharf-bench hold --addr 127.0.0.1:7000 -c 10000 --src 127.0.0.1-127.0.0.16 --server-pid \"$(pgrep -n wharf)\"\n  \
         wharf-bench hold --addr 127.0.0.1:7000 -c 100000 --procs 6 --src 127.0.0.1-127.0.0.16 --server-pid \"$PID\"\n  \
         wharf-bench connect --addr 127.0.0.1:7000 -d 5\n  \
+        wharf-bench pingpong --addr 127.0.0.1:7443 -c 100 --tls --tls-ca ca.pem\n  \
+        wharf-bench connect --addr 127.0.0.1:7443 -c 1 -d 5 --tls --insecure --src 127.0.0.1-127.0.0.16\n  \
         wharf-bench sweep --addr 127.0.0.1:7000 --conns 1,10,100,1000,10000 --out sweep/\n  \
         wharf-bench chat --addr 127.0.0.1:7000 -c 1000 -d 5 --rate 1 --src 127.0.0.1-127.0.0.16\n  \
         wharf-bench udp --addr 127.0.0.1:7000 -c 16 -s 64 -d 5\n\n\
@@ -42,7 +44,8 @@ pub enum Command {
     /// Reports established/failed, the growth of the kernel's slab memory per connection and,
     /// with --server-pid, the server's memory per connection (summed over its processes).
     Hold(HoldArgs),
-    /// Connect, one round trip, close, as fast as possible. Reports connections/s.
+    /// Connect, one round trip, close, as fast as possible. Reports connections/s; with --tls
+    /// each connection is a full TLS handshake (no session resumption), so it is handshakes/s.
     ///
     /// Each closed connection holds a local port in TIME_WAIT for a minute, so at tens of
     /// thousands a second one source address runs out: on loopback add
@@ -132,6 +135,9 @@ pub struct PingpongArgs {
     pub load: Load,
     #[command(flatten)]
     pub spread: Spread,
+    // Last: its help heading (TLS) would hold for the flags after it.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// `hold` flags.
@@ -148,6 +154,9 @@ pub struct HoldArgs {
     pub duration: Duration,
     #[command(flatten)]
     pub spread: Spread,
+    // Last: its help heading (TLS) would hold for the flags after it.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// How many client processes share the connections (`pingpong` and `hold`).
@@ -166,6 +175,70 @@ pub struct Spread {
     pub child: Option<ChildOf>,
 }
 
+/// TLS to the server (`pingpong`, `hold`, `connect`). Every connection makes a full
+/// handshake before its first round trip; the client keeps no sessions to resume.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// Speak TLS (rustls, ring provider) to the server: connections complete a full handshake
+    /// before their first round trip (and pingpong's clock starts), and every echoed byte is
+    /// checked after decryption. Needs --tls-ca or --insecure.
+    #[arg(long, requires = "trust")]
+    pub tls: bool,
+    /// Trust the server certificates this CA signed (PEM; every certificate in the file).
+    #[arg(long, value_name = "FILE", requires = "tls", group = "trust")]
+    pub tls_ca: Option<PathBuf>,
+    /// Accept any server certificate (self-signed test certificates). Its signature over the
+    /// handshake is still checked, so the server does the same work as with --tls-ca.
+    #[arg(long, requires = "tls", group = "trust")]
+    pub insecure: bool,
+    /// The name the server's certificate must carry [default: the IP address of --addr].
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_server_name: Option<String>,
+    /// Offer only this TLS version [default: both, 1.3 preferred].
+    #[arg(long, value_name = "VERSION", requires = "tls")]
+    pub tls_version: Option<TlsVersion>,
+    /// A client certificate chain (PEM) to present to a server that asks for one (mTLS).
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// A TLS protocol version, as `--tls-version` names it.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[value(name = "1.2")]
+    Tls12,
+    /// TLS 1.3.
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+/// Refuses `--tls` (exit status 2, as for any bad argument) in a build without the `tls`
+/// feature, which has no TLS to speak.
+#[cfg(not(feature = "tls"))]
+pub fn refuse_tls(cli: &Cli) {
+    use clap::CommandFactory;
+    let asked = match &cli.command {
+        Command::Pingpong(args) => args.tls.tls,
+        Command::Hold(args) => args.tls.tls,
+        Command::Connect(args) => args.tls.tls,
+        _ => false,
+    };
+    if asked {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--tls: this wharf-bench was built without TLS (the `tls` feature, on by \
+                 default): rebuild with `cargo build --release --bin wharf-bench`",
+            )
+            .exit();
+    }
+}
+
 /// Most client processes one run may start: beyond this, surely a typo.
 pub const MAX_PROCS: i64 = 256;
 
@@ -181,6 +254,8 @@ pub struct ConnectArgs {
     /// How long to measure, in seconds.
     #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub duration: Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// `sweep` flags.

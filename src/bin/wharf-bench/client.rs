@@ -4,8 +4,12 @@
 //! A connection is dialed, sends its first message as soon as the handshake completes, and
 //! reports each finished round trip to the caller's handler, which says what comes next: the
 //! next message (`Next::Send`), nothing for now (`Next::Idle`), or close (`Next::Close`).
-//! Failures (refused, reset, closed early, a wrong byte, a timeout) close the connection and
-//! are reported to the same handler; they never panic and never end the run.
+//! Failures (refused, reset, closed early, a wrong byte, a timeout, a TLS error) close the
+//! connection and are reported to the same handler; they never panic and never end the run.
+//!
+//! With TLS settings every connection makes a full TLS handshake after the TCP one, and its
+//! first message goes out when that is done (so the first round trip includes both), and a
+//! connection closed by the handler says close_notify first.
 //!
 //! Hot path: a round trip costs one `write` (or `writev` in line mode), one `read` and a share
 //! of `epoll_wait`, and allocates nothing (see `conn.rs`). Interest (readable and writable) is
@@ -24,6 +28,7 @@ use crate::dial::Dialer;
 use crate::error::BenchError;
 use crate::failure::{Failure, FailureKind};
 use crate::message::Message;
+use crate::stream::{Stream, TlsConfig};
 
 /// Identifies a connection for the lifetime of its socket. Keys are reused after a close,
 /// so the driver never dials while a batch of events is being handled (see [`Client::turn`]).
@@ -79,6 +84,9 @@ pub struct Client {
     message: Message,
     scratch: Box<[u8]>,
     timeout: Duration,
+    tls: Option<TlsConfig>,
+    /// The TLS version the handshakes agreed on: one, "mixed", or none yet.
+    tls_version: Option<&'static str>,
     last_expiry_scan: Instant,
     /// Failures found outside `turn` (by `send`), reported at the start of the next turn.
     /// Kept between turns so that reporting them allocates nothing.
@@ -88,9 +96,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// A driver for connections made by `dialer`, each exchanging `message`; an exchange (or a
-    /// handshake) that takes longer than `timeout` fails.
-    pub fn new(dialer: Dialer, message: Message, timeout: Duration) -> Result<Client, BenchError> {
+    /// A driver for connections made by `dialer`, each exchanging `message`, over TLS when
+    /// `tls` says so; an exchange (or a handshake) that takes longer than `timeout` fails.
+    pub fn new(
+        dialer: Dialer,
+        message: Message,
+        timeout: Duration,
+        tls: Option<TlsConfig>,
+    ) -> Result<Client, BenchError> {
         let poll = Poll::new().map_err(|error| BenchError::io("creating the poller", error))?;
         Ok(Client {
             poll,
@@ -100,6 +113,8 @@ impl Client {
             message,
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             timeout,
+            tls,
+            tls_version: None,
             last_expiry_scan: Instant::now(),
             deferred: Vec::new(),
             expired: Vec::new(),
@@ -116,6 +131,16 @@ impl Client {
         &self.message
     }
 
+    /// Whether connections speak TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TLS version the completed handshakes agreed on ("1.3", "1.2", or "mixed").
+    pub fn tls_version(&self) -> Option<&'static str> {
+        self.tls_version
+    }
+
     /// Open connections (connecting, busy or idle).
     pub fn open(&self) -> usize {
         self.conns.len()
@@ -124,7 +149,7 @@ impl Client {
     /// Starts a new connection; its first message goes out when the handshake completes.
     /// An error here (no descriptor, no local port) means no connection was started.
     pub fn dial(&mut self) -> Result<Key, Failure> {
-        let mut stream = self
+        let mut tcp = self
             .dialer
             .dial()
             .map_err(|error| Failure::new(FailureKind::ConnectFailed, Some(error)))?;
@@ -133,11 +158,13 @@ impl Client {
         self.poll
             .registry()
             .register(
-                &mut stream,
+                &mut tcp,
                 Token(key),
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|error| Failure::new(FailureKind::ConnectFailed, Some(error)))?;
+        let stream = Stream::new(tcp, self.tls.as_ref())
+            .map_err(|error| Failure::new(FailureKind::Tls, Some(error)))?;
         entry.insert(Conn::connecting(stream, key as u32));
         Ok(key)
     }
@@ -157,8 +184,11 @@ impl Client {
         }
     }
 
-    /// Closes every connection.
+    /// Closes every connection (TLS ones with close_notify).
     pub fn close_all(&mut self) {
+        for (_, conn) in &mut self.conns {
+            conn.stream.goodbye();
+        }
         self.conns.clear();
     }
 
@@ -193,6 +223,9 @@ impl Client {
                 match conn.advance(Readiness::from(event), &self.message, &mut self.scratch) {
                     Ok(None) => continue,
                     Ok(Some(latency)) => {
+                        if conn.first {
+                            note_version(&mut self.tls_version, conn.stream.tls_version());
+                        }
                         conn.first = false;
                         Outcome::RoundTrip { latency }
                     }
@@ -258,7 +291,7 @@ fn settle(
     match handler(key, outcome) {
         Next::Idle => conns[key].go_idle(),
         Next::Close => {
-            conns.remove(key);
+            conns.remove(key).stream.goodbye();
         }
         Next::Send => {
             if let Err(failure) = conns[key].start_exchange(message, now) {
@@ -270,5 +303,15 @@ fn settle(
                 handler(key, failure_outcome);
             }
         }
+    }
+}
+
+/// Adds the TLS version one handshake agreed on to what the earlier ones did.
+fn note_version(agreed: &mut Option<&'static str>, version: Option<&'static str>) {
+    match (*agreed, version) {
+        (_, None) => {}
+        (None, Some(version)) => *agreed = Some(version),
+        (Some(seen), Some(version)) if seen != version => *agreed = Some("mixed"),
+        _ => {}
     }
 }

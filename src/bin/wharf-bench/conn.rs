@@ -3,7 +3,9 @@
 //! this file only reads, writes and checks bytes.
 //!
 //! Hot path: a round trip is one `write` (or `writev` in line mode) and one `read` into the
-//! driver's shared scratch buffer, compared in place; nothing is allocated.
+//! driver's shared scratch buffer, compared in place; nothing is allocated. Over TLS the
+//! same calls go through rustls (`stream.rs`, `tls_stream.rs`), which adds its own copies and
+//! the cipher, and still one `writev` and one `read` per round trip.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::time::{Duration, Instant};
@@ -13,12 +15,15 @@ use mio::net::TcpStream;
 
 use crate::failure::{Failure, FailureKind};
 use crate::message::Message;
+use crate::stream::Stream;
 
 /// Where a connection is in its exchange.
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     /// The TCP handshake is under way.
     Connecting,
+    /// TLS only: the TCP handshake is done and the TLS one under way.
+    Handshaking,
     /// A message is out: `sent` bytes of it written, `received` bytes of the reply checked.
     /// Both can advance together: an echo server answers the first part of a large message
     /// while the rest is still being written, and waiting for the write to finish before
@@ -50,8 +55,8 @@ impl From<&Event> for Readiness {
 /// A client connection and its exchange in flight.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket, registered with the driver's poller.
-    pub stream: TcpStream,
+    /// The socket (or the TLS session over it), registered with the driver's poller.
+    pub stream: Stream,
     phase: Phase,
     /// Which message is in flight: selects its bytes (see [`Message`]).
     seq: u32,
@@ -64,7 +69,7 @@ pub struct Conn {
 impl Conn {
     /// A connection whose handshake has just started. `seq` picks its first message, so
     /// connections started together do not all send the same bytes.
-    pub fn connecting(stream: TcpStream, seq: u32) -> Conn {
+    pub fn connecting(stream: Stream, seq: u32) -> Conn {
         Conn {
             stream,
             phase: Phase::Connecting,
@@ -102,15 +107,26 @@ impl Conn {
                 if !(readiness.writable || readiness.hangup) {
                     return Ok(None);
                 }
-                match finish_connect(&self.stream) {
+                match finish_connect(self.stream.tcp()) {
                     Ok(false) => return Ok(None),
+                    Ok(true) if self.stream.is_tls() => {
+                        // Out goes the ClientHello. The server cannot have answered it yet, so
+                        // the read that would say `WouldBlock` waits for the next event.
+                        flush(&mut self.stream)?;
+                        self.phase = Phase::Handshaking;
+                        return Ok(None);
+                    }
                     Ok(true) => self.start_exchange(message, self.started)?,
                     Err(error) => {
                         return Err(Failure::new(FailureKind::ConnectFailed, Some(error)))
                     }
                 }
             }
+            Phase::Handshaking => return self.handshake(message),
             Phase::Idle => {
+                if readiness.writable {
+                    flush(&mut self.stream)?;
+                }
                 if readiness.readable || readiness.hangup {
                     check_idle(&mut self.stream, scratch)?;
                 }
@@ -121,9 +137,14 @@ impl Conn {
         let Phase::Exchanging { sent, received } = self.phase else {
             return Ok(None);
         };
-        if readiness.writable && sent < message.size() {
-            let sent = write_some(&mut self.stream, message, self.seq, sent)?;
-            self.phase = Phase::Exchanging { sent, received };
+        if readiness.writable {
+            if sent < message.size() {
+                let sent = write_some(&mut self.stream, message, self.seq, sent)?;
+                self.phase = Phase::Exchanging { sent, received };
+            } else {
+                // TLS records of the message the socket refused before.
+                flush(&mut self.stream)?;
+            }
         }
         if !(readiness.readable || readiness.hangup) {
             return Ok(None);
@@ -132,6 +153,16 @@ impl Conn {
             Ok(Some(self.started.elapsed()))
         } else {
             Ok(None)
+        }
+    }
+
+    /// Moves the TLS handshake on; once it is done, the first message goes out (and takes
+    /// the handshake's last flight along).
+    fn handshake(&mut self, message: &Message) -> Result<Option<Duration>, Failure> {
+        match self.stream.handshake() {
+            Ok(true) => self.start_exchange(message, self.started).map(|()| None),
+            Ok(false) => Ok(None),
+            Err(error) => Err(Failure::handshake(error)),
         }
     }
 
@@ -152,7 +183,8 @@ impl Conn {
     /// A short read (fewer bytes than the scratch buffer holds) drained the socket, and with
     /// edge-triggered polling the next arrival raises a new event, so the read that would only
     /// say `WouldBlock` is skipped. Not after a hangup, though: then reads go on to learn
-    /// whether it is the end of stream or an error.
+    /// whether it is the end of stream or an error. Over TLS a short read of plaintext says
+    /// nothing about the socket, so the stream tells (`Stream::drained`).
     fn read_reply(
         &mut self,
         message: &Message,
@@ -174,7 +206,7 @@ impl Conn {
                     if received == message.size() {
                         return Ok(true);
                     }
-                    if n < scratch.len() && !hangup {
+                    if n < scratch.len() && !hangup && self.stream.drained() {
                         return Ok(false);
                     }
                 }
@@ -200,7 +232,7 @@ fn finish_connect(stream: &TcpStream) -> io::Result<bool> {
 
 /// An idle connection was reported readable: nothing was asked, so any byte is a mismatch,
 /// and the end of stream or an error means the server dropped it.
-fn check_idle(stream: &mut TcpStream, scratch: &mut [u8]) -> Result<(), Failure> {
+fn check_idle(stream: &mut Stream, scratch: &mut [u8]) -> Result<(), Failure> {
     loop {
         match stream.read(scratch) {
             Ok(0) => return Err(Failure::new(FailureKind::Closed, None)),
@@ -212,10 +244,19 @@ fn check_idle(stream: &mut TcpStream, scratch: &mut [u8]) -> Result<(), Failure>
     }
 }
 
+/// Sends what the stream holds back (TLS records the socket refused before).
+fn flush(stream: &mut Stream) -> Result<(), Failure> {
+    match stream.flush() {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(error) => Err(Failure::from_io(error)),
+    }
+}
+
 /// Writes what remains of message `seq` until it is all sent or the socket is full; returns
 /// the bytes sent so far.
 fn write_some(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     message: &Message,
     seq: u32,
     mut sent: usize,

@@ -2,6 +2,10 @@
 //! fixed number of connections in flight. Measures what a connection costs the server from
 //! accept to close.
 //!
+//! With `--tls` every connection also makes a full TLS handshake (the client resumes no
+//! session) and ends the session with close_notify, so connections per second are full
+//! handshakes per second, and the server's CPU per connection is mostly the handshake's.
+//!
 //! The client closes first, so its side keeps each closed connection in TIME_WAIT for a
 //! minute; at tens of thousands of connections a second one source address runs out of local
 //! ports within seconds. Spread the load with `--src 127.0.0.1-127.0.0.16` on loopback.
@@ -17,8 +21,9 @@ use crate::latency::Latencies;
 use crate::limits::preflight;
 use crate::message::Message;
 use crate::progress::Progress;
-use crate::report::{ConnectReport, RunId, ServerFigures};
+use crate::report::{ConnectReport, RunId, ServerFigures, TlsFigures};
 use crate::server::ServerProbe;
+use crate::stream::tls_config;
 
 /// Longest wait for events in one turn.
 const TURN: Duration = Duration::from_millis(50);
@@ -28,9 +33,10 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
     let target = &args.target;
     let concurrency = u64::from(args.concurrency);
     preflight(target, concurrency)?;
+    let tls = tls_config(&args.tls, target.addr)?;
     let probe = target.server_pid.map(ServerProbe::new).transpose()?;
     let dialer = Dialer::new(target.addr, target.src.as_ref());
-    let mut client = Client::new(dialer, Message::probe(), target.timeout)?;
+    let mut client = Client::new(dialer, Message::probe(), target.timeout, tls)?;
     let mut tally = Tally::default();
     let mut latencies = Latencies::new();
 
@@ -68,11 +74,10 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
     client.close_all();
 
     let connections = latencies.len();
-    if connections == 0 && tally.total() == tally.connect_failed && tally.total() > 0 {
-        return Err(BenchError::NoConnection {
-            addr: target.addr,
-            first_failure: tally.first.unwrap_or_default(),
-        });
+    if connections == 0 {
+        if let Some(error) = BenchError::unreachable(target.addr, &tally) {
+            return Err(error);
+        }
     }
     let server = match (&probe, before, after) {
         (Some(probe), Some(before), Some(after)) => ServerFigures::measured(
@@ -92,6 +97,7 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
         errors: tally.total(),
         connects_failed: tally.connect_failed,
         errors_by_kind: tally,
+        tls: TlsFigures::of(&client),
         server,
     })
 }

@@ -7,6 +7,8 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+use crate::failure::Tally;
+
 /// A run that could not be carried out.
 #[derive(Debug)]
 pub enum BenchError {
@@ -27,6 +29,14 @@ pub enum BenchError {
         context: String,
         /// The underlying error.
         error: io::Error,
+    },
+    /// Not one TLS session with the server could be established: every connection that
+    /// got through TCP failed its handshake.
+    NoTlsSession {
+        /// The server address.
+        addr: SocketAddr,
+        /// The first failure seen, for example "invalid peer certificate: UnknownIssuer".
+        first_failure: String,
     },
     /// An input file (a results.json or a JSON-lines file) is not what was expected.
     BadInput(String),
@@ -49,6 +59,17 @@ impl fmt::Display for BenchError {
                 "no connection to {addr} could be established ({first_failure}): is an echo \
                  server listening there? e.g. `wharf echo --listen {addr}`"
             ),
+            BenchError::NoTlsSession {
+                addr,
+                first_failure,
+            } => write!(
+                f,
+                "no TLS session with {addr} could be established ({first_failure}): does the \
+                 server speak TLS there? Does its certificate chain to --tls-ca (--insecure \
+                 accepts any) and name --tls-server-name (by default the IP address of \
+                 --addr)? If it asks for a client certificate, do --tls-cert and --tls-key \
+                 give one it trusts?"
+            ),
             BenchError::Io { context, error } => write!(f, "{context}: {error}"),
         }
     }
@@ -57,6 +78,31 @@ impl fmt::Display for BenchError {
 impl std::error::Error for BenchError {}
 
 impl BenchError {
+    /// The error of a run in which no connection came up, when that is because connects (or
+    /// TLS handshakes) failed; `None` when the server was reached but answered wrongly, since
+    /// such a server is measured, errors and all.
+    pub fn unreachable(addr: SocketAddr, tally: &Tally) -> Option<BenchError> {
+        let total = tally.total();
+        if total == 0 || total != tally.connect_failed + tally.tls_errors {
+            return None;
+        }
+        let first_failure = tally
+            .first
+            .clone()
+            .unwrap_or_else(|| "connect failed".into());
+        Some(if tally.tls_errors > 0 {
+            BenchError::NoTlsSession {
+                addr,
+                first_failure,
+            }
+        } else {
+            BenchError::NoConnection {
+                addr,
+                first_failure,
+            }
+        })
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, error: io::Error) -> BenchError {
         BenchError::Io {

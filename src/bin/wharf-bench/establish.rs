@@ -29,8 +29,8 @@ pub struct Established {
 /// Opens `count` connections through `client`, each left idle after its first round trip.
 /// Failures are counted in `tally`.
 ///
-/// Refuses to go on ([`BenchError::NoConnection`]) when not one handshake succeeded, since
-/// then there is no server to measure; a server that accepts but answers wrongly is measured
+/// Refuses to go on ([`BenchError::NoConnection`], or [`BenchError::NoTlsSession`]) when not
+/// one handshake succeeded, since then there is no server to measure; a server that accepts but answers wrongly is measured
 /// (as errors).
 pub fn establish(
     client: &mut Client,
@@ -73,14 +73,10 @@ pub fn establish(
             }
         })?;
     }
-    if open == 0 && tally.total() == tally.connect_failed {
-        return Err(BenchError::NoConnection {
-            addr: client.target(),
-            first_failure: tally
-                .first
-                .clone()
-                .unwrap_or_else(|| "connect failed".into()),
-        });
+    if open == 0 {
+        if let Some(error) = BenchError::unreachable(client.target(), tally) {
+            return Err(error);
+        }
     }
     Ok(Established {
         open,

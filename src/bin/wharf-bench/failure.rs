@@ -18,6 +18,9 @@ pub enum FailureKind {
     Mismatch,
     /// No whole reply within the timeout.
     Timeout,
+    /// TLS failed: the server's certificate was refused, the server sent an alert, a record
+    /// did not decrypt, or the server hung up during the handshake.
+    Tls,
     /// Any other socket error on an established connection.
     Other,
 }
@@ -65,8 +68,26 @@ impl Failure {
         }
     }
 
+    /// Classifies an error of a TLS handshake: a close before it completed is a TLS failure
+    /// (a server that does not speak TLS on that port, or refused the client's certificate),
+    /// not an early close of a reply.
+    pub fn handshake(error: io::Error) -> Failure {
+        if error.kind() == io::ErrorKind::UnexpectedEof {
+            let error = io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection during the handshake",
+            );
+            return Failure::new(FailureKind::Tls, Some(error));
+        }
+        Failure::from_io(error)
+    }
+
     /// Classifies a socket error on an established connection.
     pub fn from_io(error: io::Error) -> Failure {
+        #[cfg(feature = "tls")]
+        if crate::tls_stream::is_tls_error(&error) {
+            return Failure::new(FailureKind::Tls, Some(error));
+        }
         let kind = match error.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
@@ -86,6 +107,7 @@ impl fmt::Display for Failure {
             FailureKind::Closed => "server closed the connection mid-reply",
             FailureKind::Mismatch => "reply differs from what was sent",
             FailureKind::Timeout => "timed out",
+            FailureKind::Tls => "TLS error",
             FailureKind::Other => "socket error",
         };
         match (&self.error, &self.detail) {
@@ -110,6 +132,9 @@ pub struct Tally {
     pub mismatches: u64,
     /// Exchanges without a whole reply within the timeout.
     pub timeouts: u64,
+    /// TLS failures: refused certificates, alerts, bad records, handshakes cut short.
+    #[serde(default)]
+    pub tls_errors: u64,
     /// Other socket errors.
     pub other: u64,
     /// The first failure, word for word, to tell the user what went wrong.
@@ -126,6 +151,7 @@ impl Tally {
             FailureKind::Closed => &mut self.closed,
             FailureKind::Mismatch => &mut self.mismatches,
             FailureKind::Timeout => &mut self.timeouts,
+            FailureKind::Tls => &mut self.tls_errors,
             FailureKind::Other => &mut self.other,
         };
         *counter += 1;
@@ -141,6 +167,7 @@ impl Tally {
         self.closed += other.closed;
         self.mismatches += other.mismatches;
         self.timeouts += other.timeouts;
+        self.tls_errors += other.tls_errors;
         self.other += other.other;
         if self.first.is_none() {
             self.first.clone_from(&other.first);
@@ -154,6 +181,7 @@ impl Tally {
             + self.closed
             + self.mismatches
             + self.timeouts
+            + self.tls_errors
             + self.other
     }
 }

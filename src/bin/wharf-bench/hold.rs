@@ -4,6 +4,10 @@
 //! `--server-pid`, summed over its processes) and the kernel's slab memory, each divided by
 //! the connections held.
 //!
+//! With `--tls` each connection completes a full TLS handshake before its check, so the
+//! memory per connection is that of an idle TLS session (the server's buffers and session
+//! state), not of a bare socket.
+//!
 //! With `--procs N` the connections are spread over N client processes (see `procs.rs`), all
 //! holding theirs when the memory is read, so a run can hold more connections than one
 //! process may open files.
@@ -24,8 +28,9 @@ use crate::limits::{preflight, preflight_spread};
 use crate::message::Message;
 use crate::procs::{self, Parent, Role, Step};
 use crate::progress::Progress;
-use crate::report::{HoldReport, RunId};
+use crate::report::{HoldReport, RunId, TlsFigures};
 use crate::server::{ServerProbe, ServerSample};
+use crate::stream::{tls_config, TlsConfig};
 
 /// Longest wait for events in one turn while holding.
 const TURN: Duration = Duration::from_millis(100);
@@ -34,13 +39,22 @@ const TURN: Duration = Duration::from_millis(100);
 /// as one of them.
 pub fn run(args: &HoldArgs) -> Result<HoldReport, BenchError> {
     let connections = u64::from(args.conns);
+    // Read (and so checked) before any client process starts.
+    let tls = tls_config(&args.tls, args.target.addr)?;
     match procs::role(&args.spread, connections) {
         Role::Alone => {
             let target = &args.target;
             preflight_spread(target, connections, 1)?;
             let probe = target.server_pid.map(ServerProbe::new).transpose()?;
             let before = Memory::sample(probe.as_ref())?;
-            let held = hold(target, connections, args.duration, probe.as_ref(), None)?;
+            let held = hold(
+                target,
+                connections,
+                args.duration,
+                tls,
+                probe.as_ref(),
+                None,
+            )?;
             Ok(report(target, connections, &held, probe.as_ref(), before))
         }
         Role::Parent { procs } => spread(args, procs),
@@ -49,7 +63,7 @@ pub fn run(args: &HoldArgs) -> Result<HoldReport, BenchError> {
             let share = child.share(connections);
             preflight(&target, share)?;
             let parent = &mut Parent::new();
-            let held = hold(&target, share, args.duration, None, Some(parent))?;
+            let held = hold(&target, share, args.duration, tls, None, Some(parent))?;
             Ok(report(&target, share, &held, None, Memory::default()))
         }
     }
@@ -67,6 +81,9 @@ struct Held {
     errors_by_kind: Tally,
     /// Client processes that held them.
     client_procs: u32,
+    /// Whether they spoke TLS, and the version.
+    #[serde(flatten)]
+    tls: TlsFigures,
     /// The memory read while they were all open.
     #[serde(skip)]
     holding: Memory,
@@ -98,11 +115,12 @@ fn hold(
     target: &Target,
     connections: u64,
     duration: Duration,
+    tls: Option<TlsConfig>,
     probe: Option<&ServerProbe>,
     mut parent: Option<&mut Parent>,
 ) -> Result<Held, BenchError> {
     let dialer = Dialer::new(target.addr, target.src.as_ref());
-    let mut client = Client::new(dialer, Message::probe(), target.timeout)?;
+    let mut client = Client::new(dialer, Message::probe(), target.timeout, tls)?;
     let mut tally = Tally::default();
     let established = establish(
         &mut client,
@@ -148,6 +166,7 @@ fn hold(
     };
     progress.finish();
     let open = client.open() as u64;
+    let tls = TlsFigures::of(&client);
     client.close_all();
     Ok(Held {
         established: open,
@@ -156,6 +175,7 @@ fn hold(
         hold_s,
         errors_by_kind: tally,
         client_procs: 1,
+        tls,
         holding,
     })
 }
@@ -191,6 +211,10 @@ fn spread(args: &HoldArgs, procs: u32) -> Result<HoldReport, BenchError> {
         hold_s: 0.0,
         errors_by_kind: Tally::default(),
         client_procs: fleet.len() as u32,
+        tls: TlsFigures::merged(
+            args.tls.tls,
+            shares.iter().map(|share| share.tls.tls_version.as_deref()),
+        ),
         holding,
     };
     for share in &shares {
@@ -240,6 +264,7 @@ fn report(
         hold_s: held.hold_s,
         errors_by_kind: held.errors_by_kind.clone(),
         client_procs: held.client_procs,
+        tls: held.tls.clone(),
         server_pid: probe.map(ServerProbe::pid),
         server_procs: held.holding.server.map(|sample| sample.processes),
         server_rss_before_bytes: rss_before,

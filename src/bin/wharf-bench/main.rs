@@ -9,7 +9,8 @@
 //! (datagram round trips).
 //!
 //! Files: `cli` (flags), `limits` (checks before a run), `dial` (sockets), `client` (the event
-//! loop) and `conn` (one connection's I/O), `message` (the bytes and their check),
+//! loop) and `conn` (one connection's I/O), `stream` (plain TCP or TLS under it), `tls` (the
+//! client's TLS settings) and `tls_stream` (one TLS session, sans-IO; both feature `tls`), `message` (the bytes and their check),
 //! `establish` (paced connecting), one file per subcommand, `procs` and `fleet` (spreading a
 //! run over client processes), `latency`, `failure`, `server` (/proc of the server), `kernel` (its
 //! slab memory), `report`, `progress`, `plot`, `summary`, `error`, and `sys` (the only unsafe
@@ -36,9 +37,14 @@ mod procs;
 mod progress;
 mod report;
 mod server;
+mod stream;
 mod summary;
 mod sweep;
 mod sys;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_stream;
 mod udp;
 
 use std::process::ExitCode;
@@ -54,6 +60,8 @@ pub const EXIT_ERRORS_COUNTED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(not(feature = "tls"))]
+    cli::refuse_tls(&cli);
     match execute(&cli.command) {
         Ok(errors) if errors > 0 => ExitCode::from(EXIT_ERRORS_COUNTED),
         Ok(_) => ExitCode::SUCCESS,

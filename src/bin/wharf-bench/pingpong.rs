@@ -2,7 +2,8 @@
 //! byte for byte and timed.
 //!
 //! All connections are opened (and checked with one round trip) before the clock starts, so
-//! the measured interval sees only round trips, and the server's CPU counters are read at its
+//! the measured interval sees only round trips (with `--tls`, only round trips over
+//! established sessions: every handshake is done by then), and the server's CPU counters are read at its
 //! two ends. A connection that fails is counted and not replaced: the run goes on with the
 //! others, and the report says how many failed and why.
 //!
@@ -26,8 +27,9 @@ use crate::limits::{preflight, preflight_spread};
 use crate::message::Message;
 use crate::procs::{self, Parent, Role, Step};
 use crate::progress::Progress;
-use crate::report::{PingpongReport, RunId, ServerFigures};
+use crate::report::{PingpongReport, RunId, ServerFigures, TlsFigures};
 use crate::server::ServerProbe;
+use crate::stream::{tls_config, TlsConfig};
 
 /// Longest wait for events in one turn: how late the end of the run may be noticed.
 const TURN: Duration = Duration::from_millis(50);
@@ -36,17 +38,19 @@ const TURN: Duration = Duration::from_millis(50);
 /// or as one of them.
 pub fn run(args: &PingpongArgs) -> Result<PingpongReport, BenchError> {
     let connections = u64::from(args.conns);
+    // Read (and so checked) before any client process starts.
+    let tls = tls_config(&args.tls, args.target.addr)?;
     match procs::role(&args.spread, connections) {
         Role::Alone => {
             preflight_spread(&args.target, connections, 1)?;
-            measure(&args.target, connections, &args.load, None)
+            measure(&args.target, connections, &args.load, tls, None)
         }
         Role::Parent { procs } => spread(args, procs),
         Role::Child(child) => {
             let target = child.target(&args.target);
             let share = child.share(connections);
             preflight(&target, share)?;
-            measure(&target, share, &args.load, Some(&mut Parent::new()))
+            measure(&target, share, &args.load, tls, Some(&mut Parent::new()))
         }
     }
 }
@@ -59,7 +63,7 @@ pub fn run_at(
     load: &Load,
 ) -> Result<PingpongReport, BenchError> {
     preflight(target, connections)?;
-    measure(target, connections, load, None)
+    measure(target, connections, load, None, None)
 }
 
 /// Pingpong in this process. As a client process of a `--procs` run (`parent`), it waits
@@ -69,12 +73,13 @@ fn measure(
     target: &Target,
     connections: u64,
     load: &Load,
+    tls: Option<TlsConfig>,
     mut parent: Option<&mut Parent>,
 ) -> Result<PingpongReport, BenchError> {
     let probe = target.server_pid.map(ServerProbe::new).transpose()?;
     let dialer = Dialer::new(target.addr, target.src.as_ref());
     let message = Message::new(load.size as usize, load.line);
-    let mut client = Client::new(dialer, message, target.timeout)?;
+    let mut client = Client::new(dialer, message, target.timeout, tls)?;
     let mut tally = Tally::default();
     let established = establish(
         &mut client,
@@ -144,6 +149,7 @@ fn measure(
         establish_s: established.elapsed.as_secs_f64(),
         errors_by_kind: tally,
         client_procs: 1,
+        tls: TlsFigures::of(&client),
         server: ServerFigures::between(probe.as_ref(), before, after, round_trips),
         latency_histogram: parent.is_some().then(|| latencies.recorded()),
     })
@@ -159,6 +165,8 @@ struct Share {
     connects_failed: u64,
     establish_s: f64,
     errors_by_kind: Tally,
+    #[serde(default)]
+    tls_version: Option<String>,
     latency_histogram: Vec<(u64, u64)>,
 }
 
@@ -213,6 +221,10 @@ fn spread(args: &PingpongArgs, procs: u32) -> Result<PingpongReport, BenchError>
         establish_s: max(|share| share.establish_s),
         errors_by_kind: tally,
         client_procs: fleet.len() as u32,
+        tls: TlsFigures::merged(
+            args.tls.tls,
+            shares.iter().map(|share| share.tls_version.as_deref()),
+        ),
         server: ServerFigures::between(probe.as_ref(), before, after, round_trips),
         latency_histogram: None,
     })

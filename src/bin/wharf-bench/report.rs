@@ -4,9 +4,10 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::{Output, Target};
+use crate::client::Client;
 use crate::error::BenchError;
 use crate::failure::Tally;
 use crate::latency::LatencySummary;
@@ -129,6 +130,64 @@ impl ServerFigures {
     }
 }
 
+/// Whether a run spoke TLS, and what its handshakes agreed on (also read back from the
+/// reports of the client processes of a `--procs` run).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsFigures {
+    /// `--tls`: every connection made a full TLS handshake (the client resumes no session)
+    /// before its first round trip.
+    pub tls: bool,
+    /// The TLS version the handshakes agreed on: "1.3", "1.2" or "mixed"; `null` without TLS
+    /// or when no handshake completed.
+    pub tls_version: Option<String>,
+}
+
+impl TlsFigures {
+    /// The figures of a run over `client`'s connections.
+    pub fn of(client: &Client) -> TlsFigures {
+        TlsFigures {
+            tls: client.tls(),
+            tls_version: client.tls_version().map(str::to_string),
+        }
+    }
+
+    /// The figures of a run spread over client processes, from theirs.
+    pub fn merged<'a>(tls: bool, versions: impl Iterator<Item = Option<&'a str>>) -> TlsFigures {
+        let mut agreed: Option<&str> = None;
+        for version in versions.flatten() {
+            agreed = match agreed {
+                Some(seen) if seen != version => Some("mixed"),
+                _ => Some(version),
+            };
+        }
+        TlsFigures {
+            tls,
+            tls_version: agreed.map(str::to_string),
+        }
+    }
+
+    /// "TLS 1.3", or "TLS" before any handshake completed; `None` for plain TCP.
+    fn name(&self) -> Option<String> {
+        if !self.tls {
+            return None;
+        }
+        Some(match &self.tls_version {
+            Some(version) => format!("TLS {version}"),
+            None => "TLS".to_string(),
+        })
+    }
+
+    fn text(&self, out: &mut String) {
+        if let Some(name) = self.name() {
+            let _ = writeln!(
+                out,
+                "  tls           {name}, a full handshake per connection"
+            );
+        }
+    }
+}
+
 /// `pingpong`: round trips with one message in flight per connection.
 #[derive(Debug, Clone, Serialize)]
 pub struct PingpongReport {
@@ -162,6 +221,8 @@ pub struct PingpongReport {
     pub errors_by_kind: Tally,
     /// Client processes the connections were spread over (`--procs`).
     pub client_procs: u32,
+    #[serde(flatten)]
+    pub tls: TlsFigures,
     #[serde(flatten)]
     pub server: ServerFigures,
     /// Only in the report a client process of a `--procs` run gives its parent: its
@@ -198,6 +259,7 @@ impl Report for PingpongReport {
             self.connects_failed,
             self.establish_s,
         );
+        self.tls.text(&mut out);
         client_procs_text(&mut out, self.client_procs);
         errors_text(&mut out, self.errors, &self.errors_by_kind);
         self.server.text(&mut out, "round trip");
@@ -226,6 +288,8 @@ pub struct HoldReport {
     pub errors_by_kind: Tally,
     /// Client processes the connections were spread over (`--procs`).
     pub client_procs: u32,
+    #[serde(flatten)]
+    pub tls: TlsFigures,
     /// The server process measured, with its descendants (worker processes).
     pub server_pid: Option<u32>,
     /// Processes measured and summed at the end of the hold: the server and its descendants.
@@ -267,6 +331,7 @@ impl Report for HoldReport {
             self.connects_failed,
             self.establish_s,
         );
+        self.tls.text(&mut out);
         client_procs_text(&mut out, self.client_procs);
         errors_text(&mut out, self.errors, &self.errors_by_kind);
         if let (Some(before), Some(holding), Some(per_conn)) = (
@@ -310,9 +375,10 @@ pub struct ConnectReport {
     pub concurrency: u64,
     /// The measured interval, in seconds.
     pub duration_s: f64,
-    /// Connections that completed connect, round trip and close.
+    /// Connections that completed connect, round trip and close (with `tls`, each a full
+    /// TLS handshake too).
     pub connections: u64,
-    /// Completed connections per second.
+    /// Completed connections per second: with `tls`, full handshakes per second.
     pub connections_per_s: f64,
     /// Latency of the whole connect + round trip.
     #[serde(flatten)]
@@ -324,6 +390,8 @@ pub struct ConnectReport {
     /// The failures, by kind.
     pub errors_by_kind: Tally,
     #[serde(flatten)]
+    pub tls: TlsFigures,
+    #[serde(flatten)]
     pub server: ServerFigures,
 }
 
@@ -334,16 +402,24 @@ impl Report for ConnectReport {
 
     fn text(&self) -> String {
         let mut out = String::new();
+        let handshake = match self.tls.name() {
+            Some(_) => "TLS handshake, ",
+            None => "",
+        };
         let _ = writeln!(
             out,
-            "{}: connect, round trip, close; {} in flight, {:.1} s",
+            "{}: connect, {handshake}round trip, close; {} in flight, {:.1} s",
             self.id.heading(),
             self.concurrency,
             self.duration_s
         );
+        let each = match self.tls.name() {
+            Some(name) => format!(", each a full {name} handshake"),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "  connections   {} ({:.0}/s)",
+            "  connections   {} ({:.0}/s){each}",
             self.connections, self.connections_per_s
         );
         latency_text(&mut out, &self.latency);
@@ -523,9 +599,14 @@ fn processes_text(pid: u32, procs: Option<u32>) -> String {
 }
 
 fn errors_text(out: &mut String, errors: u64, tally: &Tally) {
+    // TLS failures are named only when there are some, so plain runs read as they always did.
+    let tls = match tally.tls_errors {
+        0 => String::new(),
+        count => format!(", {count} TLS"),
+    };
     let _ = writeln!(
         out,
-        "  errors        {errors} ({} connect, {} resets, {} closed, {} mismatches, {} timeouts, {} other)",
+        "  errors        {errors} ({} connect, {} resets, {} closed, {} mismatches, {} timeouts{tls}, {} other)",
         tally.connect_failed, tally.resets, tally.closed, tally.mismatches, tally.timeouts, tally.other
     );
     if let Some(first) = &tally.first {

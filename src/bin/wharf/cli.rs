@@ -76,21 +76,13 @@ pub enum Mode {
 #[derive(Args)]
 pub struct ServerArgs {
     /// Address to listen on, IP:PORT; repeat for several. `[::]:PORT` also accepts IPv4.
-    /// Port 0 picks a free port.
-    #[arg(
-        long = "listen",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:7000",
-        value_parser = parse_listen_addr
-    )]
-    pub addrs: Vec<SocketAddr>,
-    /// Also listen for TLS on this address, IP:PORT; repeatable. Needs --tls-cert and
-    /// --tls-key. The plain --listen address stays unless --no-plain is given.
+    /// Port 0 picks a free port. [default: 127.0.0.1:7000, unless --tls-listen is given]
+    #[arg(long = "listen", value_name = "ADDR", value_parser = parse_listen_addr)]
+    addrs: Vec<SocketAddr>,
+    /// Listen for TLS on this address, IP:PORT; repeatable, and beside --listen for a
+    /// plain port and a TLS port at once. Needs --tls-cert and --tls-key.
     #[arg(long = "tls-listen", value_name = "ADDR", value_parser = parse_listen_addr)]
     pub tls_addrs: Vec<SocketAddr>,
-    /// Serve only the --tls-listen addresses: no plain listener.
-    #[arg(long, requires = "tls_addrs")]
-    pub no_plain: bool,
     /// The TLS certificate chain, PEM, leaf first.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -267,10 +259,16 @@ impl ServerArgs {
         }
     }
 
-    /// Where to listen: `--listen`, or in a worker the addresses its parent resolved.
+    /// Where to listen in plain TCP: `--listen`, or 127.0.0.1:7000 when no address at all
+    /// is given; in a worker, the addresses its parent resolved.
     pub fn listen_addrs(&self) -> &[SocketAddr] {
+        const DEFAULT: &[SocketAddr] = &[SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::LOCALHOST,
+            7000,
+        ))];
         match self.worker_id {
             Some(_) => &self.worker_listen,
+            None if self.addrs.is_empty() && self.tls_addrs.is_empty() => DEFAULT,
             None => &self.addrs,
         }
     }

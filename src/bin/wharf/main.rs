@@ -84,12 +84,8 @@ fn serve<H: Handler>(
     protect::check(mode, args, tokens.is_some())?;
     let options = args.listen_options(nodelay_by_default);
     let tls = tls::settings(args)?;
-    let plain_addrs: &[SocketAddr] = if args.no_plain {
-        &[]
-    } else {
-        args.listen_addrs()
-    };
-    let listeners = plain_addrs
+    let listeners = args
+        .listen_addrs()
         .iter()
         .map(|addr| Listener::bind(*addr, &options))
         .collect::<Result<Vec<_>, _>>()?;

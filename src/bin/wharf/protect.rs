@@ -41,7 +41,7 @@ pub fn check(mode: &str, args: &ServerArgs, tokens: bool) -> Result<(), Refused>
     if tokens || args.allow_unauthenticated {
         return Ok(());
     }
-    let plain: &[SocketAddr] = if args.no_plain { &[] } else { &args.addrs };
+    let plain = args.listen_addrs();
     let tls: &[SocketAddr] = if args.tls_client_ca.is_some() {
         &[]
     } else {
