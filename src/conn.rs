@@ -239,6 +239,14 @@ impl<S> Conn<S> {
         Ok(written)
     }
 
+    /// Queues `data` without writing it: what is sent next goes out with it, in one write.
+    pub(crate) fn queue(&mut self, data: &[u8], now: Tick) {
+        if self.output.is_empty() {
+            self.wrote_at = now;
+        }
+        self.output.push(data);
+    }
+
     /// Like [`Conn::send`] for a chunk shared with other connections: what the socket does
     /// not take now is queued by reference, not copied.
     pub(crate) fn send_shared(&mut self, chunk: &Arc<[u8]>, now: Tick) -> io::Result<usize> {

@@ -47,13 +47,18 @@ impl<H: Handler> Core<H> {
         plain.clear();
         sealed.clear();
         let received = session.receive(&self.scratch[..n], &mut plain, &mut sealed);
-        let sent = self.send_raw(id, &sealed);
+        // What rustls answers (the rest of the handshake, session tickets, an alert) is
+        // queued, not written: the handler's reply to the same read joins it, and both leave
+        // in one write. Written alone, a small reply after the tickets would wait for the
+        // client's delayed ACK under Nagle's algorithm (40 ms per first request).
+        if !sealed.is_empty() {
+            self.conns[id.key()].queue(&sealed, self.clock.tick());
+        }
         self.sealed = sealed;
         match received {
             Err(error) => {
                 self.tls_failed(id, &error);
             }
-            Ok(_) if !sent => {}
             Ok(received) => {
                 if received.handshake_done {
                     self.handshake_done(id);
@@ -68,6 +73,9 @@ impl<H: Handler> Core<H> {
             }
         }
         self.plain = plain;
+        if self.is_live(id) && !self.conns[id.key()].output.is_empty() {
+            self.flush(id);
+        }
     }
 
     /// The handshake completed: the client certificate's subject is the connection's
@@ -125,24 +133,6 @@ impl<H: Handler> Core<H> {
         conn.input.clear();
         if conn.phase != Phase::PeerClosed {
             conn.phase = Phase::Closing;
-        }
-    }
-
-    /// Writes ciphertext (or anything already encoded) to the socket or its queue; false if
-    /// that closed the connection.
-    fn send_raw(&mut self, id: ConnId, bytes: &[u8]) -> bool {
-        if bytes.is_empty() {
-            return true;
-        }
-        match self.conns[id.key()].send(bytes, self.clock.tick()) {
-            Ok(written) => {
-                self.stats.bytes_out += written as u64;
-                true
-            }
-            Err(error) => {
-                self.close(id, CloseReason::from_error(&error));
-                false
-            }
         }
     }
 
