@@ -240,6 +240,8 @@ impl<S> Conn<S> {
     }
 
     /// Queues `data` without writing it: what is sent next goes out with it, in one write.
+    /// Only TLS queues (what rustls answers waits for the handler's reply).
+    #[cfg(feature = "tls")]
     pub(crate) fn queue(&mut self, data: &[u8], now: Tick) {
         if self.output.is_empty() {
             self.wrote_at = now;
