@@ -93,7 +93,10 @@ impl Server {
     }
 
     fn start_command(mode: &str, args: &[&str], mut cmd: Command) -> Server {
-        let expected = args.iter().filter(|a| **a == "--listen").count().max(1);
+        // One line per plain listener, then one per TLS listener (the default plain one if
+        // neither is given); UDP lines come after and are not awaited.
+        let count = |flag: &str| args.iter().filter(|a| **a == flag).count();
+        let expected = (count("--listen") + count("--tls-listen")).max(1);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -159,6 +162,16 @@ impl Server {
     /// The first (usually only) listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The first TLS listening address (a `listening on ADDR (MODE, tls)` line).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.listen_lines
+            .iter()
+            .filter_map(|line| parse_listening_line(line))
+            .find(|(_, mode)| mode.ends_with(", tls"))
+            .map(|(addr, _)| addr)
+            .unwrap_or_else(|| panic!("no TLS listener among {:?}", self.listen_lines))
     }
 
     pub fn pid(&self) -> libc::pid_t {
@@ -228,7 +241,7 @@ impl Drop for Server {
 }
 
 /// Polls `try_wait` until the child exits or `timeout` passes.
-fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+pub fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait on child") {
