@@ -349,7 +349,10 @@ impl<H: Handler> Core<H> {
         let mut forgotten = self.extras.forget(id.key());
         #[cfg(feature = "tls")]
         if let Some(tls) = forgotten.tls.as_mut() {
-            if !matches!(reason, CloseReason::Error(_)) {
+            // A clean close_notify only when nothing owed is being dropped: after lost output
+            // it would tell the client the stream ended cleanly (a truncation attack's
+            // disguise), so then the socket just closes.
+            if !matches!(reason, CloseReason::Error(_)) && conn.output.is_empty() {
                 super::tls::farewell(tls, &conn.stream);
             }
         }
