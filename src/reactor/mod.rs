@@ -167,6 +167,8 @@ struct Core<H: Handler> {
     timers: Timers,
     timeouts: Timeouts,
     next_stats_at: Tick,
+    /// A stop was asked for through the [`Handle`] (and logged).
+    stop_requested: bool,
     /// Set while draining: when the drain gives up.
     drain_until: Option<Tick>,
     reject_log: LogLimit,
@@ -279,6 +281,7 @@ impl<H: Handler> Reactor<H> {
                 timers: Timers::default(),
                 timeouts,
                 next_stats_at: stats_every.unwrap_or(NEVER),
+                stop_requested: false,
                 drain_until: None,
                 reject_log: LogLimit::per_second(),
                 accept_error_log: LogLimit::per_second(),
@@ -438,7 +441,10 @@ impl<H: Handler> Core<H> {
             #[cfg(feature = "tls")]
             self.reload_tls();
         }
-        if self.shared.stop.load(Ordering::Acquire) {
+        // Read once, here: `finished` uses what was read, so a stop that arrives between
+        // the two is logged (next time round) before the loop ends, never skipped.
+        if !self.stop_requested && self.shared.stop.load(Ordering::Acquire) {
+            self.stop_requested = true;
             let why = match self.signal() {
                 Some(_) if self.drain_until.is_some() => "second signal: ",
                 _ => "",
@@ -480,7 +486,7 @@ impl<H: Handler> Core<H> {
 
     /// Whether `run` should return now.
     fn finished(&self) -> bool {
-        if self.outbox.stop || self.shared.stop.load(Ordering::Acquire) {
+        if self.outbox.stop || self.stop_requested {
             return true;
         }
         match self.drain_until {
