@@ -113,7 +113,11 @@ impl TlsSession {
 
     /// The negotiated protocol version, as `TLSv1.3` / `TLSv1.2`.
     pub(crate) fn version(&self) -> Option<&'static str> {
-        self.conn.protocol_version().and_then(|v| v.as_str())
+        match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+            other => other.as_str(),
+        }
     }
 
     /// The negotiated ALPN protocol.
