@@ -124,6 +124,7 @@ impl TlsSession {
             // `used` is that buffer with the discarded bytes removed.
             let UnbufferedStatus { mut discard, state } =
                 self.conn.process_tls_records(&mut input[used..]);
+            let mut read = false;
             let failed = match state {
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => loop {
                     match traffic.next_record() {
@@ -132,7 +133,10 @@ impl TlsSession {
                             plain.extend_from_slice(record.payload);
                         }
                         Some(Err(error)) => break Some(error),
-                        None => break None,
+                        None => {
+                            read = true;
+                            break None;
+                        }
                     }
                 },
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
@@ -164,6 +168,13 @@ impl TlsSession {
                 return Err(error);
             }
             used += discard;
+            // Application data used the input up and rustls has nothing to send: another
+            // call could only say so (WriteTraffic), which saves a trip through rustls per
+            // read. Only after application data: after other states rustls may hold back an
+            // edge-triggered one (PeerClosed behind TransmitTlsData) that must be seen here.
+            if read && used == input.len() && !self.conn.wants_write() {
+                return Ok(used);
+            }
         }
     }
 
@@ -247,7 +258,12 @@ impl TlsSession {
                     data.done();
                     None
                 }
-                Ok(ConnectionState::PeerClosed) => None,
+                // `receive` sees this edge-triggered state first, always: here it would be
+                // lost, and with it the peer's end of stream.
+                Ok(ConnectionState::PeerClosed) => {
+                    debug_assert!(false, "PeerClosed left for sealing");
+                    None
+                }
                 _ => Some(false),
             };
             if discard > 0 {

@@ -213,6 +213,23 @@ fn the_peers_close_notify_ends_its_stream_and_what_follows_is_dropped() {
 }
 
 #[test]
+fn a_close_notify_alone_right_after_the_handshake_is_the_peers_end_of_stream() {
+    // The handshake's last answer (TLS 1.3 tickets) leaves rustls owing a TransmitTlsData
+    // state, which it yields before PeerClosed: that must not hide the end of stream.
+    for versions in [TLS12, TLS13] {
+        let (mut server, mut client) = pair(versions);
+        handshake(&mut server, &mut client, usize::MAX);
+        client.send_close_notify();
+        let mut wire = from_client(&mut client);
+        let (mut plain, mut out) = (Vec::new(), Vec::new());
+        let received = server
+            .receive(&mut wire, &mut plain, &mut out)
+            .expect("receive");
+        assert!(received.peer_closed, "{versions:?}");
+    }
+}
+
+#[test]
 fn no_close_notify_during_the_handshake() {
     let (mut server, mut client) = pair(TLS13);
     let (_, out, _) = feed(&mut server, &from_client(&mut client), usize::MAX);
