@@ -46,7 +46,8 @@ impl<H: Handler> Core<H> {
         let mut sealed = std::mem::take(&mut self.sealed);
         plain.clear();
         sealed.clear();
-        let received = session.receive(&self.scratch[..n], &mut plain, &mut sealed);
+        // Decrypted in place: nothing reads the scratch buffer after this.
+        let received = session.receive(&mut self.scratch[..n], &mut plain, &mut sealed);
         // What rustls answers (the rest of the handshake, session tickets, an alert) is
         // queued, not written: the handler's reply to the same read joins it, and both leave
         // in one write. Written alone, a small reply after the tickets would wait for the
