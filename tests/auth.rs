@@ -30,23 +30,6 @@ fn start(mode: &str, test: &str, extra: &[&str]) -> Server {
     Server::start(mode, &args)
 }
 
-/// Reads one line (up to and including `\n`), failing clearly on EOF or a timeout.
-fn read_line(stream: &mut TcpStream) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\n") {
-        match stream.read(&mut byte) {
-            Ok(0) => panic!("EOF after {:?}", String::from_utf8_lossy(&line)),
-            Ok(_) => line.push(byte[0]),
-            Err(e) => panic!(
-                "reading a line after {:?}: {e}",
-                String::from_utf8_lossy(&line)
-            ),
-        }
-    }
-    String::from_utf8(line).expect("utf-8 line")
-}
-
 /// Sends `text` and expects `reply` as the next line.
 fn expect_reply(stream: &mut TcpStream, text: &str, reply: &str) {
     stream.write_all(text.as_bytes()).expect("write");

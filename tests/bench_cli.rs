@@ -5,22 +5,23 @@
 //! Every wait is on a condition with a generous deadline (a `listening on` line, a process
 //! exit); the deadlines only matter when something is broken.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use common::bench::{bench, json_report, number, run};
+
 /// How long a server may take to print its `listening on` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one wharf-bench run may take (runs are asked for well under a second).
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// A `wharf` server on a free loopback port, killed and reaped on drop.
 struct Server {
     child: Child,
@@ -151,51 +152,6 @@ fn limit_open_files(command: &mut Command, nofile: u64) {
             }
         });
     }
-}
-
-fn bench() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf-bench"));
-    command.stdin(Stdio::null());
-    command
-}
-
-/// Runs a wharf-bench command to its end, killing it if it outlives `RUN_TIMEOUT`.
-fn run(command: &mut Command) -> Output {
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wharf-bench");
-    let pid = child.id();
-    let (done, finished) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(RUN_TIMEOUT) {
-        Ok(output) => output.expect("wait for wharf-bench"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("wharf-bench did not finish within {RUN_TIMEOUT:?}");
-        }
-    }
-}
-
-/// The one JSON object a `--json` run printed.
-fn json_report(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().next().unwrap_or_else(|| {
-        panic!(
-            "no report on stdout; stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
-}
-
-fn number(report: &Value, key: &str) -> f64 {
-    report[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("`{key}` is not a number in {report}"))
 }
 
 fn scratch_dir(name: &str) -> PathBuf {

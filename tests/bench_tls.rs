@@ -13,11 +13,10 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
@@ -26,10 +25,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{HandshakeKind, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 use serde_json::Value;
 
+use common::bench::{bench, json_report, number, run};
 use common::certs::{arg, make_test_pki, TestPki};
-
-/// How long one wharf-bench run may take (runs are asked for well under a second).
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Handshakes the in-test server completed, by kind.
 #[derive(Default)]
@@ -122,51 +119,6 @@ fn echo(config: Arc<ServerConfig>, socket: TcpStream, counted: &Handshakes) -> i
             }
         }
     }
-}
-
-fn bench() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf-bench"));
-    command.stdin(Stdio::null());
-    command
-}
-
-/// Runs a wharf-bench command to its end, killing it if it outlives `RUN_TIMEOUT`.
-fn run(command: &mut Command) -> Output {
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wharf-bench");
-    let pid = child.id();
-    let (done, finished) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    match finished.recv_timeout(RUN_TIMEOUT) {
-        Ok(output) => output.expect("wait for wharf-bench"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("wharf-bench did not finish within {RUN_TIMEOUT:?}");
-        }
-    }
-}
-
-/// The one JSON object a `--json` run printed.
-fn json_report(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().next().unwrap_or_else(|| {
-        panic!(
-            "no report on stdout; stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
-}
-
-fn number(report: &Value, key: &str) -> f64 {
-    report[key]
-        .as_f64()
-        .unwrap_or_else(|| panic!("`{key}` is not a number in {report}"))
 }
 
 /// A successful run's report, which must count no error and say it spoke TLS `version`.

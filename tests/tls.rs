@@ -122,23 +122,6 @@ fn served_cert(stream: &TlsStream) -> CertificateDer<'static> {
         .clone()
 }
 
-/// Reads one line (up to and including `\n`), failing clearly on EOF, an error or a timeout.
-fn read_line(stream: &mut impl Read) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\n") {
-        match stream.read(&mut byte) {
-            Ok(0) => panic!("EOF after {:?}", String::from_utf8_lossy(&line)),
-            Ok(_) => line.push(byte[0]),
-            Err(e) => panic!(
-                "reading a line after {:?}: {e}",
-                String::from_utf8_lossy(&line)
-            ),
-        }
-    }
-    String::from_utf8(line).expect("a UTF-8 line")
-}
-
 /// Sends `text` and expects `reply` as the next line.
 fn expect_reply(stream: &mut (impl Read + Write), text: &str, reply: &str) {
     stream.write_all(text.as_bytes()).expect("write");

@@ -5,12 +5,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::certs::make_test_pki;
+use common::read_line;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use wharf::{Config, Context, Handler, ListenOptions, Listener, Reactor, TlsConfig};
@@ -40,21 +41,6 @@ impl Handler for Describe {
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Reads one line from `reader`.
-fn read_line(reader: &mut impl Read) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while !line.ends_with(b"\n") {
-        assert_eq!(
-            reader.read(&mut byte).expect("read"),
-            1,
-            "EOF after {line:?}"
-        );
-        line.push(byte[0]);
-    }
-    String::from_utf8(line).expect("utf-8")
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod certs;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -345,6 +346,24 @@ pub fn connect_from(src: &str, addr: SocketAddr) -> TcpStream {
         .set_read_timeout(Some(IO_TIMEOUT))
         .expect("read timeout");
     stream
+}
+
+/// Reads one line (up to and including `\n`), failing clearly on EOF, an error or a
+/// timeout (the stream's read timeout), with what had been read by then.
+pub fn read_line(stream: &mut impl Read) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => panic!("EOF after {:?}", String::from_utf8_lossy(&line)),
+            Ok(_) => line.push(byte[0]),
+            Err(e) => panic!(
+                "reading a line after {:?}: {e}",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+    }
+    String::from_utf8(line).expect("a UTF-8 line")
 }
 
 /// Reads until EOF, failing clearly on a timeout or an error (e.g. a reset)
