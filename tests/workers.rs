@@ -399,3 +399,63 @@ fn chat_with_two_workers_is_refused_in_one_line() {
         lines[0]
     );
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn two_workers_serve_one_tls_port() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use std::sync::Arc;
+
+    let pki = common::certs::make_test_pki("workers_tls");
+    let (cert, key) = (
+        common::certs::arg(&pki.server_cert),
+        common::certs::arg(&pki.server_key),
+    );
+    let server = Server::start(
+        "line",
+        &[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--workers",
+            "2",
+        ],
+    );
+    assert_eq!(server.listen_lines.len(), 1, "{:?}", server.listen_lines);
+    assert!(
+        server.listen_lines[0].ends_with("(line, tls, 2 workers)"),
+        "{:?}",
+        server.listen_lines[0]
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&pki.ca).expect("CA file") {
+        roots.add(ca.expect("CA")).expect("add CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    for (i, source) in sources().into_iter().cycle().take(48).enumerate() {
+        let socket = connect_from(source, server.tls_addr());
+        let name = ServerName::try_from("localhost").expect("name");
+        let session = rustls::ClientConnection::new(Arc::clone(&config), name).expect("client");
+        let mut tls = rustls::StreamOwned::new(session, socket);
+        let line = format!("hello {i}\n");
+        tls.write_all(line.as_bytes()).expect("write");
+        assert_eq!(read_line(&mut tls), line, "connection #{i} from {source}");
+    }
+    let sum = summed_stats(&server); // asks every worker for its line
+    assert_eq!(stat(&sum, "tls_handshakes"), 48, "{sum}");
+    let (one, two) = (worker_stats(&server, 1), worker_stats(&server, 2));
+    assert!(
+        stat(&one, "tls_handshakes") > 0 && stat(&two, "tls_handshakes") > 0,
+        "both workers serve TLS:\n{one}\n{two}"
+    );
+}

@@ -170,7 +170,7 @@ impl Server {
         self.listen_lines
             .iter()
             .filter_map(|line| parse_listening_line(line))
-            .find(|(_, mode)| mode.ends_with(", tls"))
+            .find(|(_, mode)| mode.contains(", tls"))
             .map(|(addr, _)| addr)
             .unwrap_or_else(|| panic!("no TLS listener among {:?}", self.listen_lines))
     }

@@ -181,11 +181,14 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: Workers,
     /// Internal: this process is worker ID of a `--workers` parent.
-    #[arg(long, hide = true, value_name = "ID", requires = "worker_listen")]
+    #[arg(long, hide = true, value_name = "ID")]
     pub worker_id: Option<usize>,
     /// Internal: a worker listens here (an address its parent resolved) instead of --listen.
     #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]
     worker_listen: Vec<SocketAddr>,
+    /// Internal: a worker listens for TLS here instead of --tls-listen.
+    #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]
+    worker_tls_listen: Vec<SocketAddr>,
 }
 
 /// How many worker processes `--workers` asks for.
@@ -270,6 +273,15 @@ impl ServerArgs {
             Some(_) => &self.worker_listen,
             None if self.addrs.is_empty() && self.tls_addrs.is_empty() => DEFAULT,
             None => &self.addrs,
+        }
+    }
+
+    /// Where to listen for TLS: `--tls-listen`, or in a worker the addresses its parent
+    /// resolved.
+    pub fn tls_listen_addrs(&self) -> &[SocketAddr] {
+        match self.worker_id {
+            Some(_) => &self.worker_tls_listen,
+            None => &self.tls_addrs,
         }
     }
 

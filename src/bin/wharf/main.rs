@@ -90,7 +90,7 @@ fn serve<H: Handler>(
         .map(|addr| Listener::bind(*addr, &options))
         .collect::<Result<Vec<_>, _>>()?;
     let tls_listeners = args
-        .tls_addrs
+        .tls_listen_addrs()
         .iter()
         .map(|addr| Listener::bind(*addr, &options))
         .collect::<Result<Vec<_>, _>>()?;
@@ -121,7 +121,9 @@ fn serve<H: Handler>(
     for listener in tls_listeners {
         let addr = listener.local_addr();
         tls::add_listener(&mut reactor, listener, tls.clone())?;
-        eprintln!("wharf: listening on {addr} ({mode}, tls)");
+        if args.worker_id.is_none() {
+            eprintln!("wharf: listening on {addr} ({mode}, tls)");
+        }
     }
     for socket in udp_sockets {
         let addr = reactor.add_udp(socket)?;

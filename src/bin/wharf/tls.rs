@@ -20,7 +20,7 @@ pub struct NoTls;
 
 #[cfg(feature = "tls")]
 pub fn settings(args: &ServerArgs) -> Result<Settings, Box<dyn Error>> {
-    if args.tls_addrs.is_empty() {
+    if args.tls_listen_addrs().is_empty() {
         if args.tls_cert.is_some() {
             log::warn!("--tls-cert is set but there is no --tls-listen address: no TLS port");
         }
@@ -35,7 +35,7 @@ pub fn settings(args: &ServerArgs) -> Result<Settings, Box<dyn Error>> {
 
 #[cfg(not(feature = "tls"))]
 pub fn settings(args: &ServerArgs) -> Result<Settings, Box<dyn Error>> {
-    if args.tls_addrs.is_empty() {
+    if args.tls_listen_addrs().is_empty() {
         return Ok(None);
     }
     Err(

@@ -59,11 +59,7 @@ pub fn count(mode: &Mode) -> Result<usize, String> {
             "--udp runs with one worker: drop --workers {shown} or --udp"
         ));
     }
-    if !mode.server().tls_addrs.is_empty() {
-        return Err(format!(
-            "--tls-listen runs with one worker for now: drop --workers {shown} or --tls-listen"
-        ));
-    }
+
     if !cfg!(any(target_os = "linux", target_os = "android")) {
         return Err(
             "--workers needs Linux: elsewhere SO_REUSEPORT does not spread connections, and \

@@ -58,6 +58,8 @@ pub struct Supervisor {
     mode: &'static str,
     /// Held while the parent lives, so the ports stay taken while workers come and go.
     reservations: Vec<Reservation>,
+    /// The same for `--tls-listen`.
+    tls_reservations: Vec<Reservation>,
     /// This program, and the parent's own arguments, passed on to every worker.
     program: PathBuf,
     args: Vec<OsString>,
@@ -114,6 +116,16 @@ impl Supervisor {
             .map(|addr| Reservation::bind(*addr, &options))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| error.to_string())?;
+        let tls_reservations = server
+            .tls_listen_addrs()
+            .iter()
+            .map(|addr| Reservation::bind(*addr, &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| error.to_string())?;
+        // Files every worker needs are checked once, here: a bad one is one line, not one
+        // per worker.
+        crate::tls::settings(server).map_err(|error| error.to_string())?;
+        crate::protect::tokens(server).map_err(|error| error.to_string())?;
         let (sender, events) = mpsc::channel();
         // Before any worker exists, so that no SIGCHLD is missed.
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD])
@@ -137,6 +149,7 @@ impl Supervisor {
         let mut supervisor = Supervisor {
             mode: mode.name(),
             reservations,
+            tls_reservations,
             program,
             args: args.collect(),
             arg0,
@@ -226,6 +239,11 @@ impl Supervisor {
         for reservation in &self.reservations {
             command
                 .arg("--worker-listen")
+                .arg(reservation.local_addr().to_string());
+        }
+        for reservation in &self.tls_reservations {
+            command
+                .arg("--worker-tls-listen")
                 .arg(reservation.local_addr().to_string());
         }
         // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
@@ -421,6 +439,14 @@ impl Supervisor {
             for reservation in &self.reservations {
                 eprintln!(
                     "wharf: listening on {} ({}, {} workers)",
+                    reservation.local_addr(),
+                    self.mode,
+                    self.workers.len()
+                );
+            }
+            for reservation in &self.tls_reservations {
+                eprintln!(
+                    "wharf: listening on {} ({}, tls, {} workers)",
                     reservation.local_addr(),
                     self.mode,
                     self.workers.len()
