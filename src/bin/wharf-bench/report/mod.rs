@@ -1,0 +1,255 @@
+//! What a run reports: one struct per mode, printed as text for people or as one JSON object
+//! per line (`--json`) for scripts. JSON keys are stable; figures that were not measured
+//! (no `--server-pid`) are `null`, never missing.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{Output, Target};
+use crate::client::Client;
+use crate::error::BenchError;
+use crate::failure::Tally;
+use crate::latency::LatencySummary;
+use crate::server::{ServerCost, ServerProbe, ServerSample};
+
+mod chat;
+mod tcp;
+mod udp;
+
+pub use chat::ChatReport;
+pub use tcp::{ConnectReport, HoldReport, PingpongReport};
+pub use udp::UdpReport;
+
+/// A finished run, in any mode.
+pub trait Report: Serialize {
+    /// Every failure counted; non-zero makes the exit status 3.
+    fn errors(&self) -> u64;
+    /// The human-readable form, several lines.
+    fn text(&self) -> String;
+}
+
+/// Names and address common to every report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunId {
+    /// `pingpong`, `hold`, `connect`, `chat` or `udp`.
+    pub mode: &'static str,
+    /// `--label`: the server under test.
+    pub label: Option<String>,
+    /// `--scenario`: the group this run belongs to in a comparison.
+    pub scenario: Option<String>,
+    /// The server address.
+    pub addr: String,
+}
+
+impl RunId {
+    /// The identity of a `mode` run against `target`.
+    pub fn new(mode: &'static str, target: &Target) -> RunId {
+        RunId {
+            mode,
+            label: target.output.label.clone(),
+            scenario: target.output.scenario.clone(),
+            addr: target.addr.to_string(),
+        }
+    }
+
+    /// The identity of a `mode` run against `addr`, for modes without a [`Target`].
+    pub fn named(mode: &'static str, addr: std::net::SocketAddr, output: &Output) -> RunId {
+        RunId {
+            mode,
+            label: output.label.clone(),
+            scenario: output.scenario.clone(),
+            addr: addr.to_string(),
+        }
+    }
+
+    fn heading(&self) -> String {
+        match &self.label {
+            Some(label) => format!("{} {} ({label})", self.mode, self.addr),
+            None => format!("{} {}", self.mode, self.addr),
+        }
+    }
+}
+
+/// The server's side of a run (`--server-pid`); all `null` without it.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ServerFigures {
+    /// The process measured, with its descendants (worker processes).
+    pub server_pid: Option<u32>,
+    /// Processes measured and summed: the server process and its descendants.
+    pub server_procs: Option<u32>,
+    /// Server user-space CPU time per operation (round trip or connection), in nanoseconds.
+    pub server_user_ns_per_op: Option<f64>,
+    /// Server kernel CPU time per operation, in nanoseconds.
+    pub server_sys_ns_per_op: Option<f64>,
+    /// Server total CPU time per operation, in nanoseconds (nanosecond-precise).
+    pub server_cpu_ns_per_op: Option<f64>,
+    /// Server resident memory at the end of the measured interval, in bytes (summed over
+    /// its processes).
+    pub server_rss_bytes: Option<u64>,
+}
+
+impl ServerFigures {
+    /// Figures of server `pid` from its CPU `cost` and its sample at the end.
+    pub fn measured(pid: u32, cost: ServerCost, end: &ServerSample) -> ServerFigures {
+        ServerFigures {
+            server_pid: Some(pid),
+            server_procs: Some(end.processes),
+            server_user_ns_per_op: Some(cost.user_ns_per_op),
+            server_sys_ns_per_op: Some(cost.sys_ns_per_op),
+            server_cpu_ns_per_op: cost.cpu_ns_per_op,
+            server_rss_bytes: Some(end.rss_bytes),
+        }
+    }
+
+    /// Figures of the server `probe` reads, from its samples at the two ends of an interval
+    /// of `ops` operations; all `null` without a probe.
+    pub fn between(
+        probe: Option<&ServerProbe>,
+        before: Option<ServerSample>,
+        after: Option<ServerSample>,
+        ops: u64,
+    ) -> ServerFigures {
+        match (probe, before, after) {
+            (Some(probe), Some(before), Some(after)) => {
+                ServerFigures::measured(probe.pid(), probe.cost(&before, &after, ops), &after)
+            }
+            _ => ServerFigures::default(),
+        }
+    }
+
+    fn text(&self, out: &mut String, per: &str) {
+        let (Some(pid), Some(user), Some(sys)) = (
+            self.server_pid,
+            self.server_user_ns_per_op,
+            self.server_sys_ns_per_op,
+        ) else {
+            return;
+        };
+        let total = self
+            .server_cpu_ns_per_op
+            .map(|cpu| format!(", total {cpu:.0}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  server CPU    user {user:.0} ns/{per}, sys {sys:.0} ns/{per}{total} ({})",
+            processes_text(pid, self.server_procs)
+        );
+    }
+}
+
+/// Whether a run spoke TLS, and what its handshakes agreed on (also read back from the
+/// reports of the client processes of a `--procs` run).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsFigures {
+    /// `--tls`: every connection made a full TLS handshake (the client resumes no session)
+    /// before its first round trip.
+    pub tls: bool,
+    /// The TLS version the handshakes agreed on: "1.3", "1.2" or "mixed"; `null` without TLS
+    /// or when no handshake completed.
+    pub tls_version: Option<String>,
+}
+
+impl TlsFigures {
+    /// The figures of a run over `client`'s connections.
+    pub fn of(client: &Client) -> TlsFigures {
+        TlsFigures {
+            tls: client.tls(),
+            tls_version: client.tls_version().map(str::to_string),
+        }
+    }
+
+    /// The figures of a run spread over client processes, from theirs.
+    pub fn merged<'a>(tls: bool, versions: impl Iterator<Item = Option<&'a str>>) -> TlsFigures {
+        let mut agreed: Option<&str> = None;
+        for version in versions.flatten() {
+            agreed = match agreed {
+                Some(seen) if seen != version => Some("mixed"),
+                _ => Some(version),
+            };
+        }
+        TlsFigures {
+            tls,
+            tls_version: agreed.map(str::to_string),
+        }
+    }
+
+    /// "TLS 1.3", or "TLS" before any handshake completed; `None` for plain TCP.
+    fn name(&self) -> Option<String> {
+        if !self.tls {
+            return None;
+        }
+        Some(match &self.tls_version {
+            Some(version) => format!("TLS {version}"),
+            None => "TLS".to_string(),
+        })
+    }
+
+    fn text(&self, out: &mut String) {
+        if let Some(name) = self.name() {
+            let _ = writeln!(
+                out,
+                "  tls           {name}, a full handshake per connection"
+            );
+        }
+    }
+}
+
+pub(super) fn latency_text(out: &mut String, latency: &LatencySummary) {
+    let _ = writeln!(
+        out,
+        "  latency (us)  p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        latency.p50_us, latency.p99_us, latency.p999_us, latency.max_us
+    );
+}
+
+pub(super) fn connections_text(out: &mut String, established: u64, failed: u64, establish_s: f64) {
+    let _ = writeln!(
+        out,
+        "  connections   {established} established, {failed} failed ({establish_s:.2} s to connect)"
+    );
+}
+
+/// A line for runs spread over several client processes; none for the usual one.
+pub(super) fn client_procs_text(out: &mut String, procs: u32) {
+    if procs > 1 {
+        let _ = writeln!(out, "  clients       {procs} processes");
+    }
+}
+
+/// `pid 42`, or `pid 42 and 3 descendants` for a server with worker processes.
+pub(super) fn processes_text(pid: u32, procs: Option<u32>) -> String {
+    match procs {
+        Some(procs) if procs > 1 => format!("pid {pid} and {} descendants", procs - 1),
+        _ => format!("pid {pid}"),
+    }
+}
+
+pub(super) fn errors_text(out: &mut String, errors: u64, tally: &Tally) {
+    // TLS failures are named only when there are some, so plain runs read as they always did.
+    let tls = match tally.tls_errors {
+        0 => String::new(),
+        count => format!(", {count} TLS"),
+    };
+    let _ = writeln!(
+        out,
+        "  errors        {errors} ({} connect, {} resets, {} closed, {} mismatches, {} timeouts{tls}, {} other)",
+        tally.connect_failed, tally.resets, tally.closed, tally.mismatches, tally.timeouts, tally.other
+    );
+    if let Some(first) = &tally.first {
+        let _ = writeln!(out, "  first error   {first}");
+    }
+}
+
+/// A value as one line of JSON (the `--json` output).
+pub fn to_json(value: &impl Serialize) -> Result<String, BenchError> {
+    serde_json::to_string(value)
+        .map_err(|error| BenchError::io("encoding JSON", std::io::Error::other(error)))
+}
+
+/// A value as indented JSON (the files `sweep` writes).
+pub fn to_json_pretty(value: &impl Serialize) -> Result<String, BenchError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|error| BenchError::io("encoding JSON", std::io::Error::other(error)))
+}
