@@ -26,6 +26,7 @@ use std::thread;
 
 use crate::cli::{Mode, Workers};
 
+mod backoff;
 mod relay;
 mod stats;
 mod supervisor;
