@@ -155,6 +155,8 @@ pub(crate) struct Conn<S> {
     pub(crate) check_at: Tick,
     /// While it has to authenticate: by when ([`NEVER`] otherwise).
     pub(crate) auth_by: Tick,
+    /// Lines other than `AUTH` it sent before authenticating.
+    pub(crate) auth_misses: u8,
     /// The handler's state; `None` until the handler hears of the connection, which waits
     /// for authentication when the reactor requires it.
     pub(crate) session: Option<S>,
@@ -182,6 +184,7 @@ impl<S> Conn<S> {
             wrote_at: now,
             check_at: NEVER,
             auth_by,
+            auth_misses: 0,
             session,
         }
     }

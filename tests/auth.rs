@@ -310,3 +310,38 @@ fn echo_beyond_loopback_without_auth_starts_with_a_warning() {
     let mut client = connect(SocketAddr::from(([127, 0, 0, 1], server.addr().port())));
     assert_eq!(round_trip(&mut client, b"ping"), b"ping");
 }
+
+#[test]
+fn connections_opened_before_a_lockout_get_no_more_guesses() {
+    let server = start("line", "lockout-inflight", &[]);
+    let src = "127.0.0.9";
+    // An attacker opens many connections first (all admitted: nothing has failed yet), then
+    // guesses on all but the last; the lockout begins at the fifth failure.
+    let mut conns: Vec<TcpStream> = (0..20).map(|_| connect_from(src, server.addr())).collect();
+    for conn in conns.iter_mut().take(19) {
+        expect_reply(conn, "AUTH wrong-token\n", "ERR auth failed\n");
+    }
+    let line = server.request_stats();
+    assert_eq!(stat(&line, "lockouts"), 1, "{line}");
+    // The last connection, accepted before the lockout, is locked out too: even the right
+    // token fails.
+    let last = conns.last_mut().expect("a connection");
+    expect_reply(last, "AUTH tok-alice-1\n", "ERR auth failed\n");
+    let line = server.request_stats();
+    assert_eq!(stat(&line, "auth_ok"), 0, "{line}");
+}
+
+#[test]
+fn a_client_that_keeps_sending_lines_before_auth_is_closed_after_a_few() {
+    let server = start("echo", "many-lines", &[]);
+    let mut client = connect(server.addr());
+    // 64 KiB of empty lines would be 1.1 MB of replies: a few are answered, then a close.
+    let _ = client.write_all(&[b'\n'; 64 * 1024]);
+    let reply = read_to_eof(&mut client, IO_TIMEOUT);
+    let answers = reply.len() / "ERR auth required\n".len();
+    assert!(
+        (1..=8).contains(&answers) && reply.starts_with(b"ERR auth required\n"),
+        "{answers} answers: {}",
+        String::from_utf8_lossy(&reply[..reply.len().min(200)])
+    );
+}

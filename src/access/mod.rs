@@ -90,6 +90,11 @@ impl Access {
         Ok(())
     }
 
+    /// Whether `ip` is locked out now.
+    pub(crate) fn is_locked(&self, ip: IpAddr, now: Tick) -> bool {
+        self.lockout.is_locked(ip.to_canonical(), now)
+    }
+
     /// A connection from `ip` failed to authenticate. True when that locked the address out.
     pub(crate) fn auth_failed(&mut self, ip: IpAddr, now: Tick) -> bool {
         self.lockout.failed(ip.to_canonical(), now)

@@ -113,8 +113,13 @@ impl Room {
 
     /// A member that authenticated as `name` joins under that name, for good: `/nick` is
     /// refused. Several connections of one user may share it.
+    /// A name that is not a valid chat name (a certificate's subject may hold anything, a
+    /// newline included) is not used: the member gets a `userN` name instead.
     pub fn join_as(&mut self, name: &str, out: &mut Vec<Delivery>) -> MemberId {
-        self.admit(name.to_string(), true, out)
+        match valid_name(name.as_bytes()) {
+            Some(name) => self.admit(name.to_string(), true, out),
+            None => self.join(out),
+        }
     }
 
     fn admit(&mut self, name: String, fixed: bool, out: &mut Vec<Delivery>) -> MemberId {
@@ -425,5 +430,17 @@ mod tests {
         out.clear();
         room.line(guest, b"/nick alice", &mut out);
         assert_eq!(texts(&out)[0].1, "* user1 is now alice\n");
+    }
+
+    #[test]
+    fn an_authenticated_name_that_is_no_valid_chat_name_is_not_used() {
+        let mut room = Room::default();
+        let mut out = Vec::new();
+        let member = room.join_as("eve\n* admin joined", &mut out);
+        assert_eq!(room.name(member), Some("user1"));
+        assert_eq!(
+            texts(&out),
+            [(Recipients::AllExcept(member), "* user1 joined\n".into())]
+        );
     }
 }

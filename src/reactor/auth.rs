@@ -19,11 +19,18 @@ impl<H: Handler> Core<H> {
         self.outbox.begin(id, true);
         loop {
             let conn = &mut self.conns[id.key()];
-            let (token_ok, consumed) = match first_line(conn.input.as_slice()) {
+            let (token_ok, consumed, peer) = match first_line(conn.input.as_slice()) {
                 AuthStep::Incomplete => return self.finish_callback(id),
                 AuthStep::NotAuth { consumed } => {
                     conn.input.consume(consumed);
                     self.outbox.reply.extend_from_slice(AUTH_REQUIRED);
+                    // Each such line costs the server a reply: a client that keeps sending
+                    // them (a stream of newlines would make 18 bytes out of each byte in)
+                    // is closed after a few.
+                    conn.auth_misses = conn.auth_misses.saturating_add(1);
+                    if conn.auth_misses >= MAX_LINES_BEFORE_AUTH {
+                        return self.close_unauthenticated(id);
+                    }
                     continue;
                 }
                 AuthStep::TooLong => {
@@ -31,17 +38,22 @@ impl<H: Handler> Core<H> {
                     return self.close_unauthenticated(id);
                 }
                 AuthStep::Token { token, consumed } => {
-                    let verdict = match (&mut self.authenticator, conn.stream.peer_addr()) {
-                        (Some(auth), Ok(peer)) => auth.authenticate(peer, token).map(|n| (n, peer)),
+                    let peer = conn.stream.peer_addr().ok();
+                    // A lockout that began after this connection was accepted still holds:
+                    // connections opened beforehand must not keep guessing.
+                    let locked =
+                        peer.is_some_and(|p| self.access.is_locked(p.ip(), self.clock.tick()));
+                    let verdict = match (&mut self.authenticator, peer) {
+                        (Some(auth), Some(peer)) if !locked => auth.authenticate(peer, token),
                         _ => None,
                     };
-                    (verdict, consumed)
+                    (verdict, consumed, peer)
                 }
             };
             self.conns[id.key()].input.consume(consumed);
-            return match token_ok {
-                Some((name, peer)) => self.authenticated(id, peer, name),
-                None => self.auth_failed(id),
+            return match (token_ok, peer) {
+                (Some(name), Some(peer)) => self.authenticated(id, peer, name),
+                _ => self.auth_failed(id, peer),
             };
         }
     }
@@ -61,11 +73,12 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    /// A wrong token: `ERR auth failed`, a close, and a failure counted against the address.
-    fn auth_failed(&mut self, id: ConnId) {
+    /// A wrong token (or any token from a locked-out address): `ERR auth failed`, a close,
+    /// and a failure counted against the address.
+    fn auth_failed(&mut self, id: ConnId, peer: Option<SocketAddr>) {
         self.stats.auth_failures += 1;
         self.outbox.reply.extend_from_slice(AUTH_FAILED);
-        if let Ok(peer) = self.conns[id.key()].stream.peer_addr() {
+        if let Some(peer) = peer {
             let now = self.clock.tick();
             if self.access.auth_failed(peer.ip(), now) {
                 self.stats.lockouts += 1;
@@ -127,6 +140,9 @@ impl<H: Handler> Core<H> {
         }
     }
 }
+
+/// Lines other than `AUTH` answered before the connection is closed.
+const MAX_LINES_BEFORE_AUTH: u8 = 8;
 
 /// How often the lockout and rate tables drop what expired.
 pub(super) const ACCESS_SWEEP_TICKS: u32 = 10; // 1 s

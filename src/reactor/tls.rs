@@ -64,7 +64,9 @@ impl<H: Handler> Core<H> {
                 if received.handshake_done {
                     self.handshake_done(id);
                 }
-                if !plain.is_empty() && self.is_live(id) {
+                // Not after `on_open` closed it: input that came with the handshake's last
+                // message is dropped, as any input is once the handler closes.
+                if !plain.is_empty() && self.is_live(id) && self.conns[id.key()].phase.reads() {
                     self.deliver_bytes(id, &plain);
                 }
                 let reads = self.is_live(id) && self.conns[id.key()].phase.reads();
@@ -103,6 +105,12 @@ impl<H: Handler> Core<H> {
         // A verified client certificate is authentication enough; otherwise tokens, if any.
         if self.authenticator.is_some() && !certified {
             conn.auth_by = timer::after(self.clock.tick(), self.auth_ticks);
+            // The heap holds the handshake deadline, which may be later: make sure it looks
+            // at this connection by the new one (`schedule` assumes deadlines move later).
+            if conn.auth_by < conn.check_at {
+                conn.check_at = conn.auth_by;
+                self.timers.schedule(conn.auth_by, id);
+            }
             return;
         }
         conn.auth_by = timer::NEVER;
