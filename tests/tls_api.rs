@@ -44,6 +44,21 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A client that trusts the CA in the PEM file `ca`.
+fn client_config(ca: &std::path::Path) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots
+            .add(cert.expect("CA certificate"))
+            .expect("add the CA");
+    }
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 #[test]
 fn an_embedders_server_config_and_what_a_handler_can_ask_about_tls() {
     let pki = make_test_pki("tls_api");
@@ -75,15 +90,7 @@ fn an_embedders_server_config_and_what_a_handler_can_ask_about_tls() {
     let handle = reactor.handle();
     let thread = std::thread::spawn(move || reactor.run());
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut client = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut client = client_config(&pki.ca);
     client.alpn_protocols = vec![b"other/2".to_vec(), b"wharf/1".to_vec()];
     let name = ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
@@ -145,17 +152,7 @@ fn a_handler_that_closes_in_on_open_is_not_given_the_input_that_came_with_the_ha
     let handle = reactor.handle();
     let thread = std::thread::spawn(move || reactor.run());
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let client = Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let client = Arc::new(client_config(&pki.ca));
     for _ in 0..10 {
         let name = ServerName::try_from("localhost").unwrap();
         let mut conn = rustls::ClientConnection::new(Arc::clone(&client), name).unwrap();
@@ -210,15 +207,7 @@ fn the_auth_timeout_after_a_tls_handshake_is_kept_when_shorter_than_the_handshak
     let handle = reactor.handle();
     let thread = std::thread::spawn(move || reactor.run());
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let client = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let client = client_config(&pki.ca);
     let name = ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
     let socket = TcpStream::connect(addr).expect("connect");
