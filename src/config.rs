@@ -23,7 +23,8 @@ use ipnet::IpNet;
 pub struct Config {
     /// Connections served at once. Each connection past this is accepted, sent
     /// `ERR server full (max N connections)` and closed, so the client learns why instead
-    /// of waiting in the kernel's queue. Default: 10000.
+    /// of waiting in the kernel's queue (on a TLS listener it is closed without the line,
+    /// which a TLS client could not read). Default: 10000.
     pub max_conns: usize,
     /// Access control: when not empty, connections from addresses outside these networks
     /// are closed right after accept, before a byte is read. IPv4-mapped IPv6 peers (IPv4

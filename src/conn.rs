@@ -165,13 +165,7 @@ pub(crate) struct Conn<S> {
 impl<S> Conn<S> {
     /// A connection whose handler session is `session`, or that must authenticate by
     /// `auth_by` first (`session` `None`).
-    pub(crate) fn new(
-        stream: TcpStream,
-        generation: u32,
-        session: Option<S>,
-        now: Tick,
-        auth_by: Tick,
-    ) -> Conn<S> {
+    pub(crate) fn new(stream: TcpStream, generation: u32, now: Tick, auth_by: Tick) -> Conn<S> {
         Conn {
             stream,
             generation,
@@ -185,7 +179,7 @@ impl<S> Conn<S> {
             check_at: NEVER,
             auth_by,
             auth_misses: 0,
-            session,
+            session: None,
         }
     }
 
@@ -240,6 +234,16 @@ impl<S> Conn<S> {
             self.output.push(&data[written..]);
         }
         Ok(written)
+    }
+
+    /// The server closes it: what is owed is still written, then writing shuts down and the
+    /// connection lingers ([`settle`]); input not consumed yet is dropped. A connection already
+    /// on its way out (the peer finished, or lingering) keeps its phase.
+    pub(crate) fn begin_closing(&mut self) {
+        if matches!(self.phase, Phase::Open | Phase::Throttled) {
+            self.phase = Phase::Closing;
+        }
+        self.input.clear();
     }
 
     /// Queues `data` without writing it: what is sent next goes out with it, in one write.
@@ -418,10 +422,9 @@ mod deadlines {
     fn conn() -> (Conn<()>, std::net::TcpListener) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (
-            Conn::new(TcpStream::from_std(stream), 0, Some(()), 1000, NEVER),
-            listener,
-        )
+        let mut conn = Conn::new(TcpStream::from_std(stream), 0, 1000, NEVER);
+        conn.session = Some(());
+        (conn, listener)
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! it with.
 //!
 //! A handler is the protocol side of the server. The reactor owns every socket and calls the
-//! handler when a connection opens, when bytes arrive, when the peer finishes sending, and when
+//! handler when a connection opens (after its TLS handshake and its authentication, where
+//! those apply), when bytes arrive, when the peer finishes sending, and when
 //! a connection is gone. The handler never touches a socket: it answers through the context,
 //! which queues its writes and closes, and the reactor performs them once the callback returns.
 //! That keeps the I/O in one place and the handler testable without a network.
@@ -52,8 +53,10 @@ pub trait Handler {
     /// reactor's connection table, so its size is paid by every connection, idle or not.
     type Session;
 
-    /// A connection was accepted from `peer`. Returns its session. The context may already
-    /// be used to write a greeting or to close the connection.
+    /// A connection was accepted from `peer` (and, on a TLS listener or with an
+    /// [`Authenticator`](crate::Authenticator), completed its handshake or its `AUTH` line).
+    /// Returns its session. The context may already be used to write a greeting or to close
+    /// the connection.
     fn on_open(&mut self, ctx: &mut Context<'_>, peer: SocketAddr) -> Self::Session;
 
     /// Bytes arrived. `input` holds every byte received and not yet consumed, oldest first.
@@ -146,7 +149,8 @@ impl fmt::Display for CloseReason {
 }
 
 /// What a handler can do during a callback: write to and close connections, stop the reactor,
-/// read the counters.
+/// read the counters, and ask about the current connection (its identity, peer address, TLS
+/// version and ALPN protocol).
 ///
 /// The "current" connection is the one the callback is about.
 pub struct Context<'a> {

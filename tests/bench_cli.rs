@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use common::bench::{bench, json_report, number, run};
+use common::limit_open_files;
 
 /// How long a server may take to print its `listening on` line.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,24 +135,6 @@ fn start_corrupting_server() -> SocketAddr {
 fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("local addr")
-}
-
-/// Sets the open-files limit (soft and hard) of the process `command` starts.
-fn limit_open_files(command: &mut Command, nofile: u64) {
-    // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(move || {
-            let limit = libc::rlimit {
-                rlim_cur: nofile,
-                rlim_max: nofile,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
 }
 
 fn scratch_dir(name: &str) -> PathBuf {

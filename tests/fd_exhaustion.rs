@@ -12,7 +12,7 @@ const REFUSAL: &[u8] = b"ERR server full (out of file descriptors)\n";
 #[test]
 fn fd_exhaustion_sheds_new_connections_without_spinning_and_recovers() {
     // 64 descriptors: about 55 connections after the server's own (stdio, poller, waker,
-    // listener, spare, signal pipe).
+    // listener, spare).
     let server = Server::start_with_nofile("echo", &["--listen", "127.0.0.1:0"], 64);
     let mut existing = connect(server.addr());
     assert_eq!(round_trip(&mut existing, b"before"), b"before");

@@ -24,6 +24,9 @@ pub(crate) struct AcceptRate {
     per_second: u64,
     capacity: usize,
     buckets: HashMap<IpAddr, Bucket>,
+    /// The tick of the last sweep: a second one within a tick would find nothing, so a
+    /// full table under a flood of new addresses is swept once a tick, not once an accept.
+    swept_at: Option<Tick>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +44,7 @@ impl AcceptRate {
             per_second: per_second.into(),
             capacity: capacity.max(1),
             buckets: HashMap::new(),
+            swept_at: None,
         }
     }
 
@@ -63,7 +67,9 @@ impl AcceptRate {
             Some(bucket) => self.refilled(*bucket, now),
             None => {
                 if self.buckets.len() >= self.capacity {
-                    self.expire(now);
+                    if self.swept_at != Some(now) {
+                        self.expire(now);
+                    }
                     if self.buckets.len() >= self.capacity {
                         return true; // see the module docs
                     }
@@ -79,6 +85,7 @@ impl AcceptRate {
 
     /// Drops the buckets that have refilled.
     pub(crate) fn expire(&mut self, now: Tick) {
+        self.swept_at = Some(now);
         let full = self.full();
         let per_second = self.per_second;
         self.buckets.retain(|_, bucket| {

@@ -204,7 +204,7 @@ impl<H: Handler> Core<H> {
             Some(_) => timer::after(now, self.auth_ticks),
             None => timer::NEVER,
         };
-        entry.insert(Conn::new(stream, id.generation(), None, now, auth_by));
+        entry.insert(Conn::new(stream, id.generation(), now, auth_by));
         if self.access.counts() {
             if self.peer_ips.len() <= id.key() {
                 self.peer_ips.resize(id.key() + 1, None);

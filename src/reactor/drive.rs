@@ -57,11 +57,7 @@ impl<H: Handler> Core<H> {
             } else {
                 self.stats.bytes_in += n as u64;
                 #[cfg(feature = "tls")]
-                if self.extras.is_tls(id.key()) {
-                    self.receive_tls(id, n);
-                } else {
-                    self.deliver(id, n);
-                }
+                self.receive_tls(id, n); // plain connections go on to `deliver`
                 #[cfg(not(feature = "tls"))]
                 self.deliver(id, n);
                 if !self.is_live(id) {
@@ -99,42 +95,33 @@ impl<H: Handler> Core<H> {
     /// Hands `fresh` bytes to the handler, or to authentication while it is pending.
     pub(super) fn deliver_bytes(&mut self, id: ConnId, fresh: &[u8]) {
         let conn = &mut self.conns[id.key()];
-        let session = match conn.session.as_mut() {
-            // Without leftovers the handler reads straight from the read buffer: the
-            // common case copies nothing and allocates nothing.
-            Some(session) if conn.input.is_empty() => session,
-            Some(_) => {
-                conn.input.extend(fresh);
-                return self.deliver_buffered(id);
-            }
-            None => {
-                conn.input.extend(fresh);
-                return self.authenticate(id);
-            }
-        };
-        let view = self.extras.view(id.key(), Some(&conn.stream));
-        self.outbox.begin(id, true);
-        let consumed = self
-            .handler
-            .on_data(
-                &mut Context::new(&mut self.outbox, &self.stats).about(view),
-                session,
-                fresh,
-            )
-            .min(fresh.len());
-        conn.input.extend(&fresh[consumed..]);
-        self.check_input_limit(id);
-        self.finish_callback(id);
+        if conn.session.is_none() {
+            conn.input.extend(fresh);
+            return self.authenticate(id);
+        }
+        // Without leftovers the handler reads straight from the read buffer: the common case
+        // copies nothing and allocates nothing.
+        if conn.input.is_empty() {
+            return self.call_on_data(id, Some(fresh));
+        }
+        conn.input.extend(fresh);
+        self.call_on_data(id, None);
     }
 
     /// Hands the input buffer (leftovers and what was added to them) to the handler.
     pub(super) fn deliver_buffered(&mut self, id: ConnId) {
+        self.call_on_data(id, None);
+    }
+
+    /// `Handler::on_data` over `fresh`, or over the input buffer when there is none; what it
+    /// leaves unconsumed stays in the input buffer.
+    fn call_on_data(&mut self, id: ConnId, fresh: Option<&[u8]>) {
         let conn = &mut self.conns[id.key()];
         let Some(session) = conn.session.as_mut() else {
             return;
         };
         let view = self.extras.view(id.key(), Some(&conn.stream));
-        let input = conn.input.as_slice();
+        let input = fresh.unwrap_or(conn.input.as_slice());
         self.outbox.begin(id, true);
         let consumed = self
             .handler
@@ -144,7 +131,10 @@ impl<H: Handler> Core<H> {
                 input,
             )
             .min(input.len());
-        conn.input.consume(consumed);
+        match fresh {
+            Some(fresh) => conn.input.extend(&fresh[consumed..]),
+            None => conn.input.consume(consumed),
+        }
         self.check_input_limit(id);
         self.finish_callback(id);
     }
@@ -196,11 +186,7 @@ impl<H: Handler> Core<H> {
             }
         }
         if self.outbox.close_current {
-            let conn = &mut self.conns[id.key()];
-            if conn.phase != Phase::PeerClosed {
-                conn.phase = Phase::Closing;
-            }
-            conn.input.clear();
+            self.conns[id.key()].begin_closing();
         }
         if self.outbox.has_mail() {
             self.deliver_mail();
@@ -254,11 +240,7 @@ impl<H: Handler> Core<H> {
             }
             for to in std::mem::take(&mut self.outbox.closes) {
                 if self.is_live(to) {
-                    let conn = &mut self.conns[to.key()];
-                    if conn.phase != Phase::PeerClosed && conn.phase != Phase::Lingering {
-                        conn.phase = Phase::Closing;
-                        conn.input.clear();
-                    }
+                    self.conns[to.key()].begin_closing();
                     self.settle(to);
                 }
             }
@@ -353,7 +335,7 @@ impl<H: Handler> Core<H> {
             // it would tell the client the stream ended cleanly (a truncation attack's
             // disguise), so then the socket just closes.
             if !matches!(reason, CloseReason::Error(_)) && conn.output.is_empty() {
-                super::tls::farewell(tls, &conn.stream);
+                super::tls::farewell(tls, &conn.stream, &mut self.sealed);
             }
         }
         drop(conn.stream);

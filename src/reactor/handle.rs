@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mio::Waker;
 
-/// A handle that controls a running [`Reactor`] from any thread: stop it, drain it, or ask
+/// A handle that controls a running [`Reactor`](crate::Reactor) from any thread: stop it, drain it, or ask
 /// for a line of stats. Requests are flags read by the loop, which a [`mio::Waker`] wakes.
 ///
 /// ```
@@ -43,7 +43,7 @@ pub(crate) enum Request {
 }
 
 impl Handle {
-    /// Stops the reactor now: [`Reactor::run`] closes every connection and returns.
+    /// Stops the reactor now: [`Reactor::run`](crate::Reactor::run) closes every connection and returns.
     pub fn stop(&self) {
         self.shared.signal.store(0, Ordering::Release); // asked by code, not by a signal
         self.request(&self.shared.stop);
@@ -51,14 +51,14 @@ impl Handle {
 
     /// Stops the reactor gracefully: the listeners close at once, connections get up to
     /// `Config::drain_timeout` to finish (everything received is still answered, half-closed
-    /// connections are flushed and closed), then the rest are closed and [`Reactor::run`]
+    /// connections are flushed and closed), then the rest are closed and [`Reactor::run`](crate::Reactor::run)
     /// returns. It returns sooner when the last connection closes.
     pub fn drain(&self) {
         self.shared.signal.store(0, Ordering::Release); // asked by code, not by a signal
         self.request(&self.shared.drain);
     }
 
-    /// Asks the reactor to log one line of [`Stats`] (at info level).
+    /// Asks the reactor to log one line of [`Stats`](crate::Stats) (at info level).
     pub fn log_stats(&self) {
         self.request(&self.shared.log_stats);
     }
@@ -76,7 +76,7 @@ impl Handle {
     /// [logs its stats](Handle::log_stats), and SIGHUP
     /// [reloads its TLS certificates](Handle::reload_tls). The handlers make the requests themselves, so
     /// no thread is started and the process stays single-threaded. Call it once, before
-    /// [`Reactor::run`]: the handlers stay installed for the life of the process (a second
+    /// [`Reactor::run`](crate::Reactor::run): the handlers stay installed for the life of the process (a second
     /// call adds a second set), so this is for a program whose main loop is this reactor.
     pub fn install_signal_handlers(&self) -> io::Result<()> {
         crate::sys::signal::install(self)

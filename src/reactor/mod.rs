@@ -3,7 +3,8 @@
 //! The loop waits for readiness, accepts new connections, and drives each ready connection:
 //! flush its output, read its input into one scratch buffer shared by all connections, hand
 //! the bytes to the [`Handler`], write the reply, and [`settle`] the connection's phase. It
-//! knows nothing about protocols.
+//! knows nothing about the handler's protocol; what it does before the handler hears of a
+//! connection, the TLS handshake and the `AUTH` line, is in `tls.rs` and `auth.rs`.
 //!
 //! Edge-triggered readiness is reported once per change, not while it lasts, so every source
 //! is drained until the operating system says `WouldBlock`, with two deliberate exceptions:

@@ -5,7 +5,7 @@ use super::Core;
 use crate::conn::{Expiry, Phase};
 use crate::conn_id::{ConnId, Source};
 use crate::handler::{CloseReason, Handler};
-use crate::timer::{self, NEVER};
+use crate::timer::{self, Tick, NEVER};
 
 impl<H: Handler> Core<H> {
     /// Makes sure the timer heap will look at `id` no later than its current deadline.
@@ -19,10 +19,18 @@ impl<H: Handler> Core<H> {
             return;
         }
         if let Some((due, _)) = conn.deadline(self.timeouts) {
-            if due < conn.check_at {
-                conn.check_at = due;
-                self.timers.schedule(due, id);
-            }
+            self.check_by(id, due);
+        }
+    }
+
+    /// Makes sure the timer heap looks at `id` by `due`: pushes an entry if its current one
+    /// is later. For a deadline that moved earlier where `schedule`'s fast path would not see
+    /// it.
+    pub(super) fn check_by(&mut self, id: ConnId, due: Tick) {
+        let conn = &mut self.conns[id.key()];
+        if due < conn.check_at {
+            conn.check_at = due;
+            self.timers.schedule(due, id);
         }
     }
 

@@ -9,7 +9,6 @@
 use std::io::{self, Write};
 
 use super::Core;
-use crate::conn::Phase;
 use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Handler};
 use crate::timer;
@@ -36,8 +35,8 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    /// Ciphertext arrived on a TLS connection: decrypt it, answer the handshake, and hand
-    /// the plaintext to the handler (or to authentication).
+    /// Bytes arrived: on a TLS connection decrypt them, answer the handshake, and hand the
+    /// plaintext to the handler (or to authentication); on a plain one, `deliver` them.
     pub(super) fn receive_tls(&mut self, id: ConnId, n: usize) {
         let Some(session) = self.extras.tls_mut(id.key()) else {
             return self.deliver(id, n);
@@ -105,13 +104,10 @@ impl<H: Handler> Core<H> {
         // A verified client certificate is authentication enough; otherwise tokens, if any.
         if self.authenticator.is_some() && !certified {
             conn.auth_by = timer::after(self.clock.tick(), self.auth_ticks);
-            // The heap holds the handshake deadline, which may be later: make sure it looks
-            // at this connection by the new one (`schedule` assumes deadlines move later).
-            if conn.auth_by < conn.check_at {
-                conn.check_at = conn.auth_by;
-                self.timers.schedule(conn.auth_by, id);
-            }
-            return;
+            // The heap holds the handshake deadline, which may be later (and `schedule`
+            // assumes deadlines only move later).
+            let due = conn.auth_by;
+            return self.check_by(id, due);
         }
         conn.auth_by = timer::NEVER;
         let Ok(peer) = conn.stream.peer_addr() else {
@@ -138,11 +134,7 @@ impl<H: Handler> Core<H> {
         if let Some(session) = self.extras.tls_mut(id.key()) {
             session.refuse_more_output();
         }
-        let conn = &mut self.conns[id.key()];
-        conn.input.clear();
-        if conn.phase != Phase::PeerClosed {
-            conn.phase = Phase::Closing;
-        }
+        self.conns[id.key()].begin_closing();
     }
 
     /// Encrypts `data` for a TLS connection and sends it. `None` for a plain connection.
@@ -196,9 +188,14 @@ impl<H: Handler> Core<H> {
 
 /// A last close_notify for a TLS connection closing now, written if the socket takes it (no
 /// queueing: the socket is about to close).
-pub(super) fn farewell(session: &mut TlsSession, stream: &mio::net::TcpStream) {
-    let mut sealed = Vec::new();
-    if session.say_goodbye(&mut sealed) {
-        let _ = (&*stream).write(&sealed);
+/// `sealed` is the reactor's ciphertext buffer, lent.
+pub(super) fn farewell(
+    session: &mut TlsSession,
+    stream: &mio::net::TcpStream,
+    sealed: &mut Vec<u8>,
+) {
+    sealed.clear();
+    if session.say_goodbye(sealed) {
+        let _ = (&*stream).write(sealed);
     }
 }

@@ -3,7 +3,8 @@
 //! A TLS connection's socket carries ciphertext; the reactor hands what it reads to the
 //! connection's [`session::TlsSession`], gives the plaintext to the handler as for any
 //! connection, and encrypts what the handler writes before it is queued for the socket.
-//! Handlers do not change. Backpressure and `max_outbuf` count the encrypted bytes queued.
+//! Handlers do not change. Backpressure (`Config::high_water`) counts the encrypted bytes
+//! queued.
 //! The handshake runs before the handler hears of the connection, within
 //! `Config::tls_handshake_timeout`.
 

@@ -74,22 +74,8 @@ impl Server {
     /// Like [`Server::start`], with the open-files limit of the server set to `nofile`
     /// (soft and hard) before it runs.
     pub fn start_with_nofile(mode: &str, args: &[&str], nofile: u64) -> Server {
-        use std::os::unix::process::CommandExt;
         let mut cmd = wharf_command(mode, args);
-        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(move || {
-                let limit = libc::rlimit {
-                    rlim_cur: nofile,
-                    rlim_max: nofile,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
+        limit_open_files(&mut cmd, nofile);
         Server::start_command(mode, args, cmd)
     }
 
@@ -346,6 +332,25 @@ pub fn connect_from(src: &str, addr: SocketAddr) -> TcpStream {
         .set_read_timeout(Some(IO_TIMEOUT))
         .expect("read timeout");
     stream
+}
+
+/// Sets the open-files limit (soft and hard) of the process `command` starts.
+pub fn limit_open_files(command: &mut Command, nofile: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }
 
 /// Reads one line (up to and including `\n`), failing clearly on EOF, an error or a

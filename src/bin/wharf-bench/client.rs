@@ -69,7 +69,7 @@ pub enum Outcome {
 pub enum Next {
     /// Send the next message at once.
     Send,
-    /// Stay open and quiet until [`Client::send`].
+    /// Stay open and quiet until [`Client::send_idle`].
     Idle,
     /// Close the connection.
     Close,

@@ -9,8 +9,8 @@ use ipnet::IpNet;
 use wharf::proto::line::DEFAULT_MAX_LINE;
 use wharf::{Config, ListenOptions};
 
-/// A single-threaded event-loop TCP server: echo and line echo, for testing clients,
-/// proxies and firewalls.
+/// A single-threaded event-loop server: echo (also over UDP), line echo and chat, over TCP
+/// and TLS, for testing clients, proxies and firewalls.
 #[derive(Parser)]
 #[command(
     name = "wharf",
@@ -177,7 +177,7 @@ pub struct ServerArgs {
     keepalive: u64,
     /// Worker processes: each a single-threaded server with its own listening socket on the
     /// same port (SO_REUSEPORT), restarted if it dies. `auto`: one per CPU. --max-conns
-    /// applies to each worker. Chat runs with one worker.
+    /// applies to each worker. Chat, and echo with --udp, run with one worker.
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: Workers,
     /// Internal: this process is worker ID of a `--workers` parent.
@@ -259,6 +259,16 @@ impl ServerArgs {
             // A worker's parent asks for its counters (SIGUSR1) on its own timer, and sums them.
             stats_interval: seconds(self.stats_interval).filter(|_| self.worker_id.is_none()),
             ..Config::default()
+        }
+    }
+
+    /// The settings of a line-based mode (line, chat) whose lines hold at most `max_line`
+    /// bytes: the protocol refuses longer lines itself, with an error line, so the input
+    /// limit must let them through to it.
+    pub fn line_config(&self, max_line: usize) -> Config {
+        Config {
+            max_input: Config::default().max_input.max(max_line.saturating_add(1)),
+            ..self.config()
         }
     }
 

@@ -42,20 +42,13 @@ fn main() -> ExitCode {
     }
     let result = match cli.mode {
         Mode::Echo { server, udp } => serve("echo", Echo, &server, &udp, false, server.config()),
+        // Line replies are small and interactive: send them at once (nodelay).
         Mode::Line { server, max_line } => {
-            let config = Config {
-                // The line protocol refuses longer lines itself, with an error line.
-                max_input: Config::default().max_input.max(max_line.saturating_add(1)),
-                ..server.config()
-            };
-            // Line replies are small and interactive: send them at once.
+            let config = server.line_config(max_line);
             serve("line", Line::new(max_line), &server, &[], true, config)
         }
         Mode::Chat { server, max_line } => {
-            let config = Config {
-                max_input: Config::default().max_input.max(max_line.saturating_add(1)),
-                ..server.config()
-            };
+            let config = server.line_config(max_line);
             serve("chat", Chat::new(max_line), &server, &[], true, config)
         }
     };
@@ -84,16 +77,14 @@ fn serve<H: Handler>(
     protect::check(mode, args, tokens.is_some())?;
     let options = args.listen_options(nodelay_by_default);
     let tls = tls::settings(args)?;
-    let listeners = args
-        .listen_addrs()
-        .iter()
-        .map(|addr| Listener::bind(*addr, &options))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tls_listeners = args
-        .tls_listen_addrs()
-        .iter()
-        .map(|addr| Listener::bind(*addr, &options))
-        .collect::<Result<Vec<_>, _>>()?;
+    let bind_all = |addrs: &[SocketAddr]| -> Result<Vec<Listener>, wharf::ListenError> {
+        addrs
+            .iter()
+            .map(|addr| Listener::bind(*addr, &options))
+            .collect()
+    };
+    let listeners = bind_all(args.listen_addrs())?;
+    let tls_listeners = bind_all(args.tls_listen_addrs())?;
     let udp_sockets = udp
         .iter()
         .map(|addr| bind_udp(*addr))

@@ -45,7 +45,7 @@ pub fn check(mode: &str, args: &ServerArgs, tokens: bool) -> Result<(), Refused>
     let tls: &[SocketAddr] = if args.tls_client_ca.is_some() {
         &[]
     } else {
-        &args.tls_addrs
+        args.tls_listen_addrs()
     };
     let exposed: Vec<SocketAddr> = plain
         .iter()

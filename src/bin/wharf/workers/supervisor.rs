@@ -24,10 +24,9 @@ use crate::sys;
 
 pub struct Supervisor {
     mode: &'static str,
-    /// Held while the parent lives, so the ports stay taken while workers come and go.
-    reservations: Vec<Reservation>,
-    /// The same for `--tls-listen`.
-    tls_reservations: Vec<Reservation>,
+    /// Held while the parent lives, so the ports stay taken while workers come and go; each
+    /// with whether it is a `--tls-listen` address.
+    reservations: Vec<(Reservation, bool)>,
     /// This program, and the parent's own arguments, passed on to every worker.
     program: PathBuf,
     args: Vec<OsString>,
@@ -78,16 +77,11 @@ impl Supervisor {
         // share the port with other servers: without it, a second `wharf --workers` on this
         // port is refused while these workers listen (see Reservation).
         let options: ListenOptions = server.listen_options(false);
-        let reservations = server
-            .listen_addrs()
-            .iter()
-            .map(|addr| Reservation::bind(*addr, &options))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| error.to_string())?;
-        let tls_reservations = server
-            .tls_listen_addrs()
-            .iter()
-            .map(|addr| Reservation::bind(*addr, &options))
+        let plain = server.listen_addrs().iter().map(|addr| (addr, false));
+        let tls = server.tls_listen_addrs().iter().map(|addr| (addr, true));
+        let reservations = plain
+            .chain(tls)
+            .map(|(addr, tls)| Reservation::bind(*addr, &options).map(|r| (r, tls)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| error.to_string())?;
         // Files every worker needs are checked once, here: a bad one is one line, not one
@@ -117,7 +111,6 @@ impl Supervisor {
         let mut supervisor = Supervisor {
             mode: mode.name(),
             reservations,
-            tls_reservations,
             program,
             args: args.collect(),
             arg0,
@@ -204,15 +197,13 @@ impl Supervisor {
             .args(&self.args)
             .arg("--worker-id")
             .arg(id.to_string());
-        for reservation in &self.reservations {
-            command
-                .arg("--worker-listen")
-                .arg(reservation.local_addr().to_string());
-        }
-        for reservation in &self.tls_reservations {
-            command
-                .arg("--worker-tls-listen")
-                .arg(reservation.local_addr().to_string());
+        for (reservation, tls) in &self.reservations {
+            let flag = if *tls {
+                "--worker-tls-listen"
+            } else {
+                "--worker-listen"
+            };
+            command.arg(flag).arg(reservation.local_addr().to_string());
         }
         // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
         // the parent alone, which passes it on once. Reaching the workers too, it would count
@@ -404,19 +395,12 @@ impl Supervisor {
             .all(|w| matches!(w.state, State::Running { ready: true, .. }));
         if all_ready && !self.announced && !self.stopping {
             self.announced = true;
-            for reservation in &self.reservations {
+            for (reservation, tls) in &self.reservations {
                 eprintln!(
-                    "wharf: listening on {} ({}, {} workers)",
+                    "wharf: listening on {} ({}{}, {} workers)",
                     reservation.local_addr(),
                     self.mode,
-                    self.workers.len()
-                );
-            }
-            for reservation in &self.tls_reservations {
-                eprintln!(
-                    "wharf: listening on {} ({}, tls, {} workers)",
-                    reservation.local_addr(),
-                    self.mode,
+                    if *tls { ", tls" } else { "" },
                     self.workers.len()
                 );
             }
