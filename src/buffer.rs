@@ -150,6 +150,13 @@ mod tests {
 /// recipient's queue, never copied per recipient).
 ///
 /// Like [`Buffer`], it holds no heap memory while empty.
+///
+/// Besides the unwritten bytes ([`OutQueue::len`]) it keeps the memory it holds
+/// ([`OutQueue::held`]): every piece's allocation, written part and spare capacity
+/// included, a shared chunk counted whole (this queue keeps it alive), and
+/// [`SLOT_COST`] per piece for the queue slot, the shared chunk's counts and the
+/// allocator's header. The output limits compare against that, so a flood of tiny
+/// messages cannot hold many times the limit in overhead.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
     chunks: VecDeque<Chunk>,
@@ -157,7 +164,13 @@ pub(crate) struct OutQueue {
     head: usize,
     /// Unwritten bytes in all chunks.
     len: usize,
+    /// Memory held, as [`OutQueue::held`] says.
+    held: usize,
 }
+
+/// What one queued piece costs beyond its bytes: its slot in the queue (32 bytes, and the
+/// queue's spare slots), a shared chunk's reference counts (16), the allocator's header.
+pub(crate) const SLOT_COST: usize = 64;
 
 #[derive(Debug)]
 enum Chunk {
@@ -171,6 +184,15 @@ impl Chunk {
             Chunk::Owned(bytes) => bytes,
             Chunk::Shared(bytes) => bytes,
         }
+    }
+
+    /// The memory this piece holds while queued.
+    fn cost(&self) -> usize {
+        SLOT_COST
+            + match self {
+                Chunk::Owned(bytes) => bytes.capacity(),
+                Chunk::Shared(bytes) => bytes.len(),
+            }
     }
 }
 
@@ -187,6 +209,11 @@ impl OutQueue {
         self.len == 0
     }
 
+    /// Memory held by the queue: what the output limits count (see [`OutQueue`]).
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
     /// Queues a copy of `data`, in the back owned piece when there is one to grow.
     pub(crate) fn push(&mut self, data: &[u8]) {
         if data.is_empty() {
@@ -198,8 +225,16 @@ impl OutQueue {
         // long as the queue never empties.
         let partly_written_front = self.chunks.len() == 1 && self.head > 0;
         match self.chunks.back_mut() {
-            Some(Chunk::Owned(back)) if !partly_written_front => back.extend_from_slice(data),
-            _ => self.chunks.push_back(Chunk::Owned(data.to_vec())),
+            Some(Chunk::Owned(back)) if !partly_written_front => {
+                let before = back.capacity();
+                back.extend_from_slice(data);
+                self.held += back.capacity() - before;
+            }
+            _ => {
+                let piece = Chunk::Owned(data.to_vec());
+                self.held += piece.cost();
+                self.chunks.push_back(piece);
+            }
         }
     }
 
@@ -214,7 +249,9 @@ impl OutQueue {
             self.head = written;
         }
         self.len += chunk.len() - written;
-        self.chunks.push_back(Chunk::Shared(chunk));
+        let piece = Chunk::Shared(chunk);
+        self.held += piece.cost();
+        self.chunks.push_back(piece);
     }
 
     /// Writes queued bytes with `writev` until the writer takes no more. Returns the bytes
@@ -252,7 +289,9 @@ impl OutQueue {
                 return;
             }
             n -= front;
-            self.chunks.pop_front();
+            if let Some(piece) = self.chunks.pop_front() {
+                self.held -= piece.cost();
+            }
             self.head = 0;
         }
         if self.is_empty() {
@@ -367,6 +406,28 @@ mod out_queue {
             held < 16_000,
             "the queue holds {held} bytes for 2000 pending"
         );
+        assert_eq!(queue.held(), held + queue.chunks.len() * SLOT_COST);
+    }
+
+    #[test]
+    fn tiny_shared_chunks_count_their_overhead_against_the_limit() {
+        // A flood of one-byte messages holds far more than one byte each: the limit must see it.
+        let mut queue = OutQueue::default();
+        let dot: Arc<[u8]> = Arc::from(&b"."[..]);
+        for _ in 0..1000 {
+            queue.push_shared(Arc::clone(&dot), 0);
+        }
+        assert_eq!(queue.len(), 1000);
+        assert_eq!(queue.held(), 1000 * (1 + SLOT_COST));
+        let mut out = Narrow {
+            taken: Vec::new(),
+            room: 999,
+        };
+        queue.write_to(&mut out).unwrap();
+        assert_eq!(queue.held(), 1 + SLOT_COST);
+        out.room = 1;
+        queue.write_to(&mut out).unwrap();
+        assert_eq!(queue.held(), 0);
     }
 
     #[test]

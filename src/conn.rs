@@ -97,7 +97,9 @@ pub(crate) enum Next {
     Close,
 }
 
-/// The transition function: given the phase and the unsent output, the next phase and action.
+/// The transition function: given the phase and the memory its unsent output holds
+/// ([`crate::buffer::OutQueue::held`], zero exactly when nothing is owed), the next phase and
+/// action.
 pub(crate) fn settle(phase: Phase, pending: usize, water: Watermarks) -> (Phase, Next) {
     match phase {
         Phase::Open if pending > water.high => (Phase::Throttled, Next::Stay),
@@ -157,6 +159,8 @@ pub(crate) struct Conn<S> {
     pub(crate) auth_by: Tick,
     /// Lines other than `AUTH` it sent before authenticating.
     pub(crate) auth_misses: u8,
+    /// On the reactor's list of connections to flush before it polls again.
+    pub(crate) flush_pending: bool,
     /// The handler's state; `None` until the handler hears of the connection, which waits
     /// for authentication when the reactor requires it.
     pub(crate) session: Option<S>,
@@ -179,6 +183,7 @@ impl<S> Conn<S> {
             check_at: NEVER,
             auth_by,
             auth_misses: 0,
+            flush_pending: false,
             session: None,
         }
     }
@@ -246,32 +251,21 @@ impl<S> Conn<S> {
         self.input.clear();
     }
 
-    /// Queues `data` without writing it: what is sent next goes out with it, in one write.
-    /// Only TLS queues (what rustls answers waits for the handler's reply).
-    #[cfg(feature = "tls")]
+    /// Queues `data` without writing it: it goes out with the next flush, in one `writev`
+    /// with whatever else is queued by then.
     pub(crate) fn queue(&mut self, data: &[u8], now: Tick) {
         if self.output.is_empty() {
-            self.wrote_at = now;
+            self.wrote_at = now; // output becomes pending: the write timeout starts
         }
         self.output.push(data);
     }
 
-    /// Like [`Conn::send`] for a chunk shared with other connections: what the socket does
-    /// not take now is queued by reference, not copied.
-    pub(crate) fn send_shared(&mut self, chunk: &Arc<[u8]>, now: Tick) -> io::Result<usize> {
-        if !self.output.is_empty() {
-            self.output.push_shared(Arc::clone(chunk), 0);
-            return Ok(0);
-        }
-        let written = write_some(&mut self.stream, chunk)?;
-        if written > 0 {
-            self.active_at = now;
-        }
-        if written < chunk.len() {
+    /// Like [`Conn::queue`] for a chunk shared with other connections: queued by reference.
+    pub(crate) fn queue_shared(&mut self, chunk: &Arc<[u8]>, now: Tick) {
+        if self.output.is_empty() {
             self.wrote_at = now;
-            self.output.push_shared(Arc::clone(chunk), written);
         }
-        Ok(written)
+        self.output.push_shared(Arc::clone(chunk), 0);
     }
 
     /// Writes queued output until the socket takes no more. Returns the bytes written.
@@ -400,7 +394,7 @@ mod size {
         let entry = std::mem::size_of::<slab::Slab<Conn<()>>>();
         eprintln!("Conn<()> = {size} bytes; Slab header = {entry} bytes");
         // mio adds a selector id to every source when debug assertions are on (16 bytes here).
-        let limit = if cfg!(debug_assertions) { 128 } else { 112 };
+        let limit = if cfg!(debug_assertions) { 144 } else { 128 };
         assert!(
             size <= limit,
             "Conn<()> grew to {size} bytes: update docs/ARCHITECTURE.md"

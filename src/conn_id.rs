@@ -45,6 +45,12 @@ pub struct ConnId {
 }
 
 impl ConnId {
+    /// An id no connection ever has (its generation is outside the 31 bits generations use).
+    pub(crate) const NONE: ConnId = ConnId {
+        key: u32::MAX,
+        generation: u32::MAX,
+    };
+
     pub(crate) fn new(key: usize, generation: u32) -> ConnId {
         debug_assert!(key <= MAX_KEY);
         ConnId {

@@ -11,7 +11,16 @@
 //! Writes to the connection being served are staged in one buffer shared by all connections
 //! and written with one system call after the callback, so a handler may call
 //! [`Context::write`] once per message without paying a system call per message. Writes to
-//! other connections ([`Context::write_to`]) are delivered right after the callback, in order.
+//! other connections ([`Context::write_to`], [`Context::write_shared`]) are queued on those
+//! connections, in order, and each connection's queue goes out with one `writev` before the
+//! reactor next waits for events: a callback that writes to a thousand connections makes no
+//! system call, and a connection written to by a hundred callbacks in one loop iteration
+//! gets one write.
+//!
+//! Output is bounded by `Config::high_water`, inside a callback too. A handler that produces
+//! much output per message asks [`Context::backlogged`] and stops consuming input while it is
+//! true; the reactor hands the rest back once the output has drained. A connection that falls
+//! behind on what *others* send it is dropped ([`CloseReason::SlowReader`]).
 
 use std::fmt;
 use std::io;
@@ -86,6 +95,16 @@ pub trait Handler {
     /// writes to other connections are delivered.
     fn on_close(&mut self, ctx: &mut Context<'_>, session: Self::Session, reason: CloseReason) {
         let _ = (ctx, session, reason);
+    }
+
+    /// The loop is about to write what this iteration queued, then wait for events. A
+    /// handler that collects work across callbacks (a chat room batching join notices, so
+    /// that a thousand joins cost each member one write, not a thousand) hands it over
+    /// now. The context is about no connection: use [`Context::write_to`] and
+    /// [`Context::write_shared`]. Called once per loop iteration, so keep it cheap when
+    /// there is nothing to do (the default does nothing).
+    fn on_flush(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
     }
 
     /// A datagram arrived on one of the reactor's UDP sockets ([`crate::Reactor::add_udp`]).
@@ -244,6 +263,35 @@ impl<'a> Context<'a> {
         None
     }
 
+    /// Whether the current connection's unsent output (queued before this callback, plus
+    /// what this callback wrote to it) is over `Config::high_water`. A handler that may
+    /// answer one message with much output checks it between messages and, while it is
+    /// true, stops and returns how much input it consumed: the rest stays buffered, reading
+    /// pauses, and the reactor passes that input to [`Handler::on_data`] again once the
+    /// peer has read enough for the output to drain to `Config::low_water`.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use wharf::{Context, Handler};
+    /// /// Answers each byte with a kilobyte, never more than the output limit at a time.
+    /// struct Amplifier;
+    /// impl Handler for Amplifier {
+    ///     type Session = ();
+    ///     fn on_open(&mut self, _: &mut Context<'_>, _: SocketAddr) {}
+    ///     fn on_data(&mut self, ctx: &mut Context<'_>, _: &mut (), input: &[u8]) -> usize {
+    ///         let mut consumed = 0;
+    ///         while consumed < input.len() && !ctx.backlogged() {
+    ///             ctx.write(&[b'x'; 1024]);
+    ///             consumed += 1;
+    ///         }
+    ///         consumed
+    ///     }
+    /// }
+    /// ```
+    pub fn backlogged(&self) -> bool {
+        self.outbox.current_held + self.outbox.reply.len() > self.outbox.high_water
+    }
+
     /// Queues `data` for the current connection.
     pub fn write(&mut self, data: &[u8]) {
         if self.outbox.current_open {
@@ -252,7 +300,10 @@ impl<'a> Context<'a> {
     }
 
     /// Queues `data` for connection `id`, which may be the current one. Data for a connection
-    /// that has closed, or that an earlier callback closed, is dropped.
+    /// that has closed, or that an earlier callback closed, is dropped. It goes out with
+    /// the rest of that connection's output before the loop next waits; if its unsent output
+    /// passes `Config::high_water` (after an attempt to write it), the connection is dropped
+    /// as a slow reader.
     pub fn write_to(&mut self, id: ConnId, data: &[u8]) {
         if id == self.outbox.current {
             self.write(data);
@@ -329,6 +380,10 @@ pub(crate) struct Outbox {
     pub(crate) current: ConnId,
     /// False while the current connection is already closed (in `on_close`).
     pub(crate) current_open: bool,
+    /// Memory the current connection's queued output held when the callback began.
+    pub(crate) current_held: usize,
+    /// `Config::high_water`, for [`Context::backlogged`].
+    pub(crate) high_water: usize,
     /// Output for the current connection.
     pub(crate) reply: Vec<u8>,
     pub(crate) close_current: bool,
@@ -340,10 +395,12 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn new() -> Outbox {
+    pub(crate) fn new(high_water: usize) -> Outbox {
         Outbox {
-            current: ConnId::new(0, 0),
+            current: ConnId::NONE,
             current_open: false,
+            current_held: 0,
+            high_water,
             reply: Vec::new(),
             close_current: false,
             mail: Vec::new(),
@@ -353,15 +410,38 @@ impl Outbox {
         }
     }
 
-    /// Starts a callback about connection `id`.
-    pub(crate) fn begin(&mut self, id: ConnId, open: bool) {
+    /// Starts a callback about connection `id`, open or not, whose queued output holds
+    /// `held` bytes of memory.
+    pub(crate) fn begin(&mut self, id: ConnId, open: bool, held: usize) {
         debug_assert!(
             self.reply.is_empty(),
             "reply left over from a previous callback"
         );
         self.current = id;
         self.current_open = open;
+        self.current_held = held;
         self.close_current = false;
+    }
+
+    /// Starts a callback about no connection ([`Handler::on_flush`]).
+    pub(crate) fn begin_unattached(&mut self) {
+        self.begin(ConnId::NONE, false, 0);
+    }
+
+    /// Gives back the memory of buffers a spike grew (one callback that wrote megabytes,
+    /// a broadcast to a crowd): once empty, they keep a working size and no more.
+    pub(crate) fn shrink_after_spike(&mut self) {
+        const KEEP_BYTES: usize = 64 * 1024;
+        const KEEP_LETTERS: usize = 4096;
+        if self.reply.is_empty() && self.reply.capacity() > 4 * KEEP_BYTES {
+            self.reply.shrink_to(KEEP_BYTES);
+        }
+        if self.mail_bytes.is_empty() && self.mail_bytes.capacity() > 4 * KEEP_BYTES {
+            self.mail_bytes.shrink_to(KEEP_BYTES);
+        }
+        if self.mail.is_empty() && self.mail.capacity() > 4 * KEEP_LETTERS {
+            self.mail.shrink_to(KEEP_LETTERS);
+        }
     }
 
     pub(crate) fn has_mail(&self) -> bool {

@@ -62,6 +62,10 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes written to connections.
     pub bytes_out: u64,
+    /// Write system calls (`write`, `writev`) made for connections' output: one per reply
+    /// sent at once and one per flush of a connection's queue (a socket that takes only part
+    /// of a write can make it more).
+    pub writes: u64,
     /// Connections closed after the peer finished sending.
     pub closed_by_peer: u64,
     /// Connections closed by the server (a handler's close, an overlong line, input limit).

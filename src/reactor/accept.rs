@@ -216,7 +216,8 @@ impl<H: Handler> Core<H> {
         if !self.start_tls(id, index) {
             return;
         }
-        self.outbox.begin(id, true);
+        let held = self.conns[id.key()].output.held();
+        self.outbox.begin(id, true, held);
         // The handler waits for the TLS handshake and for authentication, if any.
         if self.authenticator.is_none() && !self.extras.is_tls(id.key()) {
             self.open_session(id, peer);

@@ -16,7 +16,8 @@ impl<H: Handler> Core<H> {
     /// buffer): answers each line, and opens the session on a good token.
     pub(super) fn authenticate(&mut self, id: ConnId) {
         // One callback's worth of replies, sent together, as for a handler's.
-        self.outbox.begin(id, true);
+        let held = self.conns[id.key()].output.held();
+        self.outbox.begin(id, true, held);
         loop {
             let conn = &mut self.conns[id.key()];
             let (token_ok, consumed, peer) = match first_line(conn.input.as_slice()) {

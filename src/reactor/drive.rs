@@ -1,5 +1,23 @@
-//! Driving one connection: flush, read, hand input to the handler, write its reply, deliver
-//! its mail, settle the phase, close.
+//! Driving one connection: flush, read, hand input to the handler, write its reply, queue
+//! its mail, settle the phase, close; and the flush of every connection's queued output
+//! once per loop iteration.
+//!
+//! The output path, in one place:
+//! - **A reply** (what a callback writes to the connection it is about) goes out at once,
+//!   straight from the shared reply buffer, when nothing is queued for that connection. It
+//!   answers a read just made, so writes never outnumber reads, and a request/response
+//!   round trip costs one `write` and no copy. Otherwise it joins the queue.
+//! - **Mail** (writes to other connections) is only queued: copied bytes, or a shared chunk
+//!   by reference; over TLS, sealed for the recipient. The recipient goes on the pending
+//!   list once.
+//! - **The flush**: before the loop polls again, every connection on the pending list
+//!   writes its whole queue with one `writev` and settles (Redis's pending-writes list, which
+//!   it flushes before sleeping). So a member of a busy room gets one write per loop
+//!   iteration, whatever number of lines reached it.
+//! - **The bound**: a queue that passes `high_water` (memory held, overhead included) is
+//!   written at once; if the socket does not take enough, a recipient of mail is dropped as a
+//!   slow reader, and the connection being served is throttled (its handler saw
+//!   [`Context::backlogged`](crate::Context::backlogged) and left its input buffered).
 
 use std::io;
 
@@ -15,7 +33,8 @@ impl<H: Handler> Core<H> {
         if ready.writable && !self.flush(id) {
             return;
         }
-        if ready.readable && self.conns[id.key()].phase.reads() {
+        let reads = ready.readable && self.conns[id.key()].phase.reads();
+        if reads && (!ready.redeliver || self.redeliver(id)) {
             self.read_input(id, ready.read_to_would_block);
         }
         if self.is_live(id) {
@@ -23,8 +42,28 @@ impl<H: Handler> Core<H> {
         }
     }
 
+    /// A connection resumed: input its handler left while its output was backlogged is
+    /// handed back before anything new is read. False if it cannot read on now.
+    fn redeliver(&mut self, id: ConnId) -> bool {
+        let conn = &self.conns[id.key()];
+        if conn.phase == Phase::Open && conn.session.is_some() && !conn.input.is_empty() {
+            self.deliver_buffered(id);
+        }
+        self.is_live(id) && self.reads_on(id)
+    }
+
+    /// Whether reading may go on: the phase reads and the output is within the limit.
+    fn reads_on(&self, id: ConnId) -> bool {
+        let conn = &self.conns[id.key()];
+        conn.phase.reads() && conn.output.held() <= self.water.high
+    }
+
     /// Writes queued output; false if that closed the connection.
     pub(super) fn flush(&mut self, id: ConnId) -> bool {
+        if self.conns[id.key()].output.is_empty() {
+            return true;
+        }
+        self.stats.writes += 1;
         match self.conns[id.key()].flush(self.clock.tick()) {
             Ok(written) => {
                 self.stats.bytes_out += written as u64;
@@ -64,8 +103,7 @@ impl<H: Handler> Core<H> {
                     return;
                 }
                 // Closing, or output past the high-water mark (settle will throttle): stop.
-                let conn = &self.conns[id.key()];
-                if !conn.phase.reads() || conn.output.len() > self.water.high {
+                if !self.reads_on(id) {
                     return;
                 }
                 // Short read: drained, and the next arrival raises a new edge; unless the
@@ -122,7 +160,7 @@ impl<H: Handler> Core<H> {
         };
         let view = self.extras.view(id.key(), Some(&conn.stream));
         let input = fresh.unwrap_or(conn.input.as_slice());
-        self.outbox.begin(id, true);
+        self.outbox.begin(id, true, conn.output.held());
         let consumed = self
             .handler
             .on_data(
@@ -135,8 +173,16 @@ impl<H: Handler> Core<H> {
             Some(fresh) => conn.input.extend(&fresh[consumed..]),
             None => conn.input.consume(consumed),
         }
+        // Input left because the output is backlogged must be handed back even if no more
+        // arrives: once the output drains (settle resumes a throttled connection), or right
+        // away if the socket takes the reply whole.
+        let left_for_backlog = !conn.input.is_empty()
+            && self.outbox.current_held + self.outbox.reply.len() > self.water.high;
         self.check_input_limit(id);
         self.finish_callback(id);
+        if left_for_backlog && self.is_live(id) && self.reads_on(id) {
+            self.resume.push(Source::Conn(id));
+        }
     }
 
     /// A message that never completes must not grow the server: past `max_input`
@@ -157,7 +203,7 @@ impl<H: Handler> Core<H> {
         let conn = &mut self.conns[id.key()];
         conn.phase = Phase::PeerClosed;
         let unconsumed = std::mem::take(&mut conn.input);
-        self.outbox.begin(id, true);
+        self.outbox.begin(id, true, conn.output.held());
         // A connection that never authenticated has no session: nothing to tell.
         if let Some(session) = conn.session.as_mut() {
             let view = self.extras.view(id.key(), Some(&conn.stream));
@@ -191,10 +237,13 @@ impl<H: Handler> Core<H> {
         if self.outbox.has_mail() {
             self.deliver_mail();
         }
+        self.outbox.shrink_after_spike();
         // The caller settles the connection once its event is done (not per callback).
     }
 
-    /// Delivers writes and closes that callbacks addressed to other connections.
+    /// Queues the writes that callbacks addressed to other connections, and performs their
+    /// closes. Nothing is written here (unless a queue passes the limit): the flush before
+    /// the next poll writes each connection once.
     pub(super) fn deliver_mail(&mut self) {
         if self.delivering {
             return; // the outer call picks up what was added
@@ -205,37 +254,20 @@ impl<H: Handler> Core<H> {
             let bytes = std::mem::take(&mut self.outbox.mail_bytes);
             let mut offset = 0;
             for (to, letter) in mail.drain(..) {
-                let live = self.is_live(to) && self.conns[to.key()].phase.accepts_output();
-                let now = self.clock.tick();
-                let sent = match &letter {
+                let open = self.is_live(to) && self.conns[to.key()].phase.accepts_output();
+                match &letter {
                     Letter::Bytes(len) => {
                         let data = &bytes[offset..offset + len];
                         offset += len;
-                        if !live {
-                            continue;
-                        }
-                        self.send_to(to, data)
-                    }
-                    Letter::Shared(_) if !live => continue,
-                    // Over TLS each recipient's copy is encrypted anyway.
-                    Letter::Shared(chunk) if self.extras.is_tls(to.key()) => {
-                        self.send_to(to, chunk)
-                    }
-                    Letter::Shared(chunk) => self.conns[to.key()].send_shared(chunk, now),
-                };
-                match sent {
-                    Ok(written) => {
-                        self.stats.bytes_out += written as u64;
-                        // What others send is bounded by the high-water mark: not reading
-                        // from the recipient cannot slow it down, so a reader that falls
-                        // that far behind is dropped.
-                        if self.conns[to.key()].output.len() > self.water.high {
-                            self.drop_slow_reader(to);
-                        } else {
-                            self.settle(to);
+                        if open {
+                            self.queue_to(to, data);
                         }
                     }
-                    Err(error) => self.close(to, CloseReason::from_error(&error)),
+                    Letter::Shared(chunk) if open => self.queue_shared_to(to, chunk),
+                    Letter::Shared(_) => continue,
+                }
+                if open {
+                    self.bound_mail(to);
                 }
             }
             for to in std::mem::take(&mut self.outbox.closes) {
@@ -254,8 +286,84 @@ impl<H: Handler> Core<H> {
         self.delivering = false;
     }
 
-    /// Sends `data` to connection `id`: encrypted first if it is a TLS connection.
+    /// Queues `data` for `id` to go out with the next flush: encrypted first on TLS.
+    fn queue_to(&mut self, id: ConnId, data: &[u8]) {
+        #[cfg(feature = "tls")]
+        let sealed = self.queue_sealed(id, data);
+        #[cfg(not(feature = "tls"))]
+        let sealed = false;
+        if !sealed {
+            self.conns[id.key()].queue(data, self.clock.tick());
+        }
+        self.mark_pending(id);
+    }
+
+    /// Queues a shared chunk for `id` by reference (over TLS each recipient's copy is
+    /// encrypted anyway).
+    fn queue_shared_to(&mut self, id: ConnId, chunk: &std::sync::Arc<[u8]>) {
+        if self.extras.is_tls(id.key()) {
+            return self.queue_to(id, chunk);
+        }
+        self.conns[id.key()].queue_shared(chunk, self.clock.tick());
+        self.mark_pending(id);
+    }
+
+    /// Puts `id` on the list of connections to flush before the next poll, once.
+    fn mark_pending(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.key()];
+        if !conn.flush_pending {
+            conn.flush_pending = true;
+            self.pending.push(id);
+        }
+    }
+
+    /// What others send is bounded by the high-water mark: not reading from the recipient
+    /// cannot slow the senders down. A queue past it is written now (it may be a fast reader
+    /// that was sent a lot in one iteration); a reader still that far behind is dropped.
+    fn bound_mail(&mut self, id: ConnId) {
+        if self.conns[id.key()].output.held() <= self.water.high || !self.flush(id) {
+            return;
+        }
+        if self.conns[id.key()].output.held() > self.water.high {
+            self.drop_slow_reader(id);
+        }
+    }
+
+    /// Writes what this loop iteration queued, before the loop waits again: first what the
+    /// handler batched ([`Handler::on_flush`]), then each pending connection's queue with
+    /// one `writev`, and it settles. Closes on the way may queue more; that goes out too.
+    pub(super) fn flush_pending(&mut self) {
+        self.outbox.begin_unattached();
+        self.handler
+            .on_flush(&mut Context::new(&mut self.outbox, &self.stats));
+        self.outbox.reply.clear();
+        if self.outbox.has_mail() {
+            self.deliver_mail();
+        }
+        while !self.pending.is_empty() {
+            let mut ids = std::mem::take(&mut self.pending);
+            for id in ids.drain(..) {
+                if !self.is_live(id) {
+                    continue; // closed since it was queued
+                }
+                self.conns[id.key()].flush_pending = false;
+                if self.flush(id) {
+                    self.settle(id);
+                }
+            }
+            if self.pending.is_empty() {
+                self.pending = ids; // keep the allocation
+            }
+        }
+        self.outbox.shrink_after_spike();
+    }
+
+    /// Sends `data` to connection `id` now (queued behind what is already queued):
+    /// encrypted first if it is a TLS connection.
     fn send_to(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
+        if self.conns[id.key()].output.is_empty() {
+            self.stats.writes += 1;
+        }
         #[cfg(feature = "tls")]
         if let Some(result) = self.send_sealed(id, data) {
             return result;
@@ -277,7 +385,7 @@ impl<H: Handler> Core<H> {
     /// Moves the connection to its next phase and keeps the poller interest in step.
     pub(super) fn settle(&mut self, id: ConnId) {
         let conn = &mut self.conns[id.key()];
-        let (phase, next) = settle(conn.phase, conn.output.len(), self.water);
+        let (phase, next) = settle(conn.phase, conn.output.held(), self.water);
         conn.phase = phase;
         match next {
             Next::Stay => {}
@@ -304,6 +412,11 @@ impl<H: Handler> Core<H> {
             Next::Close => return self.close(id, CloseReason::PeerClosed),
         }
         let conn = &mut self.conns[id.key()];
+        if conn.flush_pending {
+            // The flush before the next poll writes its queue and settles it again: asking
+            // the poller for writability now would cost two `epoll_ctl` calls for nothing.
+            return;
+        }
         let interest = conn.interest();
         if interest != conn.registered {
             if let Err(error) = self
@@ -349,7 +462,7 @@ impl<H: Handler> Core<H> {
             identity: forgotten.identity.as_deref(),
             ..ConnView::default()
         };
-        self.outbox.begin(id, false);
+        self.outbox.begin(id, false, 0);
         self.handler.on_close(
             &mut Context::new(&mut self.outbox, &self.stats).about(view),
             session,

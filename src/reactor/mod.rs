@@ -145,6 +145,9 @@ struct Core<H: Handler> {
     generations: Generations,
     handler: H,
     outbox: Outbox,
+    /// Connections with output queued in this loop iteration, written before the next poll
+    /// (each once: `Conn::flush_pending` says whether it is on the list).
+    pending: Vec<ConnId>,
     /// True while mail is being delivered, so that a close inside delivery (which can create
     /// more mail) adds to the queue instead of recursing.
     delivering: bool,
@@ -186,6 +189,9 @@ struct Readiness {
     /// A short read does not prove the socket drained (the end of stream, an error or urgent
     /// data is flagged): read until `WouldBlock`.
     read_to_would_block: bool,
+    /// Resumed, not an event: input left buffered while the output was backlogged is handed
+    /// to the handler again first.
+    redeliver: bool,
 }
 
 impl Readiness {
@@ -198,6 +204,7 @@ impl Readiness {
                 || error
                 || event.is_priority()
                 || !SHORT_READ_DRAINS,
+            redeliver: false,
         }
     }
 
@@ -206,6 +213,7 @@ impl Readiness {
         readable: true,
         writable: false,
         read_to_would_block: true,
+        redeliver: true,
     };
 }
 
@@ -268,7 +276,8 @@ impl<H: Handler> Reactor<H> {
                 conns: Slab::new(),
                 generations: Generations::default(),
                 handler,
-                outbox: Outbox::new(),
+                outbox: Outbox::new(water.high),
+                pending: Vec::new(),
                 delivering: false,
                 stats: Stats::default(),
                 linger_limit,
@@ -407,6 +416,8 @@ impl<H: Handler> Reactor<H> {
             if self.core.finished() {
                 break;
             }
+            // What this iteration queued goes out now, one write per connection.
+            self.core.flush_pending();
             let timeout = self.core.poll_timeout();
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}

@@ -113,7 +113,8 @@ impl<H: Handler> Core<H> {
         let Ok(peer) = conn.stream.peer_addr() else {
             return self.close(id, CloseReason::Error(io::ErrorKind::NotConnected));
         };
-        self.outbox.begin(id, true);
+        let held = self.conns[id.key()].output.held();
+        self.outbox.begin(id, true, held);
         self.open_session(id, peer);
         self.finish_callback(id);
     }
@@ -146,6 +147,20 @@ impl<H: Handler> Core<H> {
         let result = self.conns[id.key()].send(&sealed, self.clock.tick());
         self.sealed = sealed;
         Some(result)
+    }
+
+    /// Encrypts `data` for a TLS connection and queues it for the next flush. False for a
+    /// plain connection.
+    pub(super) fn queue_sealed(&mut self, id: ConnId, data: &[u8]) -> bool {
+        let Some(session) = self.extras.tls_mut(id.key()) else {
+            return false;
+        };
+        let mut sealed = std::mem::take(&mut self.sealed);
+        sealed.clear();
+        session.seal(data, &mut sealed);
+        self.conns[id.key()].queue(&sealed, self.clock.tick());
+        self.sealed = sealed;
+        true
     }
 
     /// Queues close_notify ahead of shutting down writing, once. True if it was queued now
