@@ -99,6 +99,11 @@ impl Handler for Line {
 /// `<NAME> line` (see [`crate::proto::chat`] for the protocol). Lines are framed like
 /// [`Line`]'s, with the same limit.
 ///
+/// The lines of one read go out as one shared chunk, and join and leave notices are
+/// batched once per loop iteration ([`Handler::on_flush`]). A member whose own answers
+/// (`/who`, errors) pass the output limit is read no further until it reads them; one that
+/// falls behind on what others say is dropped as a slow reader.
+///
 /// ```
 /// # use wharf::{Config, Reactor, service::Chat};
 /// let reactor = Reactor::new(Config::default(), Chat::new(1024))?;
@@ -112,6 +117,9 @@ pub struct Chat {
     conns: Vec<Option<ConnId>>,
     /// Deliveries of the current callback, reused.
     out: Vec<Delivery>,
+    /// For a batch of notices: where each member that joined during it starts reading it
+    /// (+1; 0 for members who get it whole), by member index. All zero between batches.
+    joined_at: Vec<usize>,
     overlong_log: LogLimit,
 }
 
@@ -130,6 +138,7 @@ impl Chat {
             framing: LineEcho::new(max_line),
             conns: Vec::new(),
             out: Vec::new(),
+            joined_at: Vec::new(),
             overlong_log: LogLimit::per_second(),
         }
     }
@@ -158,6 +167,20 @@ impl Chat {
                     }
                 }
                 Recipients::All => self.conns.iter().for_each(|conn| send(ctx, conn)),
+                Recipients::AllSince(joiners) => {
+                    self.joined_at.resize(self.conns.len(), 0);
+                    for (member, from) in &joiners {
+                        self.joined_at[member.index()] = from + 1;
+                    }
+                    for (conn, from) in self.conns.iter().zip(&mut self.joined_at) {
+                        match (std::mem::take(from), conn) {
+                            (0, _) => send(ctx, conn),
+                            // A joiner's part is a copy: joiners of one batch are few.
+                            (from, Some(conn)) => ctx.write_to(*conn, &message[from - 1..]),
+                            (_, None) => {}
+                        }
+                    }
+                }
             }
         }
     }
@@ -188,11 +211,28 @@ impl Handler for Chat {
             LineStep::Echo(lines) => (lines, false),
             LineStep::TooLong { lines } => (lines, true),
         };
+        let now = Instant::now();
+        let mut consumed = 0;
         for line in lines.split_inclusive(|&b| b == b'\n') {
+            // Answers to this member (`/who`, errors) past the output limit: the rest
+            // waits until it reads them.
+            if ctx.backlogged() {
+                break;
+            }
             self.room
-                .line(session.member, &line[..line.len() - 1], &mut self.out);
+                .line(session.member, &line[..line.len() - 1], now, &mut self.out);
+            if !self.out.is_empty() {
+                self.deliver(ctx);
+            }
+            consumed += line.len();
         }
+        self.room.end_burst(&mut self.out);
         self.deliver(ctx);
+        if consumed < lines.len() {
+            // The next input starts with lines the cursor has not seen as such.
+            session.cursor = LineCursor::default();
+            return consumed;
+        }
         if !too_long {
             return lines.len();
         }
@@ -203,7 +243,9 @@ impl Handler for Chat {
     fn on_peer_closed(&mut self, ctx: &mut Context<'_>, session: &mut ChatSession, rest: &[u8]) {
         // A last line without its newline still counts, as in line mode.
         if !rest.is_empty() {
-            self.room.line(session.member, rest, &mut self.out);
+            self.room
+                .line(session.member, rest, Instant::now(), &mut self.out);
+            self.room.end_burst(&mut self.out);
             self.deliver(ctx);
         }
     }
@@ -212,6 +254,13 @@ impl Handler for Chat {
         self.conns[session.member.index()] = None;
         self.room.leave(session.member, &mut self.out);
         self.deliver(ctx);
+    }
+
+    fn on_flush(&mut self, ctx: &mut Context<'_>) {
+        self.room.flush(&mut self.out);
+        if !self.out.is_empty() {
+            self.deliver(ctx);
+        }
     }
 }
 

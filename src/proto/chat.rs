@@ -1,25 +1,43 @@
 //! A line-based chat room, in the spirit of `ncat --chat`, as a sans-IO state machine.
 //!
-//! The room knows its members and their names, and turns what they do (join, send a line,
-//! leave) into [`Delivery`]s: a message and who gets it. It never sees a socket. A message
-//! for many recipients is built once, as one shared `Arc<[u8]>`: a broadcast to a thousand
-//! members costs one allocation, not a thousand copies.
+//! The room knows its members and their names, and turns what they do (join, send lines,
+//! leave) into [`Delivery`]s: a message and who gets it. It never sees a socket, and the
+//! only clock it reads is the one it is given. A message for many recipients is built once,
+//! as one shared `Arc<[u8]>`: a broadcast to a thousand members costs one allocation, not a
+//! thousand copies.
 //!
 //! The protocol, line by line (lines end with `\n`; a `\r` before it is dropped):
 //! - on joining, a member is named `userN`, or by the name it authenticated as
 //!   ([`Room::join_as`]), and the others get `* NAME joined`;
-//! - a line is delivered to every *other* member as `<NAME> line`, never echoed to its sender;
+//! - a line is delivered to every *other* member as `<NAME> line`, never echoed to its sender,
+//!   with control characters other than TAB shown in caret notation, as `cat -v` shows them
+//!   (`\r` as `^M`, ESC as `^[`, NUL as `^@`, DEL as `^?`; a C1 control encoded in UTF-8 as
+//!   `M-^[` and so on), so that no member can forge a line, move a cursor or clear a screen;
 //! - `/nick NAME` renames (1–32 of `A-Z a-z 0-9 _ -`, not taken); everyone, the sender
 //!   included, gets `* OLD is now NEW`; a bad or taken name gets an `ERR` line, to the
 //!   sender only; a member named by authentication keeps its name (`ERR` to `/nick`);
-//! - `/who` answers the sender with `* online: NAME NAME ...`;
+//! - names have owners: a member that authenticates as NAME gets NAME even when a member
+//!   who did not authenticate took it with `/nick`; that one is renamed `userN`, and
+//!   everyone gets `* NAME is now userN`;
+//! - `/who` answers the sender with `* online: NAME NAME ...`, each name once, sorted, at
+//!   most [`WHO_MAX_NAMES`] of them (then `(and N more)`); at most one `/who` a second is
+//!   answered per member, others get `ERR /who ...`;
 //! - another line starting with `/` gets `ERR unknown command`;
 //! - on leaving, the others get `* NAME left`.
 //!
+//! **Batches.** Lines a member sends in a row are collected into one message (one
+//! allocation, one queued chunk per recipient) until [`Room::end_burst`]; the caller ends a
+//! burst after each read. Join, leave and rename notices are collected until
+//! [`Room::flush`], which the caller makes once per loop iteration, so that a thousand members
+//! joining cost each member one message, not a thousand. Nothing is reordered: a pending
+//! batch is handed over before any other delivery, and a member that joined during a batch
+//! gets only the notices after its own ([`Recipients::AllSince`]).
+//!
 //! Line framing and the line-length limit are the line protocol's ([`super::line`]).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -35,7 +53,7 @@ impl MemberId {
 }
 
 /// Who gets a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipients {
     /// One member.
     Only(MemberId),
@@ -43,6 +61,10 @@ pub enum Recipients {
     AllExcept(MemberId),
     /// Every member.
     All,
+    /// Every member, but each member listed joined while this batch of notices was being
+    /// collected, and gets only the bytes after the offset beside it: the notices that
+    /// came after its own arrival.
+    AllSince(Vec<(MemberId, usize)>),
 }
 
 /// One message for some members.
@@ -50,36 +72,57 @@ pub enum Recipients {
 pub struct Delivery {
     /// Who gets it.
     pub to: Recipients,
-    /// The bytes, a whole line with its `\n`, shared by every recipient.
+    /// The bytes, whole lines with their `\n`, shared by every recipient.
     pub message: Arc<[u8]>,
 }
 
 /// Longest name a member may take.
 pub const MAX_NAME: usize = 32;
 
+/// Most names a `/who` answer lists: with ten thousand members the whole list would be a
+/// 100 KB answer to a five-byte question.
+pub const WHO_MAX_NAMES: usize = 1000;
+
+/// How often a member's `/who` is answered.
+pub const WHO_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The chat room: its members and their names.
 ///
 /// ```
+/// use std::time::Instant;
 /// use wharf::proto::chat::{Recipients, Room};
 ///
 /// let mut room = Room::default();
 /// let mut out = Vec::new();
 /// let alice = room.join(&mut out);
 /// let bob = room.join(&mut out);
+/// room.flush(&mut out); // the join notices, once per loop iteration
 /// out.clear();
-/// room.line(alice, b"hello", &mut out);
+/// room.line(alice, b"hello", Instant::now(), &mut out);
+/// room.line(alice, b"again", Instant::now(), &mut out);
+/// room.end_burst(&mut out); // after each read: both lines in one message
 /// assert_eq!(out[0].to, Recipients::AllExcept(alice));
-/// assert_eq!(&*out[0].message, b"<user1> hello\n");
+/// assert_eq!(&*out[0].message, b"<user1> hello\n<user1> again\n");
 /// # let _ = bob;
 /// ```
 #[derive(Debug, Default)]
 pub struct Room {
     members: Slab<Member>,
     /// How many members have each name: one, except for authenticated names, which one
-    /// user may hold in several connections at once.
-    by_name: HashMap<String, u32>,
+    /// user may hold in several connections at once. Sorted, for `/who`.
+    by_name: BTreeMap<String, u32>,
     /// Number of the next default name (`userN`), counting from 1, never reused.
     next_user: u64,
+    /// Join, leave and rename notices not handed over yet.
+    notices: Vec<u8>,
+    /// Members who joined while `notices` was collected, each with the offset just past its
+    /// own join notice.
+    joiners: Vec<(MemberId, usize)>,
+    /// Lines one member sent in a row, as the others will read them, not handed over yet.
+    burst: Vec<u8>,
+    burst_from: Option<MemberId>,
+    /// The `/who` answer, until membership or a name changes.
+    who: Option<Arc<[u8]>>,
 }
 
 impl Room {
@@ -98,27 +141,41 @@ impl Room {
         self.members.get(member.0).map(|m| m.name.as_str())
     }
 
-    /// A new member joins: it gets a free `userN` name, and the others are told.
+    /// A new member joins: it gets a free `userN` name, and the others will be told.
     pub fn join(&mut self, out: &mut Vec<Delivery>) -> MemberId {
-        let name = loop {
-            self.next_user += 1;
-            let name = format!("user{}", self.next_user);
-            // `userN` may have been taken with /nick: skip to the next number.
-            if !self.by_name.contains_key(&name) {
-                break name;
-            }
-        };
+        let name = self.free_user_name();
         self.admit(name, false, out)
     }
 
     /// A member that authenticated as `name` joins under that name, for good: `/nick` is
-    /// refused. Several connections of one user may share it.
+    /// refused. Several connections of one user may share it. A member who took the name
+    /// with `/nick` is renamed `userN`.
     /// A name that is not a valid chat name (a certificate's subject may hold anything, a
     /// newline included) is not used: the member gets a `userN` name instead.
     pub fn join_as(&mut self, name: &str, out: &mut Vec<Delivery>) -> MemberId {
-        match valid_name(name.as_bytes()) {
-            Some(name) => self.admit(name.to_string(), true, out),
-            None => self.join(out),
+        let Some(name) = valid_name(name.as_bytes()) else {
+            return self.join(out);
+        };
+        let squatter = self
+            .members
+            .iter()
+            .find(|(_, m)| m.name == name && !m.fixed)
+            .map(|(key, _)| MemberId(key));
+        if let Some(squatter) = squatter {
+            let fresh = self.free_user_name();
+            self.rename(squatter, fresh, out);
+        }
+        self.admit(name.to_string(), true, out)
+    }
+
+    fn free_user_name(&mut self) -> String {
+        loop {
+            self.next_user += 1;
+            let name = format!("user{}", self.next_user);
+            // `userN` may have been taken with /nick: skip to the next number.
+            if !self.by_name.contains_key(&name) {
+                return name;
+            }
         }
     }
 
@@ -126,12 +183,12 @@ impl Room {
         let member = MemberId(self.members.insert(Member {
             name: name.clone(),
             fixed,
+            who_at: None,
         }));
-        out.push(deliver(
-            Recipients::AllExcept(member),
-            format!("* {name} joined\n"),
-        ));
+        self.notice(format_args!("* {name} joined\n"), out);
+        self.joiners.push((member, self.notices.len()));
         *self.by_name.entry(name).or_insert(0) += 1;
+        self.who = None;
         member
     }
 
@@ -144,45 +201,121 @@ impl Room {
         }
     }
 
-    /// A member leaves (or is dropped): the others are told.
+    /// A member leaves (or is dropped): the others will be told.
     pub fn leave(&mut self, member: MemberId, out: &mut Vec<Delivery>) {
         let Some(Member { name, .. }) = self.members.try_remove(member.0) else {
             return;
         };
+        if self.burst_from == Some(member) {
+            self.end_burst(out);
+        }
         self.release_name(&name);
-        out.push(deliver(Recipients::All, format!("* {name} left\n")));
+        self.who = None;
+        // Its id may be reused by a member joining later in this batch.
+        self.joiners.retain(|(joiner, _)| *joiner != member);
+        self.notice(format_args!("* {name} left\n"), out);
     }
 
-    /// A member sent one line: `line` is its content, without the `\n`.
-    pub fn line(&mut self, member: MemberId, line: &[u8], out: &mut Vec<Delivery>) {
-        let Some(Member { name, .. }) = self.members.get(member.0) else {
+    /// A member sent one line: `line` is its content, without the `\n`. `now` is the time,
+    /// for the `/who` rate limit. A plain line joins the member's burst; the caller ends it
+    /// with [`Room::end_burst`].
+    pub fn line(&mut self, member: MemberId, line: &[u8], now: Instant, out: &mut Vec<Delivery>) {
+        if !self.members.contains(member.0) {
             return;
-        };
+        }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !line.starts_with(b"/") {
+            if !self.notices.is_empty() || self.burst_from.is_some_and(|from| from != member) {
+                self.flush(out);
+            }
+            let name = &self.members[member.0].name;
+            self.burst_from = Some(member);
+            self.burst.push(b'<');
+            self.burst.extend_from_slice(name.as_bytes());
+            self.burst.extend_from_slice(b"> ");
+            escape_controls(line, &mut self.burst);
+            self.burst.push(b'\n');
+            return;
+        }
+        // A command: whatever is pending goes first, in order.
+        self.flush(out);
         if let Some(rest) = line.strip_prefix(b"/nick") {
             if rest.is_empty() || rest.starts_with(b" ") {
                 return self.nick(member, trim(rest), out);
             }
         }
         if line == b"/who" {
-            let mut names: Vec<&str> = self.members.iter().map(|(_, m)| m.name.as_str()).collect();
-            names.sort_unstable();
-            let reply = format!("* online: {}\n", names.join(" "));
-            return out.push(deliver(Recipients::Only(member), reply));
+            return self.who(member, now, out);
         }
-        if line.starts_with(b"/") {
-            let reply = "ERR unknown command (try /nick NAME or /who)\n";
-            return out.push(deliver(Recipients::Only(member), reply.to_string()));
+        let reply = "ERR unknown command (try /nick NAME or /who)\n";
+        out.push(deliver(Recipients::Only(member), reply.to_string()));
+    }
+
+    /// Hands over the lines collected from one member as one message to the others.
+    pub fn end_burst(&mut self, out: &mut Vec<Delivery>) {
+        if let Some(from) = self.burst_from.take() {
+            out.push(Delivery {
+                to: Recipients::AllExcept(from),
+                message: Arc::from(&self.burst[..]),
+            });
+            self.burst.clear();
+            shrink(&mut self.burst);
         }
-        let mut message = Vec::with_capacity(name.len() + line.len() + 4);
-        message.push(b'<');
-        message.extend_from_slice(name.as_bytes());
-        message.extend_from_slice(b"> ");
-        message.extend_from_slice(line);
-        message.push(b'\n');
+    }
+
+    /// Hands over everything collected: a burst of lines, then the batch of notices.
+    pub fn flush(&mut self, out: &mut Vec<Delivery>) {
+        self.end_burst(out);
+        if self.notices.is_empty() {
+            return;
+        }
+        let joiners = std::mem::take(&mut self.joiners);
+        let to = if joiners.is_empty() {
+            Recipients::All
+        } else {
+            Recipients::AllSince(joiners)
+        };
         out.push(Delivery {
-            to: Recipients::AllExcept(member),
-            message: message.into(),
+            to,
+            message: Arc::from(&self.notices[..]),
+        });
+        self.notices.clear();
+        shrink(&mut self.notices);
+    }
+
+    fn notice(&mut self, text: std::fmt::Arguments<'_>, out: &mut Vec<Delivery>) {
+        use std::io::Write as _;
+        self.end_burst(out);
+        // Writing to a Vec cannot fail.
+        let _ = self.notices.write_fmt(text);
+    }
+
+    fn who(&mut self, member: MemberId, now: Instant, out: &mut Vec<Delivery>) {
+        let asker = &mut self.members[member.0];
+        if asker
+            .who_at
+            .is_some_and(|at| now.saturating_duration_since(at) < WHO_INTERVAL)
+        {
+            let text = "ERR /who is answered once a second\n".to_string();
+            return out.push(deliver(Recipients::Only(member), text));
+        }
+        asker.who_at = Some(now);
+        let names = &self.by_name;
+        let answer = self.who.get_or_insert_with(|| {
+            let mut text = String::from("* online:");
+            for name in names.keys().take(WHO_MAX_NAMES) {
+                text.push(' ');
+                text.push_str(name);
+            }
+            if names.len() > WHO_MAX_NAMES {
+                text.push_str(&format!(" (and {} more)", names.len() - WHO_MAX_NAMES));
+            }
+            text.push('\n');
+            Arc::from(text.into_bytes())
+        });
+        out.push(Delivery {
+            to: Recipients::Only(member),
+            message: Arc::clone(answer),
         });
     }
 
@@ -204,27 +337,72 @@ impl Room {
         if self.by_name.contains_key(wanted) {
             return out.push(error(format!("ERR name {wanted} is taken\n")));
         }
-        let old = std::mem::replace(&mut self.members[member.0].name, wanted.to_string());
+        self.rename(member, wanted.to_string(), out);
+        // The sender sees its new name now, not after the batch.
+        self.flush(out);
+    }
+
+    /// Renames a member and tells everyone.
+    fn rename(&mut self, member: MemberId, new: String, out: &mut Vec<Delivery>) {
+        let old = std::mem::replace(&mut self.members[member.0].name, new.clone());
         self.release_name(&old);
-        self.by_name.insert(wanted.to_string(), 1);
-        out.push(deliver(
-            Recipients::All,
-            format!("* {old} is now {wanted}\n"),
-        ));
+        self.notice(format_args!("* {old} is now {new}\n"), out);
+        self.by_name.insert(new, 1);
+        self.who = None;
     }
 }
 
-/// A member: its name, and whether authentication set it.
+/// A member: its name, whether authentication set it, and when its last `/who` was
+/// answered.
 #[derive(Debug)]
 struct Member {
     name: String,
     fixed: bool,
+    who_at: Option<Instant>,
 }
 
 fn deliver(to: Recipients, text: String) -> Delivery {
     Delivery {
         to,
         message: text.into_bytes().into(),
+    }
+}
+
+/// A batch buffer that a spike grew gives its memory back once handed over.
+fn shrink(buffer: &mut Vec<u8>) {
+    const KEEP: usize = 64 * 1024;
+    if buffer.capacity() > 4 * KEEP {
+        buffer.shrink_to(KEEP);
+    }
+}
+
+/// Appends `line` to `out` with control characters other than TAB in caret notation, as
+/// `cat -v` shows them: C0 controls as `^@`..`^_`, DEL as `^?`, and C1 controls encoded in
+/// UTF-8 (U+0080 to U+009F, which some terminals obey) as `M-^@`..`M-^_`. Everything else,
+/// invalid UTF-8 included, passes through.
+///
+/// ```
+/// let mut out = Vec::new();
+/// wharf::proto::chat::escape_controls(b"a\rb\x1b[2J\tc\xc2\x9b", &mut out);
+/// assert_eq!(out, b"a^Mb^[[2J\tcM-^[");
+/// ```
+pub fn escape_controls(line: &[u8], out: &mut Vec<u8>) {
+    let unsafe_byte = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f || b == 0xc2;
+    if !line.iter().any(|&b| unsafe_byte(b)) {
+        return out.extend_from_slice(line); // the common case: one copy
+    }
+    let mut bytes = line.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\t' => out.push(b),
+            0x00..=0x1f => out.extend_from_slice(&[b'^', b + 0x40]),
+            0x7f => out.extend_from_slice(b"^?"),
+            0xc2 if bytes.peek().is_some_and(|c| (0x80..=0x9f).contains(c)) => {
+                let c1 = bytes.next().unwrap_or(0x80);
+                out.extend_from_slice(&[b'M', b'-', b'^', c1 - 0x80 + 0x40]);
+            }
+            _ => out.push(b),
+        }
     }
 }
 
@@ -254,7 +432,12 @@ mod tests {
     /// The deliveries as (recipients, text) pairs, for readable assertions.
     fn texts(out: &[Delivery]) -> Vec<(Recipients, String)> {
         out.iter()
-            .map(|d| (d.to, String::from_utf8_lossy(&d.message).into_owned()))
+            .map(|d| {
+                (
+                    d.to.clone(),
+                    String::from_utf8_lossy(&d.message).into_owned(),
+                )
+            })
             .collect()
     }
 
@@ -263,7 +446,14 @@ mod tests {
         let mut out = Vec::new();
         let a = room.join(&mut out);
         let b = room.join(&mut out);
+        room.flush(&mut out);
         (room, a, b)
+    }
+
+    /// One line read from `member`, and the end of that read (and of the loop iteration).
+    fn say(room: &mut Room, member: MemberId, line: &[u8], out: &mut Vec<Delivery>) {
+        room.line(member, line, Instant::now(), out);
+        room.flush(out);
     }
 
     #[test]
@@ -274,12 +464,15 @@ mod tests {
         let b = room.join(&mut out);
         assert_eq!(room.name(a), Some("user1"));
         assert_eq!(room.name(b), Some("user2"));
+        assert!(out.is_empty(), "notices wait for the end of the batch");
+        room.flush(&mut out);
+        // One message for the batch; each joiner gets what follows its own notice.
         assert_eq!(
             texts(&out),
-            [
-                (Recipients::AllExcept(a), "* user1 joined\n".into()),
-                (Recipients::AllExcept(b), "* user2 joined\n".into()),
-            ]
+            [(
+                Recipients::AllSince(vec![(a, 15), (b, 30)]),
+                "* user1 joined\n* user2 joined\n".into()
+            )]
         );
     }
 
@@ -287,7 +480,7 @@ mod tests {
     fn a_line_goes_to_everyone_but_its_sender_with_the_name() {
         let (mut room, a, _) = room_of_two();
         let mut out = Vec::new();
-        room.line(a, b"hi there\r", &mut out);
+        say(&mut room, a, b"hi there\r", &mut out);
         assert_eq!(
             texts(&out),
             [(Recipients::AllExcept(a), "<user1> hi there\n".into())]
@@ -295,34 +488,34 @@ mod tests {
     }
 
     #[test]
-    fn message_bytes_pass_through_even_when_not_utf8() {
+    fn message_bytes_pass_through_even_when_not_utf8_but_controls_are_escaped() {
         let (mut room, a, _) = room_of_two();
         let mut out = Vec::new();
-        room.line(a, b"\xff\x00x", &mut out);
-        assert_eq!(&*out[0].message, b"<user1> \xff\x00x\n");
+        say(&mut room, a, b"\xff\x00x", &mut out);
+        assert_eq!(&*out[0].message, b"<user1> \xff^@x\n");
     }
 
     #[test]
     fn nick_renames_and_tells_everyone() {
         let (mut room, a, b) = room_of_two();
         let mut out = Vec::new();
-        room.line(a, b"/nick  alice ", &mut out);
+        say(&mut room, a, b"/nick  alice ", &mut out);
         assert_eq!(
             texts(&out),
             [(Recipients::All, "* user1 is now alice\n".into())]
         );
         out.clear();
-        room.line(a, b"hello", &mut out);
+        say(&mut room, a, b"hello", &mut out);
         assert_eq!(&*out[0].message, b"<alice> hello\n");
         out.clear();
         // The old name is free again; the new one is taken.
-        room.line(b, b"/nick alice", &mut out);
+        say(&mut room, b, b"/nick alice", &mut out);
         assert_eq!(
             texts(&out),
             [(Recipients::Only(b), "ERR name alice is taken\n".into())]
         );
         out.clear();
-        room.line(b, b"/nick user1", &mut out);
+        say(&mut room, b, b"/nick user1", &mut out);
         assert_eq!(room.name(b), Some("user1"));
     }
 
@@ -338,14 +531,14 @@ mod tests {
             too_long.as_bytes(),
         ] {
             let mut out = Vec::new();
-            room.line(a, bad, &mut out);
+            say(&mut room, a, bad, &mut out);
             assert_eq!(out.len(), 1, "{:?}", String::from_utf8_lossy(bad));
             assert_eq!(out[0].to, Recipients::Only(a));
             assert!(out[0].message.starts_with(b"ERR invalid name"));
         }
         let longest = format!("/nick {}", "x".repeat(MAX_NAME));
         let mut out = Vec::new();
-        room.line(a, longest.as_bytes(), &mut out);
+        say(&mut room, a, longest.as_bytes(), &mut out);
         assert_eq!(out[0].to, Recipients::All);
     }
 
@@ -353,7 +546,7 @@ mod tests {
     fn who_lists_everyone_to_the_asker() {
         let (mut room, a, _) = room_of_two();
         let mut out = Vec::new();
-        room.line(a, b"/who", &mut out);
+        say(&mut room, a, b"/who", &mut out);
         assert_eq!(
             texts(&out),
             [(Recipients::Only(a), "* online: user1 user2\n".into())]
@@ -364,7 +557,7 @@ mod tests {
     fn unknown_commands_get_an_error_but_nicknames_need_a_space() {
         let (mut room, a, _) = room_of_two();
         let mut out = Vec::new();
-        room.line(a, b"/nickname x", &mut out);
+        say(&mut room, a, b"/nickname x", &mut out);
         assert_eq!(out[0].to, Recipients::Only(a));
         assert!(out[0].message.starts_with(b"ERR unknown command"));
     }
@@ -374,15 +567,16 @@ mod tests {
         let (mut room, a, b) = room_of_two();
         let mut out = Vec::new();
         room.leave(a, &mut out);
+        room.flush(&mut out);
         assert_eq!(texts(&out), [(Recipients::All, "* user1 left\n".into())]);
         assert_eq!(room.len(), 1);
         out.clear();
-        room.line(b, b"/nick user1", &mut out);
+        say(&mut room, b, b"/nick user1", &mut out);
         assert_eq!(room.name(b), Some("user1"));
         // Leaving twice, or a line from a member who left, does nothing.
         out.clear();
         room.leave(a, &mut out);
-        room.line(a, b"ghost", &mut out);
+        say(&mut room, a, b"ghost", &mut out);
         assert!(out.is_empty());
     }
 
@@ -390,7 +584,7 @@ mod tests {
     fn a_taken_default_name_is_skipped() {
         let (mut room, a, _) = room_of_two();
         let mut out = Vec::new();
-        room.line(a, b"/nick user3", &mut out);
+        say(&mut room, a, b"/nick user3", &mut out);
         let c = room.join(&mut out);
         assert_eq!(room.name(c), Some("user4"));
     }
@@ -402,10 +596,11 @@ mod tests {
         let alice = room.join_as("alice", &mut out);
         let again = room.join_as("alice", &mut out);
         let guest = room.join(&mut out);
+        room.flush(&mut out);
         assert_eq!(room.name(alice), Some("alice"));
         assert_eq!(room.name(again), Some("alice"));
         out.clear();
-        room.line(alice, b"/nick queen", &mut out);
+        say(&mut room, alice, b"/nick queen", &mut out);
         assert_eq!(
             texts(&out),
             [(
@@ -414,21 +609,23 @@ mod tests {
             )]
         );
         out.clear();
-        room.line(guest, b"/nick alice", &mut out);
+        say(&mut room, guest, b"/nick alice", &mut out);
         assert_eq!(
             texts(&out),
             [(Recipients::Only(guest), "ERR name alice is taken\n".into())]
         );
         room.leave(alice, &mut out);
+        room.flush(&mut out);
         out.clear();
-        room.line(guest, b"/nick alice", &mut out);
+        say(&mut room, guest, b"/nick alice", &mut out);
         assert!(
             texts(&out)[0].1.starts_with("ERR name alice is taken"),
             "one alice left"
         );
         room.leave(again, &mut out);
+        room.flush(&mut out);
         out.clear();
-        room.line(guest, b"/nick alice", &mut out);
+        say(&mut room, guest, b"/nick alice", &mut out);
         assert_eq!(texts(&out)[0].1, "* user1 is now alice\n");
     }
 
@@ -438,9 +635,152 @@ mod tests {
         let mut out = Vec::new();
         let member = room.join_as("eve\n* admin joined", &mut out);
         assert_eq!(room.name(member), Some("user1"));
+        room.flush(&mut out);
         assert_eq!(
             texts(&out),
-            [(Recipients::AllExcept(member), "* user1 joined\n".into())]
+            [(
+                Recipients::AllSince(vec![(member, 15)]),
+                "* user1 joined\n".into()
+            )]
         );
+    }
+
+    #[test]
+    fn lines_of_one_read_become_one_message_and_commands_keep_their_place() {
+        let (mut room, a, b) = room_of_two();
+        let mut out = Vec::new();
+        let now = Instant::now();
+        room.line(a, b"one", now, &mut out);
+        room.line(a, b"two", now, &mut out);
+        assert!(out.is_empty(), "a burst waits for its end");
+        room.line(a, b"/who", now, &mut out);
+        room.line(a, b"three", now, &mut out);
+        room.end_burst(&mut out);
+        assert_eq!(
+            texts(&out),
+            [
+                (
+                    Recipients::AllExcept(a),
+                    "<user1> one\n<user1> two\n".into()
+                ),
+                (Recipients::Only(a), "* online: user1 user2\n".into()),
+                (Recipients::AllExcept(a), "<user1> three\n".into()),
+            ]
+        );
+        // Another member's line ends a burst too: per-sender order and recipients hold.
+        out.clear();
+        room.line(a, b"x", now, &mut out);
+        room.line(b, b"y", now, &mut out);
+        room.end_burst(&mut out);
+        assert_eq!(out[0].to, Recipients::AllExcept(a));
+        assert_eq!(out[1].to, Recipients::AllExcept(b));
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_lines_or_drive_terminals() {
+        let (mut room, a, _) = room_of_two();
+        let mut out = Vec::new();
+        say(
+            &mut room,
+            a,
+            b"a\rb<admin> x\x1b[2J\x07\x00z\tq\x7f\xc2\x9b1m\r",
+            &mut out,
+        );
+        assert_eq!(
+            &*out[0].message,
+            b"<user1> a^Mb<admin> x^[[2J^G^@z\tq^?M-^[1m\n"
+        );
+        // UTF-8 text is left alone.
+        out.clear();
+        say(&mut room, a, "caf\u{e9} \u{20ac}".as_bytes(), &mut out);
+        assert_eq!(&*out[0].message, "<user1> caf\u{e9} \u{20ac}\n".as_bytes());
+    }
+
+    #[test]
+    fn notices_come_before_later_lines_and_joiners_hear_only_what_follows_them() {
+        let (mut room, a, _) = room_of_two();
+        let mut out = Vec::new();
+        let c = room.join(&mut out);
+        let d = room.join(&mut out);
+        room.line(a, b"hi", Instant::now(), &mut out);
+        room.end_burst(&mut out);
+        assert_eq!(
+            texts(&out),
+            [
+                (
+                    Recipients::AllSince(vec![(c, 15), (d, 30)]),
+                    "* user3 joined\n* user4 joined\n".into()
+                ),
+                (Recipients::AllExcept(a), "<user1> hi\n".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_member_who_joins_and_leaves_in_one_batch_is_forgotten_by_the_batch() {
+        let (mut room, _, _) = room_of_two();
+        let mut out = Vec::new();
+        let c = room.join(&mut out);
+        room.leave(c, &mut out);
+        let e = room.join(&mut out); // may reuse c's number
+        room.flush(&mut out);
+        assert_eq!(
+            texts(&out),
+            [(
+                Recipients::AllSince(vec![(e, 43)]),
+                "* user3 joined\n* user3 left\n* user4 joined\n".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn an_authenticated_member_takes_its_name_back_from_a_squatter() {
+        let (mut room, a, _) = room_of_two();
+        let mut out = Vec::new();
+        say(&mut room, a, b"/nick alice", &mut out);
+        assert_eq!(room.name(a), Some("alice"));
+        out.clear();
+        let alice = room.join_as("alice", &mut out);
+        room.flush(&mut out);
+        assert_eq!(room.name(alice), Some("alice"));
+        assert_eq!(room.name(a), Some("user3"));
+        assert_eq!(
+            texts(&out)[0].1,
+            "* alice is now user3\n* alice joined\n".to_string()
+        );
+        out.clear();
+        say(&mut room, a, b"/nick alice", &mut out);
+        assert_eq!(texts(&out)[0].1, "ERR name alice is taken\n");
+        // A second connection of the same user: /who still lists the name once.
+        let _again = room.join_as("alice", &mut out);
+        out.clear();
+        say(&mut room, alice, b"/who", &mut out);
+        assert_eq!(
+            texts(&out).last().unwrap().1,
+            "* online: alice user2 user3\n"
+        );
+    }
+
+    #[test]
+    fn who_is_answered_once_a_second_from_a_cached_bounded_list() {
+        let mut room = Room::default();
+        let mut out = Vec::new();
+        let members: Vec<MemberId> = (0..WHO_MAX_NAMES + 5)
+            .map(|_| room.join(&mut out))
+            .collect();
+        room.flush(&mut out);
+        out.clear();
+        let start = Instant::now();
+        room.line(members[0], b"/who", start, &mut out);
+        room.line(members[1], b"/who", start, &mut out);
+        assert!(
+            Arc::ptr_eq(&out[0].message, &out[1].message),
+            "one answer, shared"
+        );
+        assert!(out[0].message.ends_with(b" (and 5 more)\n"));
+        room.line(members[0], b"/who", start + WHO_INTERVAL / 2, &mut out);
+        assert!(out[2].message.starts_with(b"ERR /who"));
+        room.line(members[0], b"/who", start + WHO_INTERVAL, &mut out);
+        assert!(out[3].message.starts_with(b"* online:"));
     }
 }
