@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// A FIFO byte queue that holds no allocation while it is empty.
@@ -175,23 +176,26 @@ pub(crate) const SLOT_COST: usize = 64;
 #[derive(Debug)]
 enum Chunk {
     Owned(Vec<u8>),
-    Shared(Arc<[u8]>),
+    /// A part of a chunk shared with other connections.
+    Shared(Arc<[u8]>, Range<usize>),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(bytes) => bytes,
-            Chunk::Shared(bytes) => bytes,
+            Chunk::Shared(bytes, range) => &bytes[range.clone()],
         }
     }
 
-    /// The memory this piece holds while queued.
+    /// The memory this piece holds while queued: a shared chunk counts whole, since the
+    /// queue keeps all of it alive (a slow reader sent tiny parts of large chunks must not
+    /// hold far more than the limit says).
     fn cost(&self) -> usize {
         SLOT_COST
             + match self {
                 Chunk::Owned(bytes) => bytes.capacity(),
-                Chunk::Shared(bytes) => bytes.len(),
+                Chunk::Shared(bytes, _) => bytes.len(),
             }
     }
 }
@@ -238,19 +242,18 @@ impl OutQueue {
         }
     }
 
-    /// Queues a shared chunk, of which the first `written` bytes have already gone out (only
-    /// allowed when the queue is empty: they were written straight to the socket).
-    pub(crate) fn push_shared(&mut self, chunk: Arc<[u8]>, written: usize) {
-        debug_assert!(written == 0 || self.is_empty());
-        if written >= chunk.len() {
+    /// Queues the `range` part of a shared chunk (the whole of it: `0..chunk.len()`).
+    pub(crate) fn push_shared(&mut self, chunk: Arc<[u8]>, range: Range<usize>) {
+        if range.is_empty() || range.end > chunk.len() {
             return;
         }
-        if self.is_empty() {
-            self.head = written;
-        }
-        self.len += chunk.len() - written;
-        let piece = Chunk::Shared(chunk);
-        self.held += piece.cost();
+        self.len += range.len();
+        // Another part of the chunk just queued (a chat member is sent a batch without its
+        // own lines: the parts around them) holds no more memory than the first part did.
+        let same =
+            matches!(self.chunks.back(), Some(Chunk::Shared(back, _)) if Arc::ptr_eq(back, &chunk));
+        let piece = Chunk::Shared(chunk, range);
+        self.held += if same { SLOT_COST } else { piece.cost() };
         self.chunks.push_back(piece);
     }
 
@@ -290,7 +293,14 @@ impl OutQueue {
             }
             n -= front;
             if let Some(piece) = self.chunks.pop_front() {
-                self.held -= piece.cost();
+                let same = match (&piece, self.chunks.front()) {
+                    (Chunk::Shared(chunk, _), Some(Chunk::Shared(next, _))) => {
+                        Arc::ptr_eq(chunk, next)
+                    }
+                    _ => false,
+                };
+                // The next part of the same chunk takes over the count of its memory.
+                self.held -= if same { SLOT_COST } else { piece.cost() };
             }
             self.head = 0;
         }
@@ -343,7 +353,7 @@ mod out_queue {
         let mut queue = OutQueue::default();
         queue.push(b"one ");
         queue.push(b"two ");
-        queue.push_shared(Arc::clone(&shared), 0);
+        queue.push_shared(Arc::clone(&shared), 0..shared.len());
         queue.push(b"three");
         assert_eq!(queue.len(), 8 + 9 + 5);
         let mut out = Narrow {
@@ -365,16 +375,20 @@ mod out_queue {
     }
 
     #[test]
-    fn a_shared_chunk_can_start_part_written() {
+    fn parts_of_a_shared_chunk_go_out_and_count_its_memory_once() {
         let mut queue = OutQueue::default();
-        queue.push_shared(Arc::from(&b"abcdef"[..]), 4);
-        assert_eq!(queue.len(), 2);
+        let chunk: Arc<[u8]> = Arc::from(&b"abcdef"[..]);
+        queue.push_shared(Arc::clone(&chunk), 0..1);
+        queue.push_shared(Arc::clone(&chunk), 4..6);
+        assert_eq!(queue.len(), 3);
+        assert_eq!(queue.held(), 6 + 2 * SLOT_COST);
         let mut out = Narrow {
             taken: Vec::new(),
             room: 100,
         };
         queue.write_to(&mut out).unwrap();
-        assert_eq!(out.taken, b"ef");
+        assert_eq!(out.taken, b"aef");
+        assert_eq!(queue.held(), 0);
     }
 
     #[test]
@@ -399,7 +413,7 @@ mod out_queue {
             .iter()
             .map(|chunk| match chunk {
                 Chunk::Owned(bytes) => bytes.capacity(),
-                Chunk::Shared(bytes) => bytes.len(),
+                Chunk::Shared(bytes, _) => bytes.len(),
             })
             .sum();
         assert!(
@@ -413,9 +427,8 @@ mod out_queue {
     fn tiny_shared_chunks_count_their_overhead_against_the_limit() {
         // A flood of one-byte messages holds far more than one byte each: the limit must see it.
         let mut queue = OutQueue::default();
-        let dot: Arc<[u8]> = Arc::from(&b"."[..]);
         for _ in 0..1000 {
-            queue.push_shared(Arc::clone(&dot), 0);
+            queue.push_shared(Arc::from(&b"."[..]), 0..1);
         }
         assert_eq!(queue.len(), 1000);
         assert_eq!(queue.held(), 1000 * (1 + SLOT_COST));

@@ -22,6 +22,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::ops::Range;
 
 use mio::net::TcpStream;
 use mio::Interest;
@@ -260,12 +261,13 @@ impl<S> Conn<S> {
         self.output.push(data);
     }
 
-    /// Like [`Conn::queue`] for a chunk shared with other connections: queued by reference.
-    pub(crate) fn queue_shared(&mut self, chunk: &Arc<[u8]>, now: Tick) {
+    /// Like [`Conn::queue`] for part of a chunk shared with other connections: queued by
+    /// reference.
+    pub(crate) fn queue_shared(&mut self, chunk: Arc<[u8]>, range: Range<usize>, now: Tick) {
         if self.output.is_empty() {
             self.wrote_at = now;
         }
-        self.output.push_shared(Arc::clone(chunk), 0);
+        self.output.push_shared(chunk, range);
     }
 
     /// Writes queued output until the socket takes no more. Returns the bytes written.

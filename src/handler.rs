@@ -25,6 +25,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::conn_id::ConnId;
@@ -328,12 +329,37 @@ impl<'a> Context<'a> {
     /// }
     /// ```
     pub fn write_shared(&mut self, id: ConnId, data: &Arc<[u8]>) {
+        self.write_shared_range(id, data, 0..data.len());
+    }
+
+    /// Queues the `range` part of a shared chunk for connection `id`, by reference, like
+    /// [`Context::write_shared`]: for a message most recipients get whole and a few get in
+    /// parts (a batch of chat lines, without the lines a recipient sent itself). A range
+    /// outside the chunk is ignored.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use wharf::{ConnId, Context};
+    /// /// `batch` holds `from`'s own line at `own`: everyone else gets it all.
+    /// fn relay(ctx: &mut Context<'_>, to: ConnId, from: ConnId, batch: &Arc<[u8]>, own: std::ops::Range<usize>) {
+    ///     if to == from {
+    ///         ctx.write_shared_range(to, batch, 0..own.start);
+    ///         ctx.write_shared_range(to, batch, own.end..batch.len());
+    ///     } else {
+    ///         ctx.write_shared(to, batch);
+    ///     }
+    /// }
+    /// ```
+    pub fn write_shared_range(&mut self, id: ConnId, data: &Arc<[u8]>, range: Range<usize>) {
+        if range.is_empty() || range.end > data.len() {
+            return;
+        }
         if id == self.outbox.current {
-            self.write(data);
-        } else if !data.is_empty() {
+            self.write(&data[range]);
+        } else {
             self.outbox
                 .mail
-                .push((id, Letter::Shared(Arc::clone(data))));
+                .push((id, Letter::Shared(Arc::clone(data), range)));
         }
     }
 
@@ -369,8 +395,8 @@ impl<'a> Context<'a> {
 pub(crate) enum Letter {
     /// The next this many bytes of `Outbox::mail_bytes`.
     Bytes(usize),
-    /// A chunk shared with other recipients.
-    Shared(Arc<[u8]>),
+    /// Part of a chunk shared with other recipients.
+    Shared(Arc<[u8]>, Range<usize>),
 }
 
 /// Where a callback's effects wait until the reactor performs them. One per reactor, reused

@@ -99,8 +99,8 @@ impl Handler for Line {
 /// `<NAME> line` (see [`crate::proto::chat`] for the protocol). Lines are framed like
 /// [`Line`]'s, with the same limit.
 ///
-/// The lines of one read go out as one shared chunk, and join and leave notices are
-/// batched once per loop iteration ([`Handler::on_flush`]). A member whose own answers
+/// The lines of all members go out as one shared chunk per loop iteration
+/// ([`Handler::on_flush`]), and so do join and leave notices. A member whose own answers
 /// (`/who`, errors) pass the output limit is read no further until it reads them; one that
 /// falls behind on what others say is dropped as a slow reader.
 ///
@@ -117,9 +117,10 @@ pub struct Chat {
     conns: Vec<Option<ConnId>>,
     /// Deliveries of the current callback, reused.
     out: Vec<Delivery>,
-    /// For a batch of notices: where each member that joined during it starts reading it
-    /// (+1; 0 for members who get it whole), by member index. All zero between batches.
-    joined_at: Vec<usize>,
+    /// By member index, for a batch some members get in part: where a joiner's part starts,
+    /// or where a sender's own ranges are listed (+1; 0: the member gets it whole). All zero
+    /// between batches.
+    marks: Vec<usize>,
     overlong_log: LogLimit,
 }
 
@@ -138,7 +139,7 @@ impl Chat {
             framing: LineEcho::new(max_line),
             conns: Vec::new(),
             out: Vec::new(),
-            joined_at: Vec::new(),
+            marks: Vec::new(),
             overlong_log: LogLimit::per_second(),
         }
     }
@@ -168,15 +169,42 @@ impl Chat {
                 }
                 Recipients::All => self.conns.iter().for_each(|conn| send(ctx, conn)),
                 Recipients::AllSince(joiners) => {
-                    self.joined_at.resize(self.conns.len(), 0);
+                    self.marks.resize(self.conns.len(), 0);
                     for (member, from) in &joiners {
-                        self.joined_at[member.index()] = from + 1;
+                        self.marks[member.index()] = from + 1;
                     }
-                    for (conn, from) in self.conns.iter().zip(&mut self.joined_at) {
-                        match (std::mem::take(from), conn) {
+                    for (conn, mark) in self.conns.iter().zip(&mut self.marks) {
+                        match (std::mem::take(mark), conn) {
                             (0, _) => send(ctx, conn),
-                            // A joiner's part is a copy: joiners of one batch are few.
-                            (from, Some(conn)) => ctx.write_to(*conn, &message[from - 1..]),
+                            (from, Some(conn)) => {
+                                ctx.write_shared_range(*conn, &message, from - 1..message.len())
+                            }
+                            (_, None) => {}
+                        }
+                    }
+                }
+                Recipients::AllBut(mut senders) => {
+                    // Each sender's ranges together, in order, so its copy is the gaps.
+                    senders.sort_by_key(|(member, range)| (member.index(), range.start));
+                    self.marks.resize(self.conns.len(), 0);
+                    for (at, (member, _)) in senders.iter().enumerate().rev() {
+                        self.marks[member.index()] = at + 1;
+                    }
+                    for (index, (conn, mark)) in self.conns.iter().zip(&mut self.marks).enumerate()
+                    {
+                        match (std::mem::take(mark), conn) {
+                            (0, _) => send(ctx, conn),
+                            (first, Some(conn)) => {
+                                let mut from = 0;
+                                let own = senders[first - 1..]
+                                    .iter()
+                                    .take_while(|(member, _)| member.index() == index);
+                                for (_, range) in own {
+                                    ctx.write_shared_range(*conn, &message, from..range.start);
+                                    from = range.end;
+                                }
+                                ctx.write_shared_range(*conn, &message, from..message.len());
+                            }
                             (_, None) => {}
                         }
                     }
@@ -226,8 +254,7 @@ impl Handler for Chat {
             }
             consumed += line.len();
         }
-        self.room.end_burst(&mut self.out);
-        self.deliver(ctx);
+        // The lines go out with the batch, in `on_flush`.
         if consumed < lines.len() {
             // The next input starts with lines the cursor has not seen as such.
             session.cursor = LineCursor::default();
@@ -245,7 +272,6 @@ impl Handler for Chat {
         if !rest.is_empty() {
             self.room
                 .line(session.member, rest, Instant::now(), &mut self.out);
-            self.room.end_burst(&mut self.out);
             self.deliver(ctx);
         }
     }

@@ -25,17 +25,20 @@
 //! - another line starting with `/` gets `ERR unknown command`;
 //! - on leaving, the others get `* NAME left`.
 //!
-//! **Batches.** Lines a member sends in a row are collected into one message (one
-//! allocation, one queued chunk per recipient) until [`Room::end_burst`]; the caller ends a
-//! burst after each read. Join, leave and rename notices are collected until
-//! [`Room::flush`], which the caller makes once per loop iteration, so that a thousand members
-//! joining cost each member one message, not a thousand. Nothing is reordered: a pending
-//! batch is handed over before any other delivery, and a member that joined during a batch
-//! gets only the notices after its own ([`Recipients::AllSince`]).
+//! **Batches.** Lines are collected, whoever sent them, into one message until
+//! [`Room::flush`], which the caller makes once per loop iteration (or until the batch
+//! reaches [`MAX_BATCH`]): one allocation for the whole batch, and one queued chunk per
+//! recipient, or a few for a member who sent some of the lines, which its copy leaves out
+//! ([`Recipients::AllBut`]). However many members speak at once, each member gets one
+//! message per loop iteration. Join, leave and rename notices are batched the same way, so
+//! that a thousand members joining cost each member one message, not a thousand. Nothing is
+//! reordered: a pending batch is handed over before any other delivery, and a member that
+//! joined during a batch gets only the notices after its own ([`Recipients::AllSince`]).
 //!
 //! Line framing and the line-length limit are the line protocol's ([`super::line`]).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +68,9 @@ pub enum Recipients {
     /// collected, and gets only the bytes after the offset beside it: the notices that
     /// came after its own arrival.
     AllSince(Vec<(MemberId, usize)>),
+    /// Every member, but each member listed sent the lines in the range beside it, which
+    /// its copy leaves out (a member may be listed more than once, ranges in order).
+    AllBut(Vec<(MemberId, Range<usize>)>),
 }
 
 /// One message for some members.
@@ -83,6 +89,10 @@ pub const MAX_NAME: usize = 32;
 /// 100 KB answer to a five-byte question.
 pub const WHO_MAX_NAMES: usize = 1000;
 
+/// Bytes of lines collected before they are handed over even if the loop iteration has not
+/// ended: a bound on the batch, and on how long its first line waits.
+pub const MAX_BATCH: usize = 64 * 1024;
+
 /// How often a member's `/who` is answered.
 pub const WHO_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -99,11 +109,10 @@ pub const WHO_INTERVAL: Duration = Duration::from_secs(1);
 /// room.flush(&mut out); // the join notices, once per loop iteration
 /// out.clear();
 /// room.line(alice, b"hello", Instant::now(), &mut out);
-/// room.line(alice, b"again", Instant::now(), &mut out);
-/// room.end_burst(&mut out); // after each read: both lines in one message
-/// assert_eq!(out[0].to, Recipients::AllExcept(alice));
-/// assert_eq!(&*out[0].message, b"<user1> hello\n<user1> again\n");
-/// # let _ = bob;
+/// room.line(bob, b"hi", Instant::now(), &mut out);
+/// room.flush(&mut out); // once per loop iteration: the lines of all in one message
+/// assert_eq!(out[0].to, Recipients::AllBut(vec![(alice, 0..14), (bob, 14..25)]));
+/// assert_eq!(&*out[0].message, b"<user1> hello\n<user2> hi\n");
 /// ```
 #[derive(Debug, Default)]
 pub struct Room {
@@ -118,9 +127,10 @@ pub struct Room {
     /// Members who joined while `notices` was collected, each with the offset just past its
     /// own join notice.
     joiners: Vec<(MemberId, usize)>,
-    /// Lines one member sent in a row, as the others will read them, not handed over yet.
-    burst: Vec<u8>,
-    burst_from: Option<MemberId>,
+    /// Lines not handed over yet, as the members will read them.
+    lines: Vec<u8>,
+    /// Who sent which part of `lines`.
+    senders: Vec<(MemberId, Range<usize>)>,
     /// The `/who` answer, until membership or a name changes.
     who: Option<Arc<[u8]>>,
 }
@@ -206,9 +216,6 @@ impl Room {
         let Some(Member { name, .. }) = self.members.try_remove(member.0) else {
             return;
         };
-        if self.burst_from == Some(member) {
-            self.end_burst(out);
-        }
         self.release_name(&name);
         self.who = None;
         // Its id may be reused by a member joining later in this batch.
@@ -217,24 +224,33 @@ impl Room {
     }
 
     /// A member sent one line: `line` is its content, without the `\n`. `now` is the time,
-    /// for the `/who` rate limit. A plain line joins the member's burst; the caller ends it
-    /// with [`Room::end_burst`].
+    /// for the `/who` rate limit. A plain line joins the batch that [`Room::flush`] hands
+    /// over.
     pub fn line(&mut self, member: MemberId, line: &[u8], now: Instant, out: &mut Vec<Delivery>) {
         if !self.members.contains(member.0) {
             return;
         }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if !line.starts_with(b"/") {
-            if !self.notices.is_empty() || self.burst_from.is_some_and(|from| from != member) {
+            if !self.notices.is_empty() {
                 self.flush(out);
             }
+            let start = self.lines.len();
             let name = &self.members[member.0].name;
-            self.burst_from = Some(member);
-            self.burst.push(b'<');
-            self.burst.extend_from_slice(name.as_bytes());
-            self.burst.extend_from_slice(b"> ");
-            escape_controls(line, &mut self.burst);
-            self.burst.push(b'\n');
+            self.lines.push(b'<');
+            self.lines.extend_from_slice(name.as_bytes());
+            self.lines.extend_from_slice(b"> ");
+            escape_controls(line, &mut self.lines);
+            self.lines.push(b'\n');
+            match self.senders.last_mut() {
+                Some((last, range)) if *last == member && range.end == start => {
+                    range.end = self.lines.len();
+                }
+                _ => self.senders.push((member, start..self.lines.len())),
+            }
+            if self.lines.len() >= MAX_BATCH {
+                self.flush_lines(out);
+            }
             return;
         }
         // A command: whatever is pending goes first, in order.
@@ -251,21 +267,28 @@ impl Room {
         out.push(deliver(Recipients::Only(member), reply.to_string()));
     }
 
-    /// Hands over the lines collected from one member as one message to the others.
-    pub fn end_burst(&mut self, out: &mut Vec<Delivery>) {
-        if let Some(from) = self.burst_from.take() {
-            out.push(Delivery {
-                to: Recipients::AllExcept(from),
-                message: Arc::from(&self.burst[..]),
-            });
-            self.burst.clear();
-            shrink(&mut self.burst);
+    /// Hands over the lines collected: one message for all, each sender's copy without its
+    /// own lines.
+    fn flush_lines(&mut self, out: &mut Vec<Delivery>) {
+        if self.senders.is_empty() {
+            return;
         }
+        let senders = std::mem::take(&mut self.senders);
+        out.push(Delivery {
+            to: match senders.as_slice() {
+                [(only, range)] if range.len() == self.lines.len() => Recipients::AllExcept(*only),
+                _ => Recipients::AllBut(senders),
+            },
+            message: Arc::from(&self.lines[..]),
+        });
+        self.lines.clear();
+        shrink(&mut self.lines);
     }
 
-    /// Hands over everything collected: a burst of lines, then the batch of notices.
+    /// Hands over everything collected: the batch of lines or the batch of notices (only
+    /// one is ever pending). Call it once per loop iteration.
     pub fn flush(&mut self, out: &mut Vec<Delivery>) {
-        self.end_burst(out);
+        self.flush_lines(out);
         if self.notices.is_empty() {
             return;
         }
@@ -285,7 +308,7 @@ impl Room {
 
     fn notice(&mut self, text: std::fmt::Arguments<'_>, out: &mut Vec<Delivery>) {
         use std::io::Write as _;
-        self.end_burst(out);
+        self.flush_lines(out);
         // Writing to a Vec cannot fail.
         let _ = self.notices.write_fmt(text);
     }
@@ -646,16 +669,16 @@ mod tests {
     }
 
     #[test]
-    fn lines_of_one_read_become_one_message_and_commands_keep_their_place() {
+    fn lines_of_one_iteration_become_one_message_and_commands_keep_their_place() {
         let (mut room, a, b) = room_of_two();
         let mut out = Vec::new();
         let now = Instant::now();
         room.line(a, b"one", now, &mut out);
         room.line(a, b"two", now, &mut out);
-        assert!(out.is_empty(), "a burst waits for its end");
+        assert!(out.is_empty(), "a batch waits for its end");
         room.line(a, b"/who", now, &mut out);
         room.line(a, b"three", now, &mut out);
-        room.end_burst(&mut out);
+        room.flush(&mut out);
         assert_eq!(
             texts(&out),
             [
@@ -667,13 +690,30 @@ mod tests {
                 (Recipients::AllExcept(a), "<user1> three\n".into()),
             ]
         );
-        // Another member's line ends a burst too: per-sender order and recipients hold.
+        // Lines of several members share the batch; each sender's part is marked.
         out.clear();
         room.line(a, b"x", now, &mut out);
         room.line(b, b"y", now, &mut out);
-        room.end_burst(&mut out);
-        assert_eq!(out[0].to, Recipients::AllExcept(a));
-        assert_eq!(out[1].to, Recipients::AllExcept(b));
+        room.line(a, b"z", now, &mut out);
+        room.flush(&mut out);
+        assert_eq!(
+            texts(&out),
+            [(
+                Recipients::AllBut(vec![(a, 0..10), (b, 10..20), (a, 20..30)]),
+                "<user1> x\n<user2> y\n<user1> z\n".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_batch_is_handed_over_when_it_reaches_its_bound() {
+        let (mut room, a, _) = room_of_two();
+        let mut out = Vec::new();
+        let line = [b'x'; 1000];
+        while out.is_empty() {
+            room.line(a, &line, Instant::now(), &mut out);
+        }
+        assert!(out[0].message.len() >= MAX_BATCH && out[0].message.len() < MAX_BATCH + 1100);
     }
 
     #[test]
@@ -703,7 +743,7 @@ mod tests {
         let c = room.join(&mut out);
         let d = room.join(&mut out);
         room.line(a, b"hi", Instant::now(), &mut out);
-        room.end_burst(&mut out);
+        room.flush(&mut out);
         assert_eq!(
             texts(&out),
             [

@@ -20,6 +20,8 @@
 //!   [`Context::backlogged`](crate::Context::backlogged) and left its input buffered).
 
 use std::io;
+use std::ops::Range;
+use std::sync::Arc;
 
 use super::{Core, Readiness};
 use crate::conn::{settle, Next, Phase};
@@ -255,7 +257,7 @@ impl<H: Handler> Core<H> {
             let mut offset = 0;
             for (to, letter) in mail.drain(..) {
                 let open = self.is_live(to) && self.conns[to.key()].phase.accepts_output();
-                match &letter {
+                match letter {
                     Letter::Bytes(len) => {
                         let data = &bytes[offset..offset + len];
                         offset += len;
@@ -263,8 +265,8 @@ impl<H: Handler> Core<H> {
                             self.queue_to(to, data);
                         }
                     }
-                    Letter::Shared(chunk) if open => self.queue_shared_to(to, chunk),
-                    Letter::Shared(_) => continue,
+                    Letter::Shared(chunk, range) if open => self.queue_shared_to(to, chunk, range),
+                    Letter::Shared(..) => continue,
                 }
                 if open {
                     self.bound_mail(to);
@@ -300,11 +302,11 @@ impl<H: Handler> Core<H> {
 
     /// Queues a shared chunk for `id` by reference (over TLS each recipient's copy is
     /// encrypted anyway).
-    fn queue_shared_to(&mut self, id: ConnId, chunk: &std::sync::Arc<[u8]>) {
+    fn queue_shared_to(&mut self, id: ConnId, chunk: Arc<[u8]>, range: Range<usize>) {
         if self.extras.is_tls(id.key()) {
-            return self.queue_to(id, chunk);
+            return self.queue_to(id, &chunk[range]);
         }
-        self.conns[id.key()].queue_shared(chunk, self.clock.tick());
+        self.conns[id.key()].queue_shared(chunk, range, self.clock.tick());
         self.mark_pending(id);
     }
 
