@@ -315,7 +315,7 @@ impl<H: Handler> Core<H> {
         let conn = &mut self.conns[id.key()];
         if !conn.flush_pending {
             conn.flush_pending = true;
-            self.pending.push(id);
+            self.pending.push_back(id);
         }
     }
 
@@ -331,9 +331,10 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    /// Writes what this loop iteration queued, before the loop waits again: first what the
-    /// handler batched ([`Handler::on_flush`]), then each pending connection's queue with
-    /// one `writev`, and it settles. Closes on the way may queue more; that goes out too.
+    /// Writes what was queued, before the loop waits again: first what the handler batched
+    /// ([`Handler::on_flush`]), then each pending connection's queue with one `writev`, and
+    /// it settles; oldest first, at most `flush_budget` connections (the rest next time
+    /// round, after reading). Closes on the way may queue more; that joins the list.
     pub(super) fn flush_pending(&mut self) {
         self.outbox.begin_unattached();
         self.handler
@@ -342,19 +343,18 @@ impl<H: Handler> Core<H> {
         if self.outbox.has_mail() {
             self.deliver_mail();
         }
-        while !self.pending.is_empty() {
-            let mut ids = std::mem::take(&mut self.pending);
-            for id in ids.drain(..) {
-                if !self.is_live(id) {
-                    continue; // closed since it was queued
-                }
-                self.conns[id.key()].flush_pending = false;
-                if self.flush(id) {
-                    self.settle(id);
-                }
+        let mut budget = self.config.flush_budget;
+        while budget > 0 {
+            let Some(id) = self.pending.pop_front() else {
+                break;
+            };
+            if !self.is_live(id) {
+                continue; // closed since it was queued
             }
-            if self.pending.is_empty() {
-                self.pending = ids; // keep the allocation
+            budget -= 1;
+            self.conns[id.key()].flush_pending = false;
+            if self.flush(id) {
+                self.settle(id);
             }
         }
         self.outbox.shrink_after_spike();

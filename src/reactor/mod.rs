@@ -20,6 +20,7 @@
 //! The poll timeout is the time to the nearest deadline: a connection's timeout (see
 //! [`crate::timer`]), the end of a drain, the next stats line, or an accept retry.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -145,9 +146,10 @@ struct Core<H: Handler> {
     generations: Generations,
     handler: H,
     outbox: Outbox,
-    /// Connections with output queued in this loop iteration, written before the next poll
-    /// (each once: `Conn::flush_pending` says whether it is on the list).
-    pending: Vec<ConnId>,
+    /// Connections with output queued and not yet flushed, oldest first; up to
+    /// `flush_budget` of them are written before each poll (each is on it once:
+    /// `Conn::flush_pending` says whether it is).
+    pending: VecDeque<ConnId>,
     /// True while mail is being delivered, so that a close inside delivery (which can create
     /// more mail) adds to the queue instead of recursing.
     delivering: bool,
@@ -223,6 +225,7 @@ impl<H: Handler> Reactor<H> {
         // A budget of zero would never make progress and spin the loop; one is the least.
         config.accept_budget = config.accept_budget.max(1);
         config.read_budget = config.read_budget.max(1);
+        config.flush_budget = config.flush_budget.max(1);
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), Source::Waker.token())?;
@@ -277,7 +280,7 @@ impl<H: Handler> Reactor<H> {
                 generations: Generations::default(),
                 handler,
                 outbox: Outbox::new(water.high),
-                pending: Vec::new(),
+                pending: VecDeque::new(),
                 delivering: false,
                 stats: Stats::default(),
                 linger_limit,
@@ -416,7 +419,8 @@ impl<H: Handler> Reactor<H> {
             if self.core.finished() {
                 break;
             }
-            // What this iteration queued goes out now, one write per connection.
+            // What this iteration queued goes out now, one write per connection (up to the
+            // flush budget; the rest after the next poll, which then does not sleep).
             self.core.flush_pending();
             let timeout = self.core.poll_timeout();
             match self.poll.poll(&mut self.events, timeout) {
@@ -507,10 +511,11 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    /// How long the poller may sleep: not at all with work on the resume list, else until
+    /// How long the poller may sleep: not at all with work on the resume list or output
+    /// left to flush, else until
     /// the nearest deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.resume.is_empty() {
+        if !self.resume.is_empty() || !self.pending.is_empty() {
             return Some(Duration::ZERO);
         }
         let next = [
