@@ -390,7 +390,7 @@ fn chat_fans_every_line_out_to_every_other_client_in_order() {
         "-d",
         "1",
         "--rate",
-        "20",
+        "160",
         "--json",
     ]));
     assert!(output.status.success(), "{output:?}");
@@ -400,10 +400,58 @@ fn chat_fans_every_line_out_to_every_other_client_in_order() {
     assert_eq!(number(&report, "joined"), 8.0, "{report}");
     let sent = number(&report, "sent");
     assert!(sent > 0.0, "{report}");
+    assert_eq!(number(&report, "unsent"), 0.0, "{report}");
     assert_eq!(number(&report, "expected"), sent * 7.0, "{report}");
-    assert_eq!(number(&report, "deliveries"), sent * 7.0, "{report}");
-    assert!(number(&report, "deliveries_per_s") > 0.0, "{report}");
+    assert_eq!(number(&report, "received"), sent * 7.0, "{report}");
+    assert_eq!(number(&report, "undelivered"), 0.0, "{report}");
     assert!(number(&report, "p99_us") > 0.0, "{report}");
+    assert!(report["server_cpu_ns_per_delivery"].is_null(), "{report}");
+}
+
+#[test]
+fn chat_open_loop_delivers_every_line_at_a_total_rate() {
+    let server = Server::start("chat");
+    let output = run(bench().args([
+        "chat",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "20",
+        "--rate",
+        "200",
+        "-d",
+        "1",
+        "--server-pid",
+        &server.pid(),
+        "--json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(number(&report, "conns"), 20.0, "{report}");
+    // --rate is the total over all clients: 200 lines/s, each to the 19 others.
+    assert_eq!(number(&report, "offered_lines_per_s"), 200.0, "{report}");
+    assert_eq!(
+        number(&report, "offered_deliveries_per_s"),
+        3800.0,
+        "{report}"
+    );
+    assert_eq!(number(&report, "delivered_fraction"), 1.0, "{report}");
+    assert_eq!(number(&report, "out_of_order"), 0.0, "{report}");
+    assert_eq!(number(&report, "undelivered"), 0.0, "{report}");
+    assert_eq!(
+        number(&report, "delivered_deliveries_per_s"),
+        3800.0,
+        "{report}"
+    );
+    assert!(number(&report, "join_secs") > 0.0, "{report}");
+    assert!(
+        number(&report, "max_us") >= number(&report, "p99_us"),
+        "{report}"
+    );
+    assert!(
+        number(&report, "server_cpu_ns_per_delivery") > 0.0,
+        "{report}"
+    );
 }
 
 #[test]

@@ -24,7 +24,7 @@ use crate::procs::{parse_child_of, ChildOf};
         wharf-bench pingpong --addr 127.0.0.1:7443 -c 100 --tls --tls-ca ca.pem\n  \
         wharf-bench connect --addr 127.0.0.1:7443 -c 1 -d 5 --tls --insecure --src 127.0.0.1-127.0.0.16\n  \
         wharf-bench sweep --addr 127.0.0.1:7000 --conns 1,10,100,1000,10000 --out sweep/\n  \
-        wharf-bench chat --addr 127.0.0.1:7000 -c 1000 -d 5 --rate 1 --src 127.0.0.1-127.0.0.16\n  \
+        wharf-bench chat --addr 127.0.0.1:7000 -c 1000 -d 5 --rate 5000 --src 127.0.0.1-127.0.0.16\n  \
         wharf-bench udp --addr 127.0.0.1:7000 -c 16 -s 64 -d 5\n\n\
         Exit status: 0 a clean run, 3 the run finished but counted errors, 1 it could not run, \
         2 bad arguments."
@@ -58,9 +58,12 @@ pub enum Command {
     /// Medians of many runs (JSON lines from --json, with --label and --scenario) as one
     /// table, with the ratio of two labels.
     Summary(SummaryArgs),
-    /// Chat fan-out: CONNS clients join a line-based chat room (`wharf chat`) and each sends
-    /// timestamped lines at --rate; every other client must receive each one, in order.
-    /// Reports deliveries/s, fan-out latency percentiles and lost or disordered lines.
+    /// Chat fan-out, open loop: CONNS clients join a line chat room (`wharf chat`, `ncat
+    /// --chat`, any server that relays each line to every other client) and send timestamped
+    /// lines in turn, --rate lines/s in all, on a schedule; every other client must receive
+    /// each one, in order. Reports offered and delivered deliveries/s, the fraction
+    /// delivered, fan-out latency percentiles, lines undelivered, and with --server-pid the
+    /// server's CPU per delivery.
     Chat(ChatArgs),
     /// UDP round trips: each flow keeps one datagram in flight against a UDP echo server
     /// (RFC 862, e.g. `wharf echo --udp ADDR`) and checks every echoed byte. A datagram not
@@ -277,18 +280,54 @@ pub struct SweepArgs {
 /// `chat` flags.
 #[derive(Args, Debug, Clone)]
 pub struct ChatArgs {
-    #[command(flatten)]
-    pub target: Target,
+    /// The chat server, IP:PORT.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    pub addr: SocketAddr,
     /// Chat clients in the room.
     #[arg(short = 'c', long = "conns", value_name = "CONNS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(2..))]
     pub conns: u32,
+    /// Lines per second over all clients together (not per client), sent in turn by one
+    /// client after another on a fixed schedule, whether or not anything comes back (open
+    /// loop). Each line is CONNS-1 deliveries.
+    #[arg(long, value_name = "LINES_PER_S", default_value = "1000", value_parser = parse_rate)]
+    pub rate: f64,
     /// How long to send, in seconds (after every client has joined).
     #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub duration: Duration,
-    /// Lines each client sends per second.
-    #[arg(long, value_name = "MSGS_PER_S", default_value = "1", value_parser = parse_rate)]
-    pub rate: f64,
+    /// Source addresses to spread connections over (bind before connect), each bringing
+    /// its own range of local ports: 127.0.0.2, 127.0.0.1-127.0.0.16 or a comma list.
+    #[arg(long, value_name = "ADDRS", value_parser = parse_sources)]
+    pub src: Option<Sources>,
+    /// Process id of the server: reports its CPU time per delivery and its memory, from
+    /// /proc, summed over PID and every process descended from it.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Most connects in flight at once while joining, so the server's SYN and accept queues
+    /// are not overrun. A server that accepts slowly behind a short listen backlog leaves
+    /// the connections beyond it half-open, never joined: for `ncat --chat` use 8.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub join_concurrency: u32,
+    /// Joining (every connect, then the barrier) must be done within this long; clients not
+    /// in the room by then are dropped and counted as timeouts.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+impl ChatArgs {
+    /// The run's target, for the checks every mode makes before it starts.
+    pub fn target(&self) -> Target {
+        Target {
+            addr: self.addr,
+            src: self.src.clone(),
+            server_pid: self.server_pid,
+            timeout: self.timeout,
+            connect_pace: self.join_concurrency,
+            output: self.output.clone(),
+        }
+    }
 }
 
 /// `udp` flags.

@@ -38,6 +38,8 @@ pub enum BenchError {
         /// The first failure seen, for example "invalid peer certificate: UnknownIssuer".
         first_failure: String,
     },
+    /// The chat clients could not all get into one room; the text says how far they got.
+    NoRoom(String),
     /// An input file (a results.json or a JSON-lines file) is not what was expected.
     BadInput(String),
     /// A client process of a `--procs` run failed, or its parent went away.
@@ -50,6 +52,7 @@ impl fmt::Display for BenchError {
             BenchError::Limit(text)
             | BenchError::Usage(text)
             | BenchError::BadInput(text)
+            | BenchError::NoRoom(text)
             | BenchError::ClientProcess(text) => f.write_str(text),
             BenchError::NoConnection {
                 addr,

@@ -100,7 +100,7 @@ fn execute(command: &Command) -> Result<u64, BenchError> {
         Command::Sweep(args) => Ok(sweep::run(args)?.iter().map(Report::errors).sum()),
         Command::Plot(args) => plot::run(args).map(|()| 0),
         Command::Summary(args) => summary::run(args).map(|()| 0),
-        Command::Chat(args) => print(&chat::run(args)?, args.target.output.json),
+        Command::Chat(args) => print(&chat::run(args)?, args.output.json),
         Command::Udp(args) => print(&udp::run(args)?, args.output.json),
     }
 }

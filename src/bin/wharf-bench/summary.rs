@@ -70,6 +70,19 @@ const CONNECT: &[Metric] = &[
     sum("errors", "errors (all rounds)"),
 ];
 
+const CHAT: &[Metric] = &[
+    median("offered_deliveries_per_s", "offered deliveries/s"),
+    median("delivered_deliveries_per_s", "delivered deliveries/s"),
+    median("delivered_fraction", "fraction delivered"),
+    median("p50_us", "p50 fan-out latency, us"),
+    median("p99_us", "p99 fan-out latency, us"),
+    median("server_cpu_ns_per_delivery", "server CPU ns / delivery"),
+    median("join_secs", "join, s"),
+    sum("undelivered", "undelivered (all rounds)"),
+    sum("out_of_order", "out of order (all rounds)"),
+    sum("errors", "errors (all rounds)"),
+];
+
 /// Runs of one scenario, in file order.
 struct Scenario {
     name: String,
@@ -128,6 +141,7 @@ fn table(runs: &[Value], ratio: Option<(&str, &str)>) -> String {
             "pingpong" => PINGPONG,
             "hold" => HOLD,
             "connect" => CONNECT,
+            "chat" => CHAT,
             _ => continue,
         };
         let rounds = scenario.runs.len() / labels.len().max(1);
@@ -205,7 +219,10 @@ fn group(runs: &[Value]) -> Vec<Scenario> {
             Some(name) => name.to_string(),
             None => format!(
                 "{mode} c={}",
-                run.get("connections").and_then(Value::as_u64).unwrap_or(0)
+                run.get("connections")
+                    .or_else(|| run.get("conns")) // chat's name for it
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
             ),
         };
         match scenarios.iter_mut().find(|s| s.name == name) {

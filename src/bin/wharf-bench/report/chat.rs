@@ -1,4 +1,4 @@
-//! The report of `chat`: fan-out through a chat room.
+//! The report of `chat`: open-loop fan-out through a chat room.
 
 use std::fmt::Write as _;
 
@@ -6,40 +6,61 @@ use serde::Serialize;
 
 use super::*;
 
-/// `chat`: lines fanned out through a chat room.
+/// `chat`: lines sent on a schedule, fanned out through a chat room.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatReport {
     #[serde(flatten)]
     pub id: RunId,
     /// Clients asked for (`-c`).
-    pub connections: u64,
-    /// Lines each client was asked to send per second (`--rate`).
-    pub rate_per_conn: f64,
-    /// The sending interval, in seconds.
-    pub duration_s: f64,
-    /// Clients that joined (connected and were announced to the others) before sending.
+    pub conns: u64,
+    /// Clients in the room when the window began (past the barrier).
     pub joined: u64,
-    /// Time from the first connect until every client had been announced, in seconds.
-    pub join_s: f64,
-    /// Lines sent in the interval.
+    /// From the first connect until every client had passed the barrier, in seconds.
+    pub join_secs: f64,
+    /// `--rate`: lines per second over all clients.
+    pub rate: f64,
+    /// The sending window, in seconds.
+    pub duration_s: f64,
+    /// Lines due in the window, per second.
+    pub offered_lines_per_s: f64,
+    /// Lines due x (conns - 1), per second: what a server delivering everything delivers.
+    pub offered_deliveries_per_s: f64,
+    /// Lines sent (written at once or queued).
     pub sent: u64,
-    /// Lines received from other clients (each sent line counts once per receiver).
-    pub deliveries: u64,
-    /// sent x (joined - 1): every line to every other client.
+    /// Lines that waited in the sender's queue because its socket was full.
+    pub queued: u64,
+    /// Lines due but not sent: the sender's socket and queue were full, or it had failed.
+    pub unsent: u64,
+    /// The latest a line went out after it was due, in microseconds: the client's own lag.
+    pub max_send_lag_us: f64,
+    /// Deliveries the lines sent should make (each to every other client in the room).
     pub expected: u64,
-    /// Deliveries per second of the sending interval.
-    pub deliveries_per_s: f64,
+    /// Deliveries received of the window's lines, during the window or the drain.
+    pub received: u64,
+    /// Deliveries received per second of the window.
+    pub delivered_deliveries_per_s: f64,
+    /// received / expected.
+    pub delivered_fraction: f64,
+    /// Deliveries expected that had not arrived when the drain ended.
+    pub undelivered: u64,
+    /// Deliveries behind (or repeating) one already received from the same sender.
+    pub out_of_order: u64,
+    /// Lines the server sent back to their own sender (not counted as deliveries).
+    pub echoed: u64,
+    /// How long the drain after the window took, in seconds (at most 2).
+    pub drain_secs: f64,
     /// Fan-out latency: from a line's send to its arrival at one receiver.
     #[serde(flatten)]
     pub latency: LatencySummary,
-    /// Every failure: missing, out of order, unparsable lines and connection failures.
+    /// Server CPU time per delivery received, in nanoseconds; `null` without --server-pid.
+    pub server_cpu_ns_per_delivery: Option<f64>,
+    /// The server's figures; an operation is a delivery.
+    #[serde(flatten)]
+    pub server: ServerFigures,
+    /// Clients that failed: refused, reset, closed, or not in the room in time.
+    pub connection_errors: u64,
+    /// Every failure: undelivered, out of order, unsent, and connection errors.
     pub errors: u64,
-    /// Expected deliveries that never came (counted after the drain).
-    pub missing: u64,
-    /// Deliveries whose sequence number was not above the last one from the same sender.
-    pub out_of_order: u64,
-    /// Lines that are neither `* ` announcements nor this tool's own lines.
-    pub bad_lines: u64,
     /// Connection failures, by kind.
     pub errors_by_kind: Tally,
 }
@@ -53,28 +74,44 @@ impl Report for ChatReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{}: {} clients x {} lines/s, {:.1} s",
+            "{}: {} clients, {} lines/s in all, {:.1} s",
             self.id.heading(),
-            self.connections,
-            self.rate_per_conn,
+            self.conns,
+            self.rate,
             self.duration_s
         );
         let _ = writeln!(
             out,
-            "  joined        {} ({:.2} s until all were announced)",
-            self.joined, self.join_s
+            "  joined        {} of {} in {:.2} s (first connect to barrier)",
+            self.joined, self.conns, self.join_secs
         );
         let _ = writeln!(
             out,
-            "  lines         {} sent, {} of {} deliveries ({:.0}/s)",
-            self.sent, self.deliveries, self.expected, self.deliveries_per_s
+            "  offered       {:.0} lines/s, {:.0} deliveries/s",
+            self.offered_lines_per_s, self.offered_deliveries_per_s
+        );
+        let _ = writeln!(
+            out,
+            "  sent          {} lines ({} queued, {} unsent), send lag max {:.0} us",
+            self.sent, self.queued, self.unsent, self.max_send_lag_us
+        );
+        let _ = writeln!(
+            out,
+            "  delivered     {:.0} deliveries/s, {} of {} ({:.2} %), {} undelivered after a {:.2} s drain",
+            self.delivered_deliveries_per_s,
+            self.received,
+            self.expected,
+            self.delivered_fraction * 100.0,
+            self.undelivered,
+            self.drain_secs
         );
         latency_text(&mut out, &self.latency);
         let _ = writeln!(
             out,
-            "  chat errors   {} missing, {} out of order, {} bad lines",
-            self.missing, self.out_of_order, self.bad_lines
+            "  order         {} out of order, {} echoed to their sender",
+            self.out_of_order, self.echoed
         );
+        self.server.text(&mut out, "delivery");
         errors_text(&mut out, self.errors, &self.errors_by_kind);
         out
     }
