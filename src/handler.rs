@@ -293,6 +293,34 @@ impl<'a> Context<'a> {
         self.outbox.current_held + self.outbox.reply.len() > self.outbox.high_water
     }
 
+    /// Stops serving the current connection's input for now: what this callback leaves
+    /// unconsumed is handed back to [`Handler::on_data`] after the reactor has served the
+    /// other connections and flushed their output, even if nothing more arrives, and no more
+    /// is read from it until then. For a message that costs much more than it weighs (a
+    /// chat line to ten thousand members), so that one sender's burst cannot hold up the
+    /// loop: consume a bounded amount of work, call this, and return.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use wharf::{Context, Handler};
+    /// /// Does expensive work for each byte, at most 100 bytes per turn.
+    /// struct Costly;
+    /// impl Handler for Costly {
+    ///     type Session = ();
+    ///     fn on_open(&mut self, _: &mut Context<'_>, _: SocketAddr) {}
+    ///     fn on_data(&mut self, ctx: &mut Context<'_>, _: &mut (), input: &[u8]) -> usize {
+    ///         if input.len() > 100 {
+    ///             ctx.yield_rest();
+    ///             return 100;
+    ///         }
+    ///         input.len()
+    ///     }
+    /// }
+    /// ```
+    pub fn yield_rest(&mut self) {
+        self.outbox.yield_rest = true;
+    }
+
     /// Queues `data` for the current connection.
     pub fn write(&mut self, data: &[u8]) {
         if self.outbox.current_open {
@@ -413,11 +441,16 @@ pub(crate) struct Outbox {
     /// Output for the current connection.
     pub(crate) reply: Vec<u8>,
     pub(crate) close_current: bool,
+    /// The handler asked for the rest of its input later ([`Context::yield_rest`]).
+    pub(crate) yield_rest: bool,
     /// Writes to other connections, in order.
     pub(crate) mail: Vec<(ConnId, Letter)>,
     pub(crate) mail_bytes: Vec<u8>,
     pub(crate) closes: Vec<ConnId>,
     pub(crate) stop: bool,
+    /// A callback ran since the last [`Handler::on_flush`]: the handler may hold batched
+    /// work, so the loop must call it again before it sleeps.
+    pub(crate) unflushed: bool,
 }
 
 impl Outbox {
@@ -429,10 +462,12 @@ impl Outbox {
             high_water,
             reply: Vec::new(),
             close_current: false,
+            yield_rest: false,
             mail: Vec::new(),
             mail_bytes: Vec::new(),
             closes: Vec::new(),
             stop: false,
+            unflushed: false,
         }
     }
 
@@ -447,6 +482,8 @@ impl Outbox {
         self.current_open = open;
         self.current_held = held;
         self.close_current = false;
+        self.yield_rest = false;
+        self.unflushed = true;
     }
 
     /// Starts a callback about no connection ([`Handler::on_flush`]).

@@ -31,6 +31,7 @@ use crate::handler::{CloseReason, ConnView, Context, Handler, Letter};
 impl<H: Handler> Core<H> {
     /// Serves one readiness event (or a resumption) of a live connection.
     pub(super) fn drive(&mut self, id: ConnId, ready: Readiness) {
+        self.handed_back = false;
         // Output first: room in the socket may lift throttling and let reading resume.
         if ready.writable && !self.flush(id) {
             return;
@@ -51,7 +52,8 @@ impl<H: Handler> Core<H> {
         if conn.phase == Phase::Open && conn.session.is_some() && !conn.input.is_empty() {
             self.deliver_buffered(id);
         }
-        self.is_live(id) && self.reads_on(id)
+        let yielded = std::mem::take(&mut self.handed_back);
+        !yielded && self.is_live(id) && self.reads_on(id)
     }
 
     /// Whether reading may go on: the phase reads and the output is within the limit.
@@ -101,8 +103,8 @@ impl<H: Handler> Core<H> {
                 self.receive_tls(id, n); // plain connections go on to `deliver`
                 #[cfg(not(feature = "tls"))]
                 self.deliver(id, n);
-                if !self.is_live(id) {
-                    return;
+                if !self.is_live(id) || std::mem::take(&mut self.handed_back) {
+                    return; // closed, or its input waits on the resume list
                 }
                 // Closing, or output past the high-water mark (settle will throttle): stop.
                 if !self.reads_on(id) {
@@ -175,15 +177,17 @@ impl<H: Handler> Core<H> {
             Some(fresh) => conn.input.extend(&fresh[consumed..]),
             None => conn.input.consume(consumed),
         }
-        // Input left because the output is backlogged must be handed back even if no more
-        // arrives: once the output drains (settle resumes a throttled connection), or right
-        // away if the socket takes the reply whole.
-        let left_for_backlog = !conn.input.is_empty()
-            && self.outbox.current_held + self.outbox.reply.len() > self.water.high;
+        // Input left because the output is backlogged, or because the handler yielded,
+        // must be handed back even if no more arrives: once the output drains (settle
+        // resumes a throttled connection), or after the others had their turn.
+        let hand_back = !conn.input.is_empty()
+            && (self.outbox.yield_rest
+                || self.outbox.current_held + self.outbox.reply.len() > self.water.high);
         self.check_input_limit(id);
         self.finish_callback(id);
-        if left_for_backlog && self.is_live(id) && self.reads_on(id) {
+        if hand_back && self.is_live(id) && self.reads_on(id) {
             self.resume.push(Source::Conn(id));
+            self.handed_back = true;
         }
     }
 
@@ -334,12 +338,17 @@ impl<H: Handler> Core<H> {
     /// Writes what was queued, before the loop waits again: first what the handler batched
     /// ([`Handler::on_flush`]), then each pending connection's queue with one `writev`, and
     /// it settles; oldest first, at most `flush_budget` connections (the rest next time
-    /// round, after reading). Closes on the way may queue more; that joins the list.
+    /// round, after reading). Closes on the way may queue more; that joins the list, and a
+    /// callback on the way may leave the handler holding batched work again, so the loop
+    /// does not sleep then (see `poll_timeout`).
     pub(super) fn flush_pending(&mut self) {
         self.outbox.begin_unattached();
         self.handler
             .on_flush(&mut Context::new(&mut self.outbox, &self.stats));
         self.outbox.reply.clear();
+        // Callbacks from here on (a connection closing as it is flushed, and the room told
+        // of it) set it again: the loop then polls without sleeping and comes back here.
+        self.outbox.unflushed = false;
         if self.outbox.has_mail() {
             self.deliver_mail();
         }

@@ -150,6 +150,9 @@ struct Core<H: Handler> {
     /// `flush_budget` of them are written before each poll (each is on it once:
     /// `Conn::flush_pending` says whether it is).
     pending: VecDeque<ConnId>,
+    /// The connection just served left input to be handed back from the resume list: stop
+    /// reading it for now.
+    handed_back: bool,
     /// True while mail is being delivered, so that a close inside delivery (which can create
     /// more mail) adds to the queue instead of recursing.
     delivering: bool,
@@ -281,6 +284,7 @@ impl<H: Handler> Reactor<H> {
                 handler,
                 outbox: Outbox::new(water.high),
                 pending: VecDeque::new(),
+                handed_back: false,
                 delivering: false,
                 stats: Stats::default(),
                 linger_limit,
@@ -511,11 +515,12 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    /// How long the poller may sleep: not at all with work on the resume list or output
-    /// left to flush, else until
+    /// How long the poller may sleep: not at all with work on the resume list, output left
+    /// to flush, or a callback since the handler's last `on_flush` (it may hold a batch),
+    /// else until
     /// the nearest deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.resume.is_empty() || !self.pending.is_empty() {
+        if !self.resume.is_empty() || !self.pending.is_empty() || self.outbox.unflushed {
             return Some(Duration::ZERO);
         }
         let next = [
