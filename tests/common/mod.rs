@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod chat;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
