@@ -20,7 +20,9 @@
 //! Output is bounded by `Config::high_water`, inside a callback too. A handler that produces
 //! much output per message asks [`Context::backlogged`] and stops consuming input while it is
 //! true; the reactor hands the rest back once the output has drained. A connection that falls
-//! behind on what *others* send it is dropped ([`CloseReason::SlowReader`]).
+//! behind on what *others* send it is dropped ([`CloseReason::SlowReader`]). A handler whose
+//! messages are costly (one line to thousands) bounds its work per callback with
+//! [`Context::yield_rest`].
 
 use std::fmt;
 use std::io;
