@@ -32,12 +32,21 @@ impl Handler for Echo {
         step.consumed
     }
 
-    /// UDP echo (RFC 862 over UDP): every datagram back to its sender.
-    fn on_datagram(&mut self, _from: SocketAddr, data: &[u8], reply: &mut Vec<u8>) -> bool {
+    /// UDP echo (RFC 862 over UDP): every datagram back to its sender, never a byte more
+    /// than it brought (an echo must not amplify). Not to the ports of the other
+    /// small services (echo 7, daytime 13, chargen 19, time 37): a datagram forged to come
+    /// from one of them would start two servers answering each other forever.
+    fn on_datagram(&mut self, from: SocketAddr, data: &[u8], reply: &mut Vec<u8>) -> bool {
+        if LOOPING_PORTS.contains(&from.port()) {
+            return false;
+        }
         reply.extend_from_slice(EchoProtocol.on_input(data).reply);
         true // an empty datagram is echoed too
     }
 }
+
+/// Source ports UDP echo never answers: the small services that would answer back.
+const LOOPING_PORTS: [u16; 4] = [7, 13, 19, 37];
 
 /// Line echo: complete lines back byte-exact; an overlong line gets an error and a close.
 ///
@@ -315,5 +324,24 @@ fn refuse_overlong_line(ctx: &mut Context<'_>, framing: &LineEcho, log: &mut Log
             ctx.id(),
             framing.max_line()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_echo_answers_with_what_came_and_never_to_the_looping_ports() {
+        let mut reply = Vec::new();
+        let from: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        assert!(Echo.on_datagram(from, b"ping", &mut reply));
+        assert_eq!(reply, b"ping");
+        for port in [7, 13, 19, 37] {
+            let mut reply = Vec::new();
+            let from = SocketAddr::new(from.ip(), port);
+            assert!(!Echo.on_datagram(from, b"loop?", &mut reply), "port {port}");
+            assert!(reply.is_empty());
+        }
     }
 }
