@@ -337,8 +337,8 @@ impl<H: Handler> Core<H> {
 
     /// Writes what was queued, before the loop waits again: first what the handler batched
     /// ([`Handler::on_flush`]), then each pending connection's queue with one `writev`, and
-    /// it settles; oldest first, at most `flush_budget` connections (the rest next time
-    /// round, after reading). Closes on the way may queue more; that joins the list, and a
+    /// it settles; oldest first, at most `flush_budget` connections or a quarter of those
+    /// waiting (the rest next time round, after reading). Closes on the way may queue more; that joins the list, and a
     /// callback on the way may leave the handler holding batched work again, so the loop
     /// does not sleep then (see `poll_timeout`).
     pub(super) fn flush_pending(&mut self) {
@@ -352,7 +352,7 @@ impl<H: Handler> Core<H> {
         if self.outbox.has_mail() {
             self.deliver_mail();
         }
-        let mut budget = self.config.flush_budget;
+        let mut budget = self.config.flush_budget.max(self.pending.len() / 4);
         while budget > 0 {
             let Some(id) = self.pending.pop_front() else {
                 break;
