@@ -100,7 +100,7 @@ pub struct Config {
     /// kernel time to write once, and a line that arrives meanwhile would wait a whole flush
     /// to be read and then another to go out: flushing in slices shortens that. Not in more
     /// than about four slices, though: each iteration can hand every member a new piece of
-    /// output (a chat room's batch), which costs a little per member. Default: 256.
+    /// output (a chat room's batch), which costs a little per member. Default: 32.
     pub flush_budget: usize,
     /// Readiness events taken from the poller per wakeup. Default: 1024.
     pub events_capacity: usize,
@@ -130,7 +130,7 @@ impl Default for Config {
             max_input: 1024 * 1024,
             read_budget: 256 * 1024,
             accept_budget: 256,
-            flush_budget: 256,
+            flush_budget: 32,
             events_capacity: 1024,
         }
     }
