@@ -568,6 +568,7 @@ fn control_characters_reach_others_escaped_in_caret_notation() {
 // ---------------------------------------------------------------------------
 
 /// Asserts that a `/who` answer is sorted and lists each name once.
+#[cfg(feature = "tls")]
 #[track_caller]
 fn assert_each_name_once(names: &[String]) {
     assert!(
