@@ -58,6 +58,9 @@ pub(crate) enum Phase {
     Throttled,
     /// The peer shut down its sending side: write what is owed, then close.
     PeerClosed,
+    /// Like `PeerClosed`, for a TLS peer that ended the TCP stream without close_notify:
+    /// its unconsumed input was dropped (it may be cut short), and the close says so.
+    PeerTruncated,
     /// The handler closed it: write what is owed, then shut down writing and linger.
     Closing,
     /// Our side is shut down; reading and discarding until the peer's end of stream, so that
@@ -73,7 +76,10 @@ impl Phase {
 
     /// Whether new output may still be queued in this phase.
     pub(crate) fn accepts_output(self) -> bool {
-        matches!(self, Phase::Open | Phase::Throttled | Phase::PeerClosed)
+        matches!(
+            self,
+            Phase::Open | Phase::Throttled | Phase::PeerClosed | Phase::PeerTruncated
+        )
     }
 }
 
@@ -105,7 +111,7 @@ pub(crate) fn settle(phase: Phase, pending: usize, water: Watermarks) -> (Phase,
     match phase {
         Phase::Open if pending > water.high => (Phase::Throttled, Next::Stay),
         Phase::Throttled if pending <= water.low => (Phase::Open, Next::ResumeReading),
-        Phase::PeerClosed if pending == 0 => (Phase::PeerClosed, Next::Close),
+        Phase::PeerClosed | Phase::PeerTruncated if pending == 0 => (phase, Next::Close),
         Phase::Closing if pending == 0 => (Phase::Lingering, Next::ShutdownWrite),
         other => (other, Next::Stay),
     }
@@ -378,7 +384,12 @@ mod tests {
     #[test]
     fn only_open_and_lingering_read() {
         assert!(Phase::Open.reads() && Phase::Lingering.reads());
-        for phase in [Phase::Throttled, Phase::PeerClosed, Phase::Closing] {
+        for phase in [
+            Phase::Throttled,
+            Phase::PeerClosed,
+            Phase::PeerTruncated,
+            Phase::Closing,
+        ] {
             assert!(!phase.reads(), "{phase:?}");
         }
     }

@@ -146,6 +146,11 @@ pub enum CloseReason {
     /// A TLS connection did not complete its handshake within
     /// `Config::tls_handshake_timeout`. Handlers never see it: it had not opened.
     HandshakeTimeout,
+    /// The peer ended a TLS connection's TCP stream without close_notify, so what it sent
+    /// last may have been cut short by an attacker or a failure: the handler was told of the
+    /// end with no unconsumed input ([`Handler::on_peer_closed`]), and what was owed to the
+    /// peer was written first.
+    Truncated,
 }
 
 impl CloseReason {
@@ -166,6 +171,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::AuthTimeout => f.write_str("auth timeout"),
             CloseReason::HandshakeTimeout => f.write_str("TLS handshake timeout"),
+            CloseReason::Truncated => f.write_str("TLS stream truncated (no close_notify)"),
         }
     }
 }

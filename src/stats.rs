@@ -58,6 +58,9 @@ pub struct Stats {
     /// TLS connections closed because the handshake did not complete within
     /// `Config::tls_handshake_timeout`.
     pub tls_handshake_timeouts: u64,
+    /// TLS connections whose peer ended the TCP stream without close_notify: their
+    /// unterminated input was dropped, not taken as complete.
+    pub tls_truncated: u64,
     /// Bytes read from connections.
     pub bytes_in: u64,
     /// Bytes written to connections.
@@ -100,6 +103,7 @@ impl Stats {
             + self.closed_by_shutdown
             + self.auth_timeouts
             + self.tls_handshake_timeouts
+            + self.tls_truncated
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
@@ -114,6 +118,7 @@ impl Stats {
             CloseReason::Shutdown => &mut self.closed_by_shutdown,
             CloseReason::AuthTimeout => &mut self.auth_timeouts,
             CloseReason::HandshakeTimeout => &mut self.tls_handshake_timeouts,
+            CloseReason::Truncated => &mut self.tls_truncated,
         };
         *counter += 1;
     }
@@ -129,7 +134,7 @@ impl fmt::Display for Stats {
              datagrams_in={} datagrams_out={} datagrams_dropped={} refused_not_allowed={} \
              refused_per_ip={} refused_locked_out={} refused_rate_limited={} auth_ok={} \
              auth_failures={} auth_timeouts={} lockouts={} offenders={} tls_handshakes={} \
-             tls_errors={} tls_handshake_timeouts={}",
+             tls_errors={} tls_handshake_timeouts={} tls_truncated={} writes={}",
             self.accepted,
             self.active,
             self.rejected,
@@ -158,7 +163,9 @@ impl fmt::Display for Stats {
             self.offenders,
             self.tls_handshakes,
             self.tls_errors,
-            self.tls_handshake_timeouts
+            self.tls_handshake_timeouts,
+            self.tls_truncated,
+            self.writes
         )
     }
 }

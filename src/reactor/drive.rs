@@ -87,7 +87,7 @@ impl<H: Handler> Core<H> {
             let lingering = conn.phase == Phase::Lingering;
             let n = match conn.read(&mut self.scratch, self.clock.tick()) {
                 Ok(0) if lingering => return self.close(id, CloseReason::Closed),
-                Ok(0) => return self.peer_closed(id),
+                Ok(0) => return self.end_of_stream(id),
                 Ok(n) => n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) => return self.close(id, CloseReason::from_error(&error)),
@@ -201,6 +201,27 @@ impl<H: Handler> Core<H> {
                 self.config.max_input
             );
             self.outbox.close_current = true;
+        }
+    }
+
+    /// The TCP stream ended. On a TLS connection that is a truncation: a peer that finished
+    /// cleanly sent close_notify first, which ended its stream already (`receive_tls`).
+    fn end_of_stream(&mut self, id: ConnId) {
+        if !self.extras.is_tls(id.key()) {
+            return self.peer_closed(id);
+        }
+        let conn = &mut self.conns[id.key()];
+        if !conn.input.is_empty() {
+            log::debug!(
+                "conn={id} TLS stream ended without close_notify: {} bytes of unterminated \
+                 input dropped",
+                conn.input.len()
+            );
+        }
+        conn.input.clear();
+        self.peer_closed(id);
+        if self.is_live(id) && self.conns[id.key()].phase == Phase::PeerClosed {
+            self.conns[id.key()].phase = Phase::PeerTruncated;
         }
     }
 
@@ -419,6 +440,9 @@ impl<H: Handler> Core<H> {
                 conn.wrote_at = self.clock.tick(); // the linger timeout starts now
                                                    // The peer's end of stream may already be queued, with no edge to come.
                 self.resume.push(Source::Conn(id));
+            }
+            Next::Close if phase == Phase::PeerTruncated => {
+                return self.close(id, CloseReason::Truncated)
             }
             Next::Close => return self.close(id, CloseReason::PeerClosed),
         }
