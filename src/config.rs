@@ -66,6 +66,12 @@ pub struct Config {
     /// Close connections with nothing read or written for this long. `None`: never.
     /// Default: 300 s.
     pub idle_timeout: Option<Duration>,
+    /// Close a connection that leaves a message unfinished this long: input its handler did
+    /// not consume (a partial line, a partial request) and no progress since. Any byte
+    /// keeps the idle timer alive, so without this a client sending one byte every few
+    /// seconds holds a connection, and a partial message's memory, forever (slowloris).
+    /// `None`: never. Default: 60 s, like nginx's `client_header_timeout`.
+    pub message_timeout: Option<Duration>,
     /// Close a connection whose pending output has not moved for this long: its peer stopped
     /// reading. This is what finally frees a connection throttled at `high_water`.
     /// `None`: never. Default: 60 s.
@@ -122,6 +128,7 @@ impl Default for Config {
             high_water: 1024 * 1024,
             low_water: 256 * 1024,
             idle_timeout: Some(Duration::from_secs(300)),
+            message_timeout: Some(Duration::from_secs(60)),
             write_timeout: Some(Duration::from_secs(60)),
             linger_timeout: Duration::from_secs(5),
             linger_discard_limit: 16 * 1024 * 1024,

@@ -126,6 +126,8 @@ pub(crate) struct Timeouts {
     pub(crate) write: Option<Tick>,
     /// Give up lingering after this long.
     pub(crate) linger: Tick,
+    /// Close a connection whose unfinished message has waited this long.
+    pub(crate) message: Option<Tick>,
 }
 
 /// Which deadline a connection reached.
@@ -134,8 +136,8 @@ pub(crate) enum Expiry {
     Idle,
     Write,
     Linger,
-    /// It did not authenticate in time.
-    Auth,
+    /// It did not authenticate in time, or (once open) did not finish a message in time.
+    Input,
 }
 
 /// One connection's state, stored in the reactor's slab.
@@ -162,8 +164,12 @@ pub(crate) struct Conn<S> {
     pub(crate) wrote_at: Tick,
     /// The tick of this connection's live entry in the timer heap ([`NEVER`]: none).
     pub(crate) check_at: Tick,
-    /// While it has to authenticate: by when ([`NEVER`] otherwise).
-    pub(crate) auth_by: Tick,
+    /// By when the peer must be done with what it is sending ([`NEVER`]: nothing waits).
+    /// Before the handler hears of the connection: its TLS handshake and `AUTH` line. After:
+    /// the message it left unfinished (a partial line), `Timeouts::message` after the
+    /// handler last consumed anything; a slowloris that trickles a byte at a time keeps the
+    /// idle timer alive but not this one.
+    pub(crate) input_by: Tick,
     /// Lines other than `AUTH` it sent before authenticating.
     pub(crate) auth_misses: u8,
     /// On the reactor's list of connections to flush before it polls again.
@@ -175,8 +181,8 @@ pub(crate) struct Conn<S> {
 
 impl<S> Conn<S> {
     /// A connection whose handler session is `session`, or that must authenticate by
-    /// `auth_by` first (`session` `None`).
-    pub(crate) fn new(stream: TcpStream, generation: u32, now: Tick, auth_by: Tick) -> Conn<S> {
+    /// `input_by` first (`session` `None`).
+    pub(crate) fn new(stream: TcpStream, generation: u32, now: Tick, input_by: Tick) -> Conn<S> {
         Conn {
             stream,
             generation,
@@ -188,7 +194,7 @@ impl<S> Conn<S> {
             active_at: now,
             wrote_at: now,
             check_at: NEVER,
-            auth_by,
+            input_by,
             auth_misses: 0,
             flush_pending: false,
             session: None,
@@ -207,8 +213,8 @@ impl<S> Conn<S> {
             .write
             .filter(|_| !self.output.is_empty())
             .map(|write| (after(self.wrote_at, write), Expiry::Write));
-        let auth = (self.auth_by != NEVER).then_some((self.auth_by, Expiry::Auth));
-        [write, idle, auth]
+        let input = (self.input_by != NEVER).then_some((self.input_by, Expiry::Input));
+        [write, idle, input]
             .into_iter()
             .flatten()
             .min_by_key(|(due, _)| *due)
@@ -423,6 +429,7 @@ mod deadlines {
         idle: Some(100),
         write: Some(20),
         linger: 50,
+        message: Some(60),
     };
 
     /// A connection to a real loopback listener, for the fields around its socket.
@@ -456,9 +463,9 @@ mod deadlines {
     fn an_unauthenticated_connection_has_the_sooner_auth_deadline() {
         let (mut conn, _listener) = conn();
         conn.session = None;
-        conn.auth_by = 1050;
-        assert_eq!(conn.deadline(TIMEOUTS), Some((1050, Expiry::Auth)));
-        conn.auth_by = 1200;
+        conn.input_by = 1050;
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1050, Expiry::Input)));
+        conn.input_by = 1200;
         assert_eq!(conn.deadline(TIMEOUTS), Some((1101, Expiry::Idle)));
     }
 
@@ -477,6 +484,7 @@ mod deadlines {
             idle: None,
             write: None,
             linger: 50,
+            message: None,
         };
         assert_eq!(conn.deadline(off), None);
     }

@@ -146,6 +146,9 @@ pub enum CloseReason {
     /// A TLS connection did not complete its handshake within
     /// `Config::tls_handshake_timeout`. Handlers never see it: it had not opened.
     HandshakeTimeout,
+    /// The peer left a message unfinished (input the handler did not consume) for
+    /// `Config::message_timeout` without the handler consuming anything: a slowloris.
+    MessageTimeout,
     /// The peer ended a TLS connection's TCP stream without close_notify, so what it sent
     /// last may have been cut short by an attacker or a failure: the handler was told of the
     /// end with no unconsumed input ([`Handler::on_peer_closed`]), and what was owed to the
@@ -172,6 +175,7 @@ impl fmt::Display for CloseReason {
             CloseReason::AuthTimeout => f.write_str("auth timeout"),
             CloseReason::HandshakeTimeout => f.write_str("TLS handshake timeout"),
             CloseReason::Truncated => f.write_str("TLS stream truncated (no close_notify)"),
+            CloseReason::MessageTimeout => f.write_str("message timeout: unfinished input"),
         }
     }
 }

@@ -77,6 +77,9 @@ pub struct Stats {
     pub closed_by_error: u64,
     /// Connections closed because they were silent for `idle_timeout`.
     pub idle_timeouts: u64,
+    /// Connections closed because a message they began (a partial line) did not complete
+    /// within `message_timeout`.
+    pub message_timeouts: u64,
     /// Connections closed because their output did not move for `write_timeout`.
     pub write_timeouts: u64,
     /// Connections dropped because what others sent them went past `high_water`.
@@ -104,6 +107,7 @@ impl Stats {
             + self.auth_timeouts
             + self.tls_handshake_timeouts
             + self.tls_truncated
+            + self.message_timeouts
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
@@ -119,6 +123,7 @@ impl Stats {
             CloseReason::AuthTimeout => &mut self.auth_timeouts,
             CloseReason::HandshakeTimeout => &mut self.tls_handshake_timeouts,
             CloseReason::Truncated => &mut self.tls_truncated,
+            CloseReason::MessageTimeout => &mut self.message_timeouts,
         };
         *counter += 1;
     }
@@ -134,7 +139,7 @@ impl fmt::Display for Stats {
              datagrams_in={} datagrams_out={} datagrams_dropped={} refused_not_allowed={} \
              refused_per_ip={} refused_locked_out={} refused_rate_limited={} auth_ok={} \
              auth_failures={} auth_timeouts={} lockouts={} offenders={} tls_handshakes={} \
-             tls_errors={} tls_handshake_timeouts={} tls_truncated={} writes={}",
+             tls_errors={} tls_handshake_timeouts={} tls_truncated={} message_timeouts={} writes={}",
             self.accepted,
             self.active,
             self.rejected,
@@ -165,6 +170,7 @@ impl fmt::Display for Stats {
             self.tls_errors,
             self.tls_handshake_timeouts,
             self.tls_truncated,
+            self.message_timeouts,
             self.writes
         )
     }

@@ -157,3 +157,75 @@ fn interrupted_waits_do_not_postpone_the_idle_timeout() {
         );
     }
 }
+
+/// Issue 16: a client that trickles an unfinished line a byte at a time keeps the idle timer
+/// alive, but not the line deadline (`--line-timeout`): it is closed, as a message timeout.
+#[test]
+fn line_timeout_closes_a_client_trickling_an_unfinished_line() {
+    use std::io::Write;
+    let server = Server::start("line", &["--listen", "127.0.0.1:0", "--line-timeout", "1"]);
+    let mut client = connect(server.addr());
+    assert_eq!(round_trip(&mut client, b"whole\n"), b"whole\n");
+    let began = Instant::now();
+    client.write_all(b"par").expect("write");
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let mut buf = [0u8; 64];
+    loop {
+        assert!(began.elapsed() < WITHIN, "still open after {WITHIN:?}");
+        match client.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => panic!("unexpected reply {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                // One more byte of the line, never its end. Once the server has closed, this
+                // write may reset the connection: that is the close too.
+                if client.write_all(b"t").is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let open_for = began.elapsed();
+    eprintln!("trickling client closed after {open_for:?}");
+    assert!(open_for > NOT_BEFORE, "closed after only {open_for:?}");
+    let stats = server.wait_for_stats(IO_TIMEOUT, "message_timeouts=1", |l| {
+        stat(l, "message_timeouts") == 1
+    });
+    assert_eq!(stat(&stats, "idle_timeouts"), 0, "{stats}");
+    assert_no_panic(&server.stderr_text());
+}
+
+/// Lines that each take a while to arrive, but complete within `--line-timeout`, keep a
+/// connection open for longer than the timeout: the deadline restarts with each line.
+#[test]
+fn slow_lines_that_complete_are_not_a_line_timeout() {
+    use std::io::Write;
+    let server = Server::start("line", &["--listen", "127.0.0.1:0", "--line-timeout", "1"]);
+    let mut client = connect(server.addr());
+    let mut buf = [0u8; 64];
+    // Three lines, each half-sent and left so for 0.6 s: 1.8 s of unfinished input in all,
+    // never 1 s of one line.
+    for _ in 0..3 {
+        client.write_all(b"half a ").expect("write");
+        client
+            .set_read_timeout(Some(Duration::from_millis(600)))
+            .expect("read timeout");
+        match client.read(&mut buf) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("a half line got {other:?}"),
+        }
+        client
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("read timeout");
+        client.write_all(b"line\n").expect("write");
+        let mut echo = [0u8; 12];
+        client.read_exact(&mut echo).expect("the echo");
+        assert_eq!(&echo, b"half a line\n");
+    }
+    let stats = server.request_stats();
+    assert_eq!(stat(&stats, "message_timeouts"), 0, "{stats}");
+    assert_eq!(stat(&stats, "active"), 1, "{stats}");
+}

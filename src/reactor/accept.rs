@@ -200,11 +200,11 @@ impl<H: Handler> Core<H> {
         self.stats.active += 1;
         let now = self.clock.tick();
         // With authentication on, the handler hears of the connection once it authenticates.
-        let auth_by = match self.authenticator {
+        let input_by = match self.authenticator {
             Some(_) => timer::after(now, self.auth_ticks),
             None => timer::NEVER,
         };
-        entry.insert(Conn::new(stream, id.generation(), now, auth_by));
+        entry.insert(Conn::new(stream, id.generation(), now, input_by));
         if self.access.counts() {
             if self.peer_ips.len() <= id.key() {
                 self.peer_ips.resize(id.key() + 1, None);

@@ -66,7 +66,7 @@ impl<H: Handler> Core<H> {
         log::debug!("conn={id} peer={peer} authenticated as {name}");
         self.outbox.reply.extend_from_slice(&ok_line(&name));
         self.extras.set_identity(id.key(), name);
-        self.conns[id.key()].auth_by = crate::timer::NEVER;
+        self.conns[id.key()].input_by = crate::timer::NEVER;
         self.open_session(id, peer);
         self.finish_callback(id);
         if self.is_live(id) && !self.conns[id.key()].input.is_empty() {

@@ -27,6 +27,7 @@ use super::{Core, Readiness};
 use crate::conn::{settle, Next, Phase};
 use crate::conn_id::{ConnId, Source};
 use crate::handler::{CloseReason, ConnView, Context, Handler, Letter};
+use crate::timer::{self, NEVER};
 
 impl<H: Handler> Core<H> {
     /// Serves one readiness event (or a resumption) of a live connection.
@@ -183,6 +184,18 @@ impl<H: Handler> Core<H> {
         let hand_back = !conn.input.is_empty()
             && (self.outbox.yield_rest
                 || self.outbox.current_held + self.outbox.reply.len() > self.water.high);
+        // An unfinished message has `message` to complete, from the last time the handler
+        // made progress (so a client pipelining requests, or one whose output is backlogged,
+        // is never taken for a slowloris).
+        let waiting = !conn.input.is_empty();
+        if !waiting || consumed > 0 {
+            conn.input_by = NEVER;
+        }
+        if let (true, NEVER, Some(ticks)) = (waiting, conn.input_by, self.timeouts.message) {
+            conn.input_by = timer::after(self.clock.tick(), ticks);
+            let due = conn.input_by;
+            self.check_by(id, due);
+        }
         self.check_input_limit(id);
         self.finish_callback(id);
         if hand_back && self.is_live(id) && self.reads_on(id) {

@@ -183,6 +183,7 @@ struct Core<H: Handler> {
     reject_log: LogLimit,
     accept_error_log: LogLimit,
     write_timeout_log: LogLimit,
+    message_timeout_log: LogLimit,
     shared: Arc<Shared>,
 }
 
@@ -246,6 +247,7 @@ impl<H: Handler> Reactor<H> {
             idle: timer::ticks(config.idle_timeout),
             write: timer::ticks(config.write_timeout),
             linger: timer::ticks(Some(config.linger_timeout)).unwrap_or(0),
+            message: timer::ticks(config.message_timeout),
         };
         let stats_every = timer::ticks(config.stats_interval);
         let full_line =
@@ -303,6 +305,7 @@ impl<H: Handler> Reactor<H> {
                 reject_log: LogLimit::per_second(),
                 accept_error_log: LogLimit::per_second(),
                 write_timeout_log: LogLimit::per_second(),
+                message_timeout_log: LogLimit::per_second(),
                 shared: Arc::new(Shared {
                     stop: AtomicBool::new(false),
                     drain: AtomicBool::new(false),

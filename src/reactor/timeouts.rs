@@ -103,7 +103,19 @@ impl<H: Handler> Core<H> {
             }
             // The peer never finished: there is nothing left to protect.
             Expiry::Linger => self.close(id, CloseReason::Closed),
-            Expiry::Auth => self.auth_timed_out(id),
+            // Before the handler heard of it: the handshake or the AUTH line.
+            Expiry::Input if self.conns[id.key()].session.is_none() => self.auth_timed_out(id),
+            Expiry::Input => {
+                let waiting = self.conns[id.key()].input.len();
+                if let Some(count) = self.message_timeout_log.hit(self.clock.now()) {
+                    log::info!(
+                        "conn={id} closed: {waiting} bytes of an unfinished message waited \
+                         {:?} ({count} such closes in the last second)",
+                        self.config.message_timeout.unwrap_or_default()
+                    );
+                }
+                self.close(id, CloseReason::MessageTimeout);
+            }
         }
     }
 

@@ -24,7 +24,7 @@ impl<H: Handler> Core<H> {
         match TlsSession::new(tls.server_config()) {
             Ok(session) => {
                 self.extras.set_tls(id.key(), session);
-                self.conns[id.key()].auth_by = timer::after(self.clock.tick(), self.tls_ticks);
+                self.conns[id.key()].input_by = timer::after(self.clock.tick(), self.tls_ticks);
                 true
             }
             Err(error) => {
@@ -103,13 +103,13 @@ impl<H: Handler> Core<H> {
         let conn = &mut self.conns[id.key()];
         // A verified client certificate is authentication enough; otherwise tokens, if any.
         if self.authenticator.is_some() && !certified {
-            conn.auth_by = timer::after(self.clock.tick(), self.auth_ticks);
+            conn.input_by = timer::after(self.clock.tick(), self.auth_ticks);
             // The heap holds the handshake deadline, which may be later (and `schedule`
             // assumes deadlines only move later).
-            let due = conn.auth_by;
+            let due = conn.input_by;
             return self.check_by(id, due);
         }
-        conn.auth_by = timer::NEVER;
+        conn.input_by = timer::NEVER;
         let Ok(peer) = conn.stream.peer_addr() else {
             return self.close(id, CloseReason::Error(io::ErrorKind::NotConnected));
         };

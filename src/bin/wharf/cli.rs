@@ -151,6 +151,11 @@ pub struct ServerArgs {
     /// Close connections with nothing read or written for this long (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
+    /// Close a connection that leaves a line unfinished this long, with no complete line
+    /// since: a client trickling bytes (slowloris) would otherwise hold it, and up to
+    /// --max-line bytes, forever (0: never). Like nginx's client_header_timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    line_timeout: u64,
     /// Close a connection whose pending output has not moved for this long: its client
     /// stopped reading (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -254,6 +259,7 @@ impl ServerArgs {
             high_water: self.max_outbuf,
             low_water: self.max_outbuf / 4,
             idle_timeout: seconds(self.idle_timeout),
+            message_timeout: seconds(self.line_timeout),
             write_timeout: seconds(self.write_timeout),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             // A worker's parent asks for its counters (SIGUSR1) on its own timer, and sums them.
