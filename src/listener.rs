@@ -184,14 +184,22 @@ impl Reservation {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, ListenError> {
-    std::net::UdpSocket::bind(addr).map_err(|error| ListenError::from_os(addr, "bind", error))
+    std::net::UdpSocket::bind(addr).map_err(|error| {
+        match ListenError::from_os(addr, "bind", error) {
+            ListenError::AddrInUse(addr) => ListenError::UdpAddrInUse(addr),
+            other => other,
+        }
+    })
 }
 
 /// Why a listening socket could not be created.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ListenError {
     /// Another socket already listens on this address.
     AddrInUse(SocketAddr),
+    /// Another socket is already bound to this UDP address.
+    UdpAddrInUse(SocketAddr),
     /// The port is privileged (below 1024) and the process may not bind it.
     PermissionDenied(SocketAddr),
     /// No interface of this machine has this IP address.
@@ -227,6 +235,12 @@ impl fmt::Display for ListenError {
                 f,
                 "address {addr} is already in use: is another server running? \
                  see `ss -ltnp 'sport = :{}'`",
+                addr.port()
+            ),
+            ListenError::UdpAddrInUse(addr) => write!(
+                f,
+                "UDP address {addr} is already in use: is another server running? \
+                 see `ss -lunp 'sport = :{}'`",
                 addr.port()
             ),
             ListenError::PermissionDenied(addr) => write!(

@@ -150,3 +150,65 @@ fn a_refused_client_that_writes_first_sees_the_line_or_a_reset() {
     }
     assert_eq!(round_trip(&mut only, b"served"), b"served");
 }
+
+/// Issue 16: 0 turns a limit flag off, for --max-conns too (the open-files limit remains).
+#[test]
+fn max_conns_0_means_no_limit() {
+    let server = Server::start("echo", &["--listen", "127.0.0.1:0", "--max-conns", "0"]);
+    let mut clients: Vec<_> = (0..20)
+        .map(|i| served_client(server.addr(), &format!("client {i}")))
+        .collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let message = format!("still here {i}\n");
+        assert_eq!(round_trip(client, message.as_bytes()), message.as_bytes());
+    }
+    assert!(
+        server
+            .stderr_text()
+            .contains("--max-conns 0: no connection limit"),
+        "{}",
+        server.stderr_text()
+    );
+}
+
+/// Issue 16: --max-conns beyond what the open-files limit allows is said once at start, with
+/// the numbers and the fix (no hard limit reaches 10^8: Linux caps it at fs.nr_open).
+#[test]
+fn max_conns_over_the_open_files_limit_is_warned_about_at_start() {
+    let server = Server::start(
+        "echo",
+        &["--listen", "127.0.0.1:0", "--max-conns", "100000000"],
+    );
+    let stderr = server.stderr_text();
+    assert!(
+        stderr.contains("--max-conns 100000000 needs about")
+            && stderr.contains("but the limit is")
+            && stderr.contains("LimitNOFILE"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("needs about").count(), 1, "{stderr}");
+}
+
+/// Issue 16: two of wharf's own listeners on one address is a clear error before anything is
+/// bound, not "address in use" sending the operator after another server.
+#[test]
+fn two_listeners_on_one_address_are_refused_naming_both() {
+    for (first, second) in [
+        ("127.0.0.1:17", "127.0.0.1:17"),
+        ("0.0.0.0:17", "127.0.0.1:17"),
+    ] {
+        let out = run_to_exit(
+            wharf_command("echo", &["--listen", first, "--listen", second]),
+            EXIT_TIMEOUT,
+        );
+        assert_no_panic(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "stderr:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "--listen {first} and --listen {second} are the same address"
+            )),
+            "stderr:\n{}",
+            out.stderr
+        );
+    }
+}

@@ -89,7 +89,7 @@ fn udp_address_in_use_is_a_clean_error() {
     assert_no_panic(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr:\n{}", out.stderr);
     assert!(
-        out.stderr.contains("already in use"),
+        out.stderr.contains("already in use") && out.stderr.contains("ss -lunp"),
         "stderr:\n{}",
         out.stderr
     );

@@ -147,7 +147,7 @@ pub struct ServerArgs {
     /// Connections served at once, by each worker; each one over the limit is sent
     /// `ERR server full (max N connections)` and closed.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_conns)]
-    max_conns: usize,
+    pub max_conns: usize,
     /// Close connections with nothing read or written for this long (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
@@ -246,7 +246,12 @@ fn seconds(secs: u64) -> Option<Duration> {
 impl ServerArgs {
     pub fn config(&self) -> Config {
         Config {
-            max_conns: self.max_conns,
+            // 0 turns the limit off, as for every limit flag (the open-files limit remains).
+            max_conns: if self.max_conns == 0 {
+                usize::MAX
+            } else {
+                self.max_conns
+            },
             allow: self.allow.clone(),
             max_conns_per_ip: self.max_conns_per_ip,
             max_accept_rate: self.max_accept_rate,

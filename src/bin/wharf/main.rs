@@ -14,6 +14,7 @@ use wharf::service::{Chat, Echo, Line};
 use wharf::{bind_udp, Config, Handler, Listener, Reactor};
 
 mod cli;
+mod limits;
 mod protect;
 mod sys;
 mod tls;
@@ -30,6 +31,15 @@ fn main() -> ExitCode {
         workers::tag_log_lines(&mut logger, id);
     }
     logger.init();
+    if worker_id.is_none() {
+        let args = cli.mode.server();
+        if let Err(refusal) = limits::check_listener_overlap(args) {
+            eprintln!("wharf: error: {refusal}");
+            return ExitCode::from(2);
+        }
+        // Workers inherit the raised limit; the parent (or the only server) warns once.
+        limits::check_open_files(args);
+    }
     if worker_id.is_none() {
         match workers::count(&cli.mode) {
             Ok(1) => {}

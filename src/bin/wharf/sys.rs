@@ -1,6 +1,6 @@
-//! The operating-system calls of the `--workers` parent that std does not offer: sending a
-//! signal to a worker, and making a worker die with its parent. Every `unsafe` block of the
-//! binary is here, each with its reason.
+//! The operating-system calls of the binary that std does not offer: sending a signal to a
+//! worker, making a worker die with its parent, and raising the open-files limit. Every
+//! `unsafe` block of the binary is here, each with its reason.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -62,4 +62,29 @@ pub fn die_with_parent(command: &mut Command) {
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = command;
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit, as far as no privilege is needed, and
+/// returns the (soft, hard) limits now in force.
+pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass and keeps no pointer to it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass, for the duration of the call;
+        // raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    Ok((limit.rlim_cur, limit.rlim_max))
 }
