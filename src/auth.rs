@@ -47,15 +47,19 @@ pub trait Authenticator: Send {
 /// Longest token accepted, in bytes. Every comparison looks at this many bytes.
 pub const MAX_TOKEN: usize = 256;
 
+/// Shortest token accepted: 16 bytes. Shorter ones can be guessed within a lockout's
+/// budget of tries, or are placeholders someone forgot to replace.
+pub const MIN_TOKEN: usize = 16;
+
 /// A set of named tokens, from a file of `NAME:TOKEN` lines.
 ///
 /// ```
 /// use wharf::{Authenticator, Tokens};
 ///
-/// let mut tokens = Tokens::parse("# who may chat\nalice:s3cret-a\nbob:s3cret-b\n")?;
+/// let mut tokens = Tokens::parse("# who may chat\nalice:s3cret-0123456789-a\nbob:s3cret-0123456789-b\n")?;
 /// let peer = "127.0.0.1:5000".parse().unwrap();
-/// assert_eq!(tokens.authenticate(peer, b"s3cret-b").as_deref(), Some("bob"));
-/// assert_eq!(tokens.authenticate(peer, b"s3cret-c"), None);
+/// assert_eq!(tokens.authenticate(peer, b"s3cret-0123456789-b").as_deref(), Some("bob"));
+/// assert_eq!(tokens.authenticate(peer, b"s3cret-0123456789-c"), None);
 /// # Ok::<(), wharf::TokensError>(())
 /// ```
 #[derive(Clone)]
@@ -141,8 +145,12 @@ impl Tokens {
                 )));
             }
             let token = token.as_bytes();
-            if token.is_empty() || token.len() > MAX_TOKEN {
-                return Err(error(format!("the token must be 1 to {MAX_TOKEN} bytes")));
+            if token.len() < MIN_TOKEN || token.len() > MAX_TOKEN {
+                return Err(error(format!(
+                    "the token is {} bytes: it must be {MIN_TOKEN} to {MAX_TOKEN} (make one \
+                     with `openssl rand -hex 16`)",
+                    token.len()
+                )));
             }
             if token
                 .iter()
@@ -253,18 +261,31 @@ mod tests {
 
     #[test]
     fn the_right_token_gives_its_name_and_others_nothing() {
-        let mut tokens = Tokens::parse("alice:aaaa\nbob:bbbb\n\n# comment\ncarol:cccc\r\n")
-            .expect("a valid file");
+        let a = "a".repeat(16);
+        let text = format!(
+            "alice:{a}\nbob:{}\n\n# comment\ncarol:{}\r\n",
+            "b".repeat(16),
+            "c".repeat(16)
+        );
+        let mut tokens = Tokens::parse(&text).expect("a valid file");
         assert_eq!(tokens.len(), 3);
         assert_eq!(
-            tokens.authenticate(peer(), b"cccc").as_deref(),
+            tokens
+                .authenticate(peer(), "c".repeat(16).as_bytes())
+                .as_deref(),
             Some("carol")
         );
         assert_eq!(
-            tokens.authenticate(peer(), b"aaaa").as_deref(),
+            tokens.authenticate(peer(), a.as_bytes()).as_deref(),
             Some("alice")
         );
-        for wrong in [&b"aaa"[..], b"aaaaa", b"", b"AAAA", &[b'a'; 300]] {
+        for wrong in [
+            &a.as_bytes()[1..],
+            "a".repeat(17).as_bytes(),
+            b"",
+            "A".repeat(16).as_bytes(),
+            &[b'a'; 300],
+        ] {
             assert_eq!(tokens.authenticate(peer(), wrong), None, "{wrong:?}");
         }
     }
@@ -273,10 +294,26 @@ mod tests {
     fn bad_files_name_the_line_and_the_problem() {
         let cases = [
             ("alice\n", "line 1: expected NAME:TOKEN"),
-            ("alice:x\nb@d:y\n", "line 2: invalid name 'b@d'"),
-            ("alice:\n", "line 1: the token must be"),
-            ("alice:a b\n", "line 1: the token contains a space"),
-            ("alice:same\nbob:same\n", "line 2: bob has the same token"),
+            (
+                "alice:xxxxxxxxxxxxxxxx\nb@d:yyyyyyyyyyyyyyyy\n",
+                "line 2: invalid name 'b@d'",
+            ),
+            (
+                "alice:\n",
+                "line 1: the token is 0 bytes: it must be 16 to 256",
+            ),
+            (
+                "alice:hunter2\n",
+                "line 1: the token is 7 bytes: it must be 16 to 256",
+            ),
+            (
+                "alice:a bbbbbbbbbbbbbbbb\n",
+                "line 1: the token contains a space",
+            ),
+            (
+                "alice:samesamesamesame\nbob:samesamesamesame\n",
+                "line 2: bob has the same token",
+            ),
             ("# nothing\n", "no NAME:TOKEN entries"),
         ];
         for (text, expected) in cases {
@@ -287,7 +324,7 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_tokens() {
-        let tokens = Tokens::parse("alice:hunter2\n").unwrap();
+        let tokens = Tokens::parse("alice:hunter2-hunter2-hunter2\n").unwrap();
         let shown = format!("{tokens:?}");
         assert!(
             shown.contains("alice") && !shown.contains("hunter2"),

@@ -64,7 +64,7 @@ mod timer;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use auth::{Authenticator, Tokens, TokensError, MAX_TOKEN};
+pub use auth::{Authenticator, Tokens, TokensError, MAX_TOKEN, MIN_TOKEN};
 pub use buffer::Buffer;
 pub use config::Config;
 pub use conn_id::ConnId;

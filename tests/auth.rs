@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const TOKENS: &str = "# test users\nalice:tok-alice-1\nbob:tok-bob-2\n";
+const TOKENS: &str = "# test users\nalice:tok-alice-000001\nbob:tok-bob-000000002\n";
 
 /// A token file for one test, readable by its owner only (unless `mode` says otherwise).
 fn token_file(test: &str, mode: u32) -> PathBuf {
@@ -38,7 +38,7 @@ fn expect_reply(stream: &mut TcpStream, text: &str, reply: &str) {
 
 /// Whether the server closed `stream` without a word (EOF or reset, nothing read).
 fn closed_silently(stream: &mut TcpStream) -> bool {
-    let _ = stream.write_all(b"AUTH tok-alice-1\n");
+    let _ = stream.write_all(b"AUTH tok-alice-000001\n");
     let mut buf = [0u8; 64];
     match stream.read(&mut buf) {
         Ok(0) => true,
@@ -62,7 +62,7 @@ fn fail_once(src: &str, addr: SocketAddr) {
 fn the_right_token_is_answered_ok_name_and_then_served() {
     let server = start("line", "right", &[]);
     let mut client = connect(server.addr());
-    expect_reply(&mut client, "AUTH tok-bob-2\n", "OK bob\n");
+    expect_reply(&mut client, "AUTH tok-bob-000000002\n", "OK bob\n");
     expect_reply(&mut client, "hello\n", "hello\n");
     let line = server.request_stats();
     assert_eq!(stat(&line, "auth_ok"), 1, "{line}");
@@ -84,7 +84,7 @@ fn data_before_auth_is_answered_auth_required_and_never_served() {
     let mut client = connect(server.addr());
     // One write: the lines before AUTH, AUTH, and data after it.
     client
-        .write_all(b"GET / HTTP/1.0\r\n\r\nAUTH tok-alice-1\r\nafter")
+        .write_all(b"GET / HTTP/1.0\r\n\r\nAUTH tok-alice-000001\r\nafter")
         .expect("write");
     let expected = "ERR auth required\nERR auth required\nOK alice\nafter";
     let got = read_exactly(&mut client, expected.len(), IO_TIMEOUT);
@@ -107,12 +107,12 @@ fn an_overlong_first_line_is_refused_and_closed() {
 fn chat_names_come_from_tokens_and_nothing_is_relayed_before_auth() {
     let server = start("chat", "chat", &[]);
     let mut bob = connect(server.addr());
-    expect_reply(&mut bob, "AUTH tok-bob-2\n", "OK bob\n");
+    expect_reply(&mut bob, "AUTH tok-bob-000000002\n", "OK bob\n");
 
     let mut alice = connect(server.addr());
     expect_reply(&mut alice, "secret before auth\n", "ERR auth required\n");
     expect_reply(&mut alice, "/nick eve\n", "ERR auth required\n");
-    expect_reply(&mut alice, "AUTH tok-alice-1\n", "OK alice\n");
+    expect_reply(&mut alice, "AUTH tok-alice-000001\n", "OK alice\n");
     // Bob's next line is the join: nothing alice sent before authenticating reached him.
     assert_eq!(read_line(&mut bob), "* alice joined\n");
     alice.write_all(b"hi bob\n").expect("write");
@@ -128,7 +128,7 @@ fn chat_names_come_from_tokens_and_nothing_is_relayed_before_auth() {
 fn a_client_that_never_authenticates_is_closed_at_the_auth_timeout() {
     let server = start("chat", "timeout", &["--auth-timeout", "1"]);
     let mut served = connect(server.addr());
-    expect_reply(&mut served, "AUTH tok-bob-2\n", "OK bob\n");
+    expect_reply(&mut served, "AUTH tok-bob-000000002\n", "OK bob\n");
     let opened = Instant::now();
     let mut silent = connect(server.addr());
     assert!(read_to_eof(&mut silent, Duration::from_secs(10)).is_empty());
@@ -236,6 +236,33 @@ fn a_missing_token_file_is_one_clear_error() {
     );
 }
 
+/// Issue 16: a token shorter than 16 bytes stops the start, naming the file and the line.
+#[test]
+fn a_short_token_is_refused_at_start_naming_the_line() {
+    let path = token_file("short-token", 0o600);
+    std::fs::write(&path, "alice:tok-alice-000001\nbob:hunter2\n").expect("write");
+    let finished = run_to_exit(
+        wharf_command(
+            "echo",
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--auth-tokens",
+                path.to_str().unwrap(),
+            ],
+        ),
+        IO_TIMEOUT,
+    );
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains(":2: the token is 7 bytes: it must be 16 to 256"),
+        "{}",
+        finished.stderr
+    );
+}
+
 #[test]
 fn a_token_file_others_can_read_gets_a_warning() {
     let tokens = token_file("readable", 0o644);
@@ -300,7 +327,7 @@ fn protected_mode_is_lifted_by_allow_unauthenticated_or_by_tokens() {
         [127, 0, 0, 1],
         authenticated.addr().port(),
     )));
-    expect_reply(&mut client, "AUTH tok-alice-1\n", "OK alice\n");
+    expect_reply(&mut client, "AUTH tok-alice-000001\n", "OK alice\n");
 }
 
 #[test]
@@ -326,7 +353,7 @@ fn connections_opened_before_a_lockout_get_no_more_guesses() {
     // The last connection, accepted before the lockout, is locked out too: even the right
     // token fails.
     let last = conns.last_mut().expect("a connection");
-    expect_reply(last, "AUTH tok-alice-1\n", "ERR auth failed\n");
+    expect_reply(last, "AUTH tok-alice-000001\n", "ERR auth failed\n");
     let line = server.request_stats();
     assert_eq!(stat(&line, "auth_ok"), 0, "{line}");
 }

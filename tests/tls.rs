@@ -168,7 +168,8 @@ fn client_hello(config: &Arc<ClientConfig>) -> Vec<u8> {
 /// A token file readable by its owner only.
 fn token_file(pki: &TestPki) -> PathBuf {
     let path = pki.dir.join("tokens");
-    std::fs::write(&path, "alice:tok-alice-1\nbob:tok-bob-2\n").expect("the token file");
+    std::fs::write(&path, "alice:tok-alice-000001\nbob:tok-bob-000000002\n")
+        .expect("the token file");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     path
 }
@@ -938,7 +939,7 @@ fn over_tls_without_a_client_certificate_the_first_line_must_be_auth() {
     let server = start_tls("line", &pki, &["--auth-tokens", arg(&tokens)]);
     let mut client = connect_tls(server.tls_addr(), &client_config(&pki.ca, TLS13, None));
     expect_reply(&mut client, "hello\n", "ERR auth required\n");
-    expect_reply(&mut client, "AUTH tok-bob-2\n", "OK bob\n");
+    expect_reply(&mut client, "AUTH tok-bob-000000002\n", "OK bob\n");
     expect_reply(&mut client, "hello\n", "hello\n");
     let line = server.request_stats();
     assert_eq!(stat(&line, "auth_ok"), 1, "{line}");
@@ -963,7 +964,7 @@ fn a_client_certificate_is_authentication_enough_when_tokens_are_on() {
     // No AUTH line: the first line is served.
     expect_reply(&mut alice, "/who\n", "* online: client-alice\n");
     let mut bob = connect(server.addr());
-    expect_reply(&mut bob, "AUTH tok-bob-2\n", "OK bob\n");
+    expect_reply(&mut bob, "AUTH tok-bob-000000002\n", "OK bob\n");
     assert_eq!(read_line(&mut alice), "* bob joined\n");
     let line = server.request_stats();
     assert_eq!(stat(&line, "auth_ok"), 1, "only bob used a token: {line}");

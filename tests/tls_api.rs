@@ -201,7 +201,7 @@ fn the_auth_timeout_after_a_tls_handshake_is_kept_when_shorter_than_the_handshak
         ..Config::default()
     };
     let mut reactor = Reactor::new(config, Describe).expect("reactor");
-    reactor.set_authenticator(Tokens::parse("alice:s3cret\n").expect("tokens"));
+    reactor.set_authenticator(Tokens::parse("alice:s3cret-0123456789\n").expect("tokens"));
     let tls = TlsConfig::from_pem_files(&pki.server_cert, &pki.server_key, None).expect("TLS");
     reactor.add_tls_listener(listener, tls).expect("listener");
     let handle = reactor.handle();

@@ -368,7 +368,7 @@ impl<H: Handler> Reactor<H> {
     /// ```
     /// # use wharf::{Config, Reactor, Tokens, service::Echo};
     /// let mut reactor = Reactor::new(Config::default(), Echo)?;
-    /// reactor.set_authenticator(Tokens::parse("alice:s3cret\n")?);
+    /// reactor.set_authenticator(Tokens::parse("alice:s3cret-0123456789\n")?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_authenticator(&mut self, authenticator: impl Authenticator + 'static) {
