@@ -47,6 +47,7 @@
 #![warn(missing_docs)]
 
 mod access;
+mod addr;
 mod auth;
 mod buffer;
 mod config;
@@ -64,6 +65,7 @@ mod timer;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use addr::{AddrError, HostPort};
 pub use auth::{Authenticator, Tokens, TokensError, MAX_TOKEN, MIN_TOKEN};
 pub use buffer::Buffer;
 pub use config::Config;

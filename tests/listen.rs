@@ -168,7 +168,13 @@ fn privileged_port_without_privilege_is_permission_denied() {
 
 #[test]
 fn unparsable_listen_addresses_are_usage_errors() {
-    for bad in ["nonsense", "127.0.0.1", "1.2.3.4:99999"] {
+    for (bad, why) in [
+        ("nonsense", "'nonsense' is not a port number"),
+        ("127.0.0.1", "'127.0.0.1' is not a port number"),
+        ("1.2.3.4:99999", "port out of range: 99999"),
+        (":99999", "port out of range: 99999"),
+        ("::1:7000", "brackets"),
+    ] {
         let out = run_to_exit(wharf_command("echo", &["--listen", bad]), EXIT_TIMEOUT);
         assert_no_panic(&out.stderr);
         assert_eq!(
@@ -178,11 +184,31 @@ fn unparsable_listen_addresses_are_usage_errors() {
             out.stderr
         );
         assert!(
-            out.stderr.contains("invalid listen address"),
-            "--listen {bad:?}: stderr lacks `invalid listen address`:\n{}",
+            out.stderr.contains("invalid address") && out.stderr.contains(why),
+            "--listen {bad:?}: stderr lacks `invalid address` and {why:?}:\n{}",
             out.stderr
         );
     }
+}
+
+/// Issue 16: addresses as people type them. A port alone is loopback; a host name is
+/// resolved once, at start, to each of its addresses, and the server says so.
+#[test]
+fn listen_addresses_as_people_type_them() {
+    let bare = Server::start("echo", &["--listen", ":0"]);
+    assert!(bare.addr().ip().is_loopback(), "{}", bare.addr());
+    let mut client = connect(bare.addr());
+    assert_eq!(round_trip(&mut client, b"bare port\n"), b"bare port\n");
+
+    let named = Server::start("echo", &["--listen", "localhost:0"]);
+    assert!(named.addr().ip().is_loopback(), "{}", named.addr());
+    let stderr = named.stderr_text();
+    assert!(
+        stderr.contains("--listen localhost:0 resolves to") && stderr.contains("127.0.0.1:0"),
+        "{stderr}"
+    );
+    let mut client = connect(named.addr());
+    assert_eq!(round_trip(&mut client, b"by name\n"), b"by name\n");
 }
 
 /// The single `wharf: error: ` line on stderr (panics if there is none).

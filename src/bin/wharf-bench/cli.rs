@@ -74,8 +74,8 @@ pub enum Command {
 /// Where to connect, and what to call the run.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// The server, IP:PORT.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    /// The server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or PORT (loopback).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
     pub addr: SocketAddr,
     /// Source addresses to spread connections over (bind before connect), each bringing
     /// its own range of local ports: 127.0.0.2, 127.0.0.1-127.0.0.16 or a comma list.
@@ -280,8 +280,8 @@ pub struct SweepArgs {
 /// `chat` flags.
 #[derive(Args, Debug, Clone)]
 pub struct ChatArgs {
-    /// The chat server, IP:PORT.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    /// The chat server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or PORT (loopback).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
     pub addr: SocketAddr,
     /// Chat clients in the room.
     #[arg(short = 'c', long = "conns", value_name = "CONNS", default_value_t = 10,
@@ -333,8 +333,9 @@ impl ChatArgs {
 /// `udp` flags.
 #[derive(Args, Debug, Clone)]
 pub struct UdpArgs {
-    /// The UDP echo server, IP:PORT.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    /// The UDP echo server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or PORT
+    /// (loopback).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
     pub addr: SocketAddr,
     /// Flows: sockets, each with one datagram in flight.
     #[arg(short = 'c', long = "flows", value_name = "FLOWS", default_value_t = 1,
@@ -377,6 +378,16 @@ pub struct SummaryArgs {
     /// Add a ratio column A/B of two labels' medians, e.g. wharf/tokio.
     #[arg(long, value_name = "A/B")]
     pub ratio: Option<String>,
+}
+
+/// Parses an address as people type it (`7000` and `:7000` mean loopback, `HOST:PORT` is
+/// looked up now, and the first address it resolves to is used).
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let spec: wharf::HostPort = text.parse().map_err(|e: wharf::AddrError| e.to_string())?;
+    let addrs = spec
+        .resolve()
+        .map_err(|e| format!("cannot resolve '{spec}': {e}"))?;
+    Ok(addrs[0])
 }
 
 /// Parses a duration in seconds, fractions allowed ("2", "0.5").

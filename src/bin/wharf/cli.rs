@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 use wharf::proto::line::DEFAULT_MAX_LINE;
-use wharf::{Config, ListenOptions};
+use wharf::{Config, HostPort, ListenOptions};
 
 /// A single-threaded event-loop server: echo (also over UDP), line echo and chat, over TCP
 /// and TLS, for testing clients, proxies and firewalls.
@@ -44,6 +44,9 @@ pub enum Mode {
         /// Also echo datagrams on this UDP address (repeatable): each back to its sender,
         /// up to 65507 bytes.
         #[arg(long = "udp", value_name = "ADDR", value_parser = parse_listen_addr)]
+        udp_specs: Vec<HostPort>,
+        /// `--udp`, resolved at start ([`Mode::resolve`]).
+        #[arg(skip)]
         udp: Vec<SocketAddr>,
     },
     /// Echo each complete line back byte-exact, terminator included.
@@ -75,13 +78,21 @@ pub enum Mode {
 
 #[derive(Args)]
 pub struct ServerArgs {
-    /// Address to listen on, IP:PORT; repeat for several. `[::]:PORT` also accepts IPv4.
-    /// Port 0 picks a free port. [default: 127.0.0.1:7000, unless --tls-listen is given]
+    /// Address to listen on: PORT or :PORT (loopback, 127.0.0.1), IP:PORT, [IPv6]:PORT or
+    /// HOST:PORT (every address the name resolves to, once, at start); repeat for several.
+    /// Every interface is explicit: 0.0.0.0:PORT, or [::]:PORT (IPv4 too). Port 0 picks a
+    /// free port. [default: 127.0.0.1:7000, unless --tls-listen is given]
     #[arg(long = "listen", value_name = "ADDR", value_parser = parse_listen_addr)]
+    specs: Vec<HostPort>,
+    /// `--listen`, resolved at start ([`Mode::resolve`]).
+    #[arg(skip)]
     addrs: Vec<SocketAddr>,
-    /// Listen for TLS on this address, IP:PORT; repeatable, and beside --listen for a
-    /// plain port and a TLS port at once. Needs --tls-cert and --tls-key.
+    /// Listen for TLS on this address (the forms of --listen); repeatable, and beside
+    /// --listen for a plain port and a TLS port at once. Needs --tls-cert and --tls-key.
     #[arg(long = "tls-listen", value_name = "ADDR", value_parser = parse_listen_addr)]
+    tls_specs: Vec<HostPort>,
+    /// `--tls-listen`, resolved at start.
+    #[arg(skip)]
     pub tls_addrs: Vec<SocketAddr>,
     /// The TLS certificate chain, PEM, leaf first.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -219,13 +230,24 @@ fn parse_workers(text: &str) -> Result<Workers, String> {
     }
 }
 
-fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
-    text.parse().map_err(|_| {
-        format!(
-            "invalid listen address '{text}': expected IP:PORT, \
-             e.g. 127.0.0.1:7000, [::1]:7000 or [::]:7000"
-        )
-    })
+fn parse_listen_addr(text: &str) -> Result<HostPort, String> {
+    text.parse().map_err(|e: wharf::AddrError| e.to_string())
+}
+
+/// Resolves addresses as typed, once; a host name's addresses are said on stderr.
+fn resolve_all(flag: &str, specs: &[HostPort]) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs = Vec::new();
+    for spec in specs {
+        let resolved = spec
+            .resolve()
+            .map_err(|e| format!("{flag} {spec}: cannot resolve the host name: {e}"))?;
+        if spec.is_name() {
+            let list: Vec<String> = resolved.iter().map(ToString::to_string).collect();
+            eprintln!("wharf: {flag} {spec} resolves to {}", list.join(", "));
+        }
+        addrs.extend(resolved);
+    }
+    Ok(addrs)
 }
 
 fn parse_cidr(text: &str) -> Result<IpNet, String> {
@@ -339,6 +361,19 @@ impl Mode {
                 server
             }
         }
+    }
+
+    /// Resolves every address given as typed (`--listen`, `--tls-listen`, `--udp`): host
+    /// names are looked up once, here, at start.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        if let Mode::Echo { udp_specs, udp, .. } = self {
+            *udp = resolve_all("--udp", udp_specs)?;
+        }
+        let (Mode::Echo { server, .. } | Mode::Line { server, .. } | Mode::Chat { server, .. }) =
+            self;
+        server.addrs = resolve_all("--listen", &server.specs)?;
+        server.tls_addrs = resolve_all("--tls-listen", &server.tls_specs)?;
+        Ok(())
     }
 
     /// The UDP addresses to serve (echo only).

@@ -23,7 +23,14 @@ mod workers;
 use cli::{Cli, Mode, ServerArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Host names are looked up once, by the parent: workers get its addresses.
+    if cli.mode.server().worker_id.is_none() {
+        if let Err(refusal) = cli.mode.resolve() {
+            eprintln!("wharf: error: {refusal}");
+            return ExitCode::from(2);
+        }
+    }
     let worker_id = cli.mode.server().worker_id;
     let mut logger =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
@@ -51,7 +58,9 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.mode {
-        Mode::Echo { server, udp } => serve("echo", Echo, &server, &udp, false, server.config()),
+        Mode::Echo { server, udp, .. } => {
+            serve("echo", Echo, &server, &udp, false, server.config())
+        }
         // Line replies are small and interactive: send them at once (nodelay).
         Mode::Line { server, max_line } => {
             let config = server.line_config(max_line);
