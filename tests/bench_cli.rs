@@ -251,6 +251,12 @@ fn hold_keeps_connections_from_several_sources_and_measures_server_memory() {
     assert_eq!(number(&report, "connects_failed"), 0.0, "{report}");
     assert_eq!(number(&report, "errors"), 0.0, "{report}");
     number(&report, "server_rss_per_conn_bytes");
+    // Issue 16: 200 connections are too few for a memory figure per connection; it says so.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("200 connections are too few for a memory figure"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -227,6 +227,9 @@ fn spread(args: &HoldArgs, procs: u32) -> Result<HoldReport, BenchError> {
     Ok(report(target, connections, &held, probe.as_ref(), before))
 }
 
+/// Fewer connections than this make a per-connection memory figure mostly page rounding.
+const MIN_MEMORY_SAMPLE: u64 = 1000;
+
 /// The report of a hold of `connections` to `target`, with the memory `before` it.
 fn report(
     target: &Target,
@@ -241,6 +244,14 @@ fn report(
         }
         _ => None,
     };
+    if probe.is_some() && held.established < MIN_MEMORY_SAMPLE {
+        eprintln!(
+            "wharf-bench: warning: {} connections are too few for a memory figure per \
+             connection: memory moves in 4 KiB pages and allocator arenas, so hold at least \
+             {MIN_MEMORY_SAMPLE} (10,000 for a figure good to a few bytes)",
+            held.established
+        );
+    }
     let rss_before = before.server.map(|sample| sample.rss_bytes);
     let rss_holding = held.holding.server.map(|sample| sample.rss_bytes);
     let slab_before = before.slab_bytes;

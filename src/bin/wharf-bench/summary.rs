@@ -95,20 +95,7 @@ pub fn run(args: &SummaryArgs) -> Result<(), BenchError> {
     let path = &args.runs;
     let text = fs::read_to_string(path)
         .map_err(|error| BenchError::io(format!("reading {}", path.display()), error))?;
-    let mut runs = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let run: Value = serde_json::from_str(line).map_err(|error| {
-            BenchError::BadInput(format!(
-                "{}:{}: not a JSON run ({error})",
-                path.display(),
-                number + 1
-            ))
-        })?;
-        runs.push(run);
-    }
+    let runs = parse_runs(&text, &path.display().to_string())?;
     let ratio = match &args.ratio {
         None => None,
         Some(text) => Some(text.split_once('/').ok_or_else(|| {
@@ -117,6 +104,30 @@ pub fn run(args: &SummaryArgs) -> Result<(), BenchError> {
     };
     print!("{}", table(&runs, ratio));
     Ok(())
+}
+
+/// The runs in `text`: JSON lines, one run each (what `--json` prints), or one JSON array of
+/// runs (`sweep`'s results.json), so both come to one table.
+fn parse_runs(text: &str, path: &str) -> Result<Vec<Value>, BenchError> {
+    if text.trim_start().starts_with('[') {
+        return match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(runs)) => Ok(runs),
+            Ok(_) | Err(_) => Err(BenchError::BadInput(format!(
+                "{path}: not a JSON array of runs"
+            ))),
+        };
+    }
+    let mut runs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let run: Value = serde_json::from_str(line).map_err(|error| {
+            BenchError::BadInput(format!("{path}:{}: not a JSON run ({error})", number + 1))
+        })?;
+        runs.push(run);
+    }
+    Ok(runs)
 }
 
 /// The Markdown table of `runs`: a row per scenario and metric, a column per label.
@@ -270,6 +281,17 @@ fn number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_are_read_from_json_lines_or_from_sweeps_json_array() {
+        let lines = "{\"mode\": \"pingpong\", \"connections\": 1}\n\n{\"mode\": \"pingpong\", \"connections\": 10}\n";
+        let array = "[\n  {\"mode\": \"pingpong\", \"connections\": 1},\n  {\"mode\": \"pingpong\", \"connections\": 10}\n]\n";
+        let from_lines = parse_runs(lines, "runs.jsonl").unwrap();
+        let from_array = parse_runs(array, "results.json").unwrap();
+        assert_eq!(from_lines, from_array);
+        assert_eq!(from_array.len(), 2);
+        assert!(parse_runs("[1, 2", "bad.json").is_err());
+    }
 
     fn run(label: &str, rps: f64, errors: u64) -> Value {
         serde_json::json!({
