@@ -91,3 +91,34 @@ fn max_conns_per_ip_refuses_the_extra_connection_from_one_address() {
     let line = server.request_stats();
     assert!(stat(&line, "refused_per_ip") >= 1, "{line}");
 }
+
+/// Issue 16: a server listening beyond loopback gets a per-address limit by default (256),
+/// and says so; an explicit --max-conns-per-ip wins, and loopback-only servers have none.
+#[test]
+fn listening_beyond_loopback_limits_connections_per_address_by_default() {
+    let server = Server::start("echo", &["--listen", "0.0.0.0:0"]);
+    assert!(
+        server
+            .stderr_text()
+            .contains("at most 256 connections per source address by default"),
+        "{}",
+        server.stderr_text()
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.addr().port()));
+    let mut held: Vec<TcpStream> = (0..256).map(|_| connect_from("127.0.0.4", addr)).collect();
+    assert!(served(&mut held[255]), "the 256th from one host");
+    assert!(
+        !served(&mut connect_from("127.0.0.4", addr)),
+        "the 257th from one host"
+    );
+    assert!(served(&mut connect_from("127.0.0.5", addr)), "another host");
+
+    let loopback = Server::start("echo", &["--listen", "127.0.0.1:0"]);
+    assert!(
+        !loopback
+            .stderr_text()
+            .contains("per source address by default"),
+        "{}",
+        loopback.stderr_text()
+    );
+}

@@ -124,9 +124,9 @@ pub struct ServerArgs {
     #[arg(long = "allow", value_name = "CIDR", value_parser = parse_cidr)]
     allow: Vec<IpNet>,
     /// Most connections open at once from one source address; more are closed at once
-    /// (0: no limit).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    max_conns_per_ip: usize,
+    /// (0: no limit). [default: 256 when listening beyond loopback, else no limit]
+    #[arg(long, value_name = "N")]
+    max_conns_per_ip: Option<usize>,
     /// Most new connections a second from one source address (a token bucket, bursts of up
     /// to a second's worth); more are closed at once (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -260,6 +260,13 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
         })
 }
 
+/// The default `--max-conns-per-ip` of a server listening beyond loopback: one source
+/// address (a client, or a NAT gateway for a few hundred users) can hold 256 connections,
+/// 2.5 % of the default `--max-conns`, so no single host can take the server's slots from
+/// everyone else. HAProxy and Redis leave per-source limits to the operator; a test service
+/// pointed at the internet should not.
+pub const EXPOSED_MAX_CONNS_PER_IP: usize = 256;
+
 /// Seconds from the command line; 0 means "off".
 fn seconds(secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
@@ -275,7 +282,7 @@ impl ServerArgs {
                 self.max_conns
             },
             allow: self.allow.clone(),
-            max_conns_per_ip: self.max_conns_per_ip,
+            max_conns_per_ip: self.max_conns_per_ip(),
             max_accept_rate: self.max_accept_rate,
             auth_timeout: Duration::from_secs(self.auth_timeout.max(1)),
             tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout.max(1)),
@@ -326,6 +333,26 @@ impl ServerArgs {
             Some(_) => &self.worker_tls_listen,
             None => &self.tls_addrs,
         }
+    }
+
+    /// `--max-conns-per-ip`, or its default: [`EXPOSED_MAX_CONNS_PER_IP`] when any listener
+    /// is beyond loopback, else no limit.
+    pub fn max_conns_per_ip(&self) -> usize {
+        self.max_conns_per_ip.unwrap_or_else(|| {
+            let exposed = (self.listen_addrs().iter())
+                .chain(self.tls_listen_addrs())
+                .any(|addr| !addr.ip().is_loopback());
+            if exposed {
+                EXPOSED_MAX_CONNS_PER_IP
+            } else {
+                0
+            }
+        })
+    }
+
+    /// Whether `--max-conns-per-ip` was left to its default.
+    pub fn max_conns_per_ip_defaulted(&self) -> bool {
+        self.max_conns_per_ip.is_none()
     }
 
     /// `--stats-interval`.

@@ -51,6 +51,17 @@ pub fn check_open_files(args: &ServerArgs) {
     }
 }
 
+/// Says when a listener beyond loopback gets the default per-address limit.
+pub fn note_exposed_defaults(args: &ServerArgs) {
+    if args.max_conns_per_ip_defaulted() && args.max_conns_per_ip() > 0 {
+        log::info!(
+            "listening beyond loopback: at most {} connections per source address by default \
+             (--max-conns-per-ip N to change it, 0 for no limit)",
+            args.max_conns_per_ip()
+        );
+    }
+}
+
 /// Refuses two of wharf's own TCP listeners on one address (the second would fail with
 /// "address in use" and send the operator looking for another server). A wildcard address
 /// (`0.0.0.0`, `[::]`) overlaps every address of its port; port 0 never clashes.

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
         }
         // Workers inherit the raised limit; the parent (or the only server) warns once.
         limits::check_open_files(args);
+        limits::note_exposed_defaults(args);
     }
     if worker_id.is_none() {
         match workers::count(&cli.mode) {
