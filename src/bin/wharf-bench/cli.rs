@@ -392,9 +392,15 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// Parses a duration in seconds, fractions allowed ("2", "0.5").
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    let seconds: f64 = match text.parse() {
+        Ok(seconds) => seconds,
+        // With a unit: 500ms, 30s, 5m.
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|_| {
+                format!("'{text}' is not a duration: a number of seconds, or e.g. 500ms, 5m")
+            })?
+            .as_secs_f64(),
+    };
     if !(seconds > 0.0 && seconds <= 86_400.0) {
         return Err(format!(
             "'{text}' seconds is out of range (more than 0, at most a day)"

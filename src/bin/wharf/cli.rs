@@ -58,7 +58,7 @@ pub enum Mode {
         #[command(flatten)]
         server: ServerArgs,
         /// Longest line accepted, in bytes before the \n.
-        #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE)]
+        #[arg(long, value_name = "SIZE", default_value_t = DEFAULT_MAX_LINE, value_parser = parse_size)]
         max_line: usize,
     },
     /// A line-based chat room: every line goes to every other client as `<NAME> line`.
@@ -71,7 +71,7 @@ pub enum Mode {
         #[command(flatten)]
         server: ServerArgs,
         /// Longest line accepted, in bytes before the \n.
-        #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE)]
+        #[arg(long, value_name = "SIZE", default_value_t = DEFAULT_MAX_LINE, value_parser = parse_size)]
         max_line: usize,
     },
 }
@@ -105,8 +105,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// Close a TLS connection whose handshake has not completed within this long.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    tls_handshake_timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = parse_duration)]
+    tls_handshake_timeout: Duration,
     /// Length of the queue of connections waiting to be accepted (capped by the kernel at
     /// net.core.somaxconn).
     #[arg(long, value_name = "N", default_value_t = ListenOptions::default().backlog)]
@@ -138,15 +138,15 @@ pub struct ServerArgs {
     #[arg(long, value_name = "FILE")]
     pub auth_tokens: Option<PathBuf>,
     /// Close a connection that has not authenticated within this long.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    auth_timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = parse_duration)]
+    auth_timeout: Duration,
     /// Lock an address out after this many failed authentications within --lockout-secs:
     /// its connections are closed at once for --lockout-secs (0: never).
     #[arg(long, value_name = "N", default_value_t = 5)]
     lockout_failures: u32,
     /// The window in which --lockout-failures count, and how long a lockout lasts.
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    lockout_secs: u64,
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = parse_duration)]
+    lockout_secs: Duration,
     /// Most addresses remembered for lockouts, and for --max-accept-rate, so a flood from
     /// many addresses cannot grow either table without bound.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_tracked_addresses)]
@@ -160,27 +160,27 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = Config::default().max_conns)]
     pub max_conns: usize,
     /// Close connections with nothing read or written for this long (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    idle_timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = parse_duration)]
+    idle_timeout: Duration,
     /// Close a connection that leaves a line unfinished this long, with no complete line
     /// since: a client trickling bytes (slowloris) would otherwise hold it, and up to
     /// --max-line bytes, forever (0: never). Like nginx's client_header_timeout.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    line_timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = parse_duration)]
+    line_timeout: Duration,
     /// Close a connection whose pending output has not moved for this long: its client
     /// stopped reading (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    write_timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "60", value_parser = parse_duration)]
+    write_timeout: Duration,
     /// Largest output kept for one connection; past it the server stops reading from that
     /// client until it reads (backpressure).
-    #[arg(long, value_name = "BYTES", default_value_t = Config::default().high_water)]
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     max_outbuf: usize,
     /// On SIGINT or SIGTERM, how long connections may take to finish before they are closed.
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
-    drain_timeout: u64,
+    #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_duration)]
+    drain_timeout: Duration,
     /// Log a line of counters this often (0: never; SIGUSR1 logs one at any time).
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
-    stats_interval: u64,
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    stats_interval: Duration,
     /// Send small replies at once (TCP_NODELAY). On by default in line mode.
     #[arg(long, overrides_with = "no_nodelay")]
     nodelay: bool,
@@ -189,8 +189,8 @@ pub struct ServerArgs {
     no_nodelay: bool,
     /// TCP keepalive: probe a connection after this much silence, so connections to hosts
     /// that vanished are closed (0: off).
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    keepalive: u64,
+    #[arg(long, value_name = "DURATION", default_value = "300", value_parser = parse_duration)]
+    keepalive: Duration,
     /// Worker processes: each a single-threaded server with its own listening socket on the
     /// same port (SO_REUSEPORT), restarted if it dies. `auto`: one per CPU. --max-conns
     /// applies to each worker. Chat, and echo with --udp, run with one worker.
@@ -267,9 +267,42 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
 /// pointed at the internet should not.
 pub const EXPOSED_MAX_CONNS_PER_IP: usize = 256;
 
-/// Seconds from the command line; 0 means "off".
-fn seconds(secs: u64) -> Option<Duration> {
-    (secs > 0).then(|| Duration::from_secs(secs))
+/// The reactor's clock tick: shorter timeouts are rounded up to it.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A duration as people type it: a bare number is seconds, as it always was (`30`, `0.5`);
+/// otherwise a number with a unit (`500ms`, `30s`, `5m`, `1h 30m`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.parse::<f64>() {
+        if secs.is_finite() && (0.0..=1e9).contains(&secs) {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("'{text}' seconds is out of range"));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("'{text}' is not a duration ({e}): a number of seconds, or e.g. 500ms, 30s, 5m")
+    })
+}
+
+/// A size as people type it: a bare number is bytes, as it always was; otherwise a number
+/// with a unit, binary or decimal as written: `KiB`, `MiB` count 1024s (`64KiB` = 65536),
+/// `K`, `KB`, `M`, `MB` count 1000s (`1M` = 1000000), as the SI and `bytesize` have it.
+fn parse_size(text: &str) -> Result<usize, String> {
+    if let Ok(bytes) = text.parse::<usize>() {
+        return Ok(bytes);
+    }
+    let bytes = text
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| {
+            format!("'{text}' is not a size ({e}): a number of bytes, or e.g. 64KiB, 1MiB")
+        })?
+        .as_u64();
+    usize::try_from(bytes).map_err(|_| format!("'{text}' is too large"))
+}
+
+/// A duration from the command line; 0 means "off".
+fn seconds(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
 }
 
 impl ServerArgs {
@@ -284,18 +317,18 @@ impl ServerArgs {
             allow: self.allow.clone(),
             max_conns_per_ip: self.max_conns_per_ip(),
             max_accept_rate: self.max_accept_rate,
-            auth_timeout: Duration::from_secs(self.auth_timeout.max(1)),
-            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout.max(1)),
+            auth_timeout: self.auth_timeout.max(TICK),
+            tls_handshake_timeout: self.tls_handshake_timeout.max(TICK),
             lockout_failures: self.lockout_failures,
-            lockout_window: Duration::from_secs(self.lockout_secs),
-            lockout_duration: Duration::from_secs(self.lockout_secs),
+            lockout_window: self.lockout_secs,
+            lockout_duration: self.lockout_secs,
             max_tracked_addresses: self.max_tracked_ips,
             high_water: self.max_outbuf,
             low_water: self.max_outbuf / 4,
             idle_timeout: seconds(self.idle_timeout),
             message_timeout: seconds(self.line_timeout),
             write_timeout: seconds(self.write_timeout),
-            drain_timeout: Duration::from_secs(self.drain_timeout),
+            drain_timeout: self.drain_timeout,
             // A worker's parent asks for its counters (SIGUSR1) on its own timer, and sums them.
             stats_interval: seconds(self.stats_interval).filter(|_| self.worker_id.is_none()),
             ..Config::default()
@@ -409,5 +442,35 @@ impl Mode {
             Mode::Echo { udp, .. } => udp,
             _ => &[],
         }
+    }
+}
+
+#[cfg(test)]
+mod units {
+    use super::{parse_duration, parse_size};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_are_seconds_when_bare_and_take_units() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!(parse_duration("-1").unwrap_err().contains("out of range"));
+    }
+
+    #[test]
+    fn sizes_are_bytes_when_bare_and_take_units() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64KB"), Ok(64_000));
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert_eq!(parse_size("1M"), Ok(1_000_000), "M is SI, MiB binary");
     }
 }
