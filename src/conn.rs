@@ -56,6 +56,10 @@ pub(crate) enum Phase {
     /// Unsent output is over the high-water mark: not reading until it drains below the
     /// low-water mark.
     Throttled,
+    /// The peer finished sending, but input it sent before that is still being handed to
+    /// the handler a turn at a time (it yielded, or its output was over the limit): no
+    /// more reads; once the handler takes no more, `on_peer_closed` and `PeerClosed`.
+    Finishing,
     /// The peer shut down its sending side: write what is owed, then close.
     PeerClosed,
     /// Like `PeerClosed`, for a TLS peer that ended the TCP stream without close_notify:
@@ -78,7 +82,11 @@ impl Phase {
     pub(crate) fn accepts_output(self) -> bool {
         matches!(
             self,
-            Phase::Open | Phase::Throttled | Phase::PeerClosed | Phase::PeerTruncated
+            Phase::Open
+                | Phase::Throttled
+                | Phase::Finishing
+                | Phase::PeerClosed
+                | Phase::PeerTruncated
         )
     }
 }
@@ -258,7 +266,10 @@ impl<S> Conn<S> {
     /// connection lingers ([`settle`]); input not consumed yet is dropped. A connection already
     /// on its way out (the peer finished, or lingering) keeps its phase.
     pub(crate) fn begin_closing(&mut self) {
-        if matches!(self.phase, Phase::Open | Phase::Throttled) {
+        if matches!(
+            self.phase,
+            Phase::Open | Phase::Throttled | Phase::Finishing
+        ) {
             self.phase = Phase::Closing;
         }
         self.input.clear();
@@ -392,6 +403,7 @@ mod tests {
         assert!(Phase::Open.reads() && Phase::Lingering.reads());
         for phase in [
             Phase::Throttled,
+            Phase::Finishing,
             Phase::PeerClosed,
             Phase::PeerTruncated,
             Phase::Closing,

@@ -104,11 +104,16 @@ impl Handler for Line {
     }
 }
 
-/// Bytes of fan-out (line bytes times members) one member's callback may cause before the
-/// rest of its input waits for the next turn ([`Context::yield_rest`]): about 4 ms of
-/// kernel copying, so a member flooding a room of 500 with empty lines (each one 5 KB of
-/// writes) cannot stall the room for the rest of its 64 KiB read (360 MB of writes).
+/// Bytes of fan-out (what each line adds to the batch, times members) one member's callback
+/// may cause before the rest of its input waits for the next turn
+/// ([`Context::yield_rest`]): about 4 ms of kernel copying, so a member flooding a room of
+/// 500 with empty lines (each `<NAME> ` to 499 others) cannot stall the room for the rest
+/// of its 64 KiB read (360 MB of writes).
 const FANOUT_BUDGET: usize = 4 << 20;
+
+/// What a line costs each recipient beyond its bytes, for the fan-out budget: even an empty
+/// line is a share of a queue slot and of a write.
+const SLOT_COST_PER_LINE: usize = 16;
 
 /// A chat room: every complete line a member sends goes to every other member as
 /// `<NAME> line` (see [`crate::proto::chat`] for the protocol). Lines are framed like
@@ -238,11 +243,13 @@ impl Handler for Chat {
             Some(name) => self.room.join_as(name, &mut self.out),
             None => self.room.join(&mut self.out),
         };
+        // What joining handed over (lines said before this member arrived) goes to the
+        // others only: deliver it before the newcomer is a recipient.
+        self.deliver(ctx);
         if self.conns.len() <= member.index() {
             self.conns.resize(member.index() + 1, None);
         }
         self.conns[member.index()] = Some(ctx.id());
-        self.deliver(ctx);
         ChatSession {
             member,
             cursor: LineCursor::default(),
@@ -256,8 +263,10 @@ impl Handler for Chat {
         };
         let now = Instant::now();
         let mut consumed = 0;
-        // What one callback may cost: lines times members, in bytes of fan-out.
-        let budget = FANOUT_BUDGET / self.room.len().max(1);
+        // What one callback may cost: the bytes each line adds to the batch (its sender's
+        // name, escapes and all) times the members who will be sent it.
+        let members = self.room.len().max(1);
+        let mut fanout = 0usize;
         for line in lines.split_inclusive(|&b| b == b'\n') {
             // Answers to this member (`/who`, errors) past the output limit: the rest
             // waits until it reads them.
@@ -265,12 +274,14 @@ impl Handler for Chat {
                 break;
             }
             // A burst of lines to a big room: the rest after the others had their turn.
-            if consumed >= budget {
+            if fanout >= FANOUT_BUDGET {
                 ctx.yield_rest();
                 break;
             }
-            self.room
+            let added = self
+                .room
                 .line(session.member, &line[..line.len() - 1], now, &mut self.out);
+            fanout += (added + SLOT_COST_PER_LINE) * members;
             if !self.out.is_empty() {
                 self.deliver(ctx);
             }
@@ -290,11 +301,16 @@ impl Handler for Chat {
     }
 
     fn on_peer_closed(&mut self, ctx: &mut Context<'_>, session: &mut ChatSession, rest: &[u8]) {
-        // A last line without its newline still counts, as in line mode.
-        if !rest.is_empty() {
-            self.room
-                .line(session.member, rest, Instant::now(), &mut self.out);
-            self.deliver(ctx);
+        // Complete lines the member sent before it finished (left while its own output was
+        // backlogged) are lines like any; a last line without its newline still counts, as
+        // in line mode.
+        let now = Instant::now();
+        for line in rest.split_inclusive(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            self.room.line(session.member, line, now, &mut self.out);
+            if !self.out.is_empty() {
+                self.deliver(ctx);
+            }
         }
     }
 

@@ -816,3 +816,79 @@ fn who_is_answered_at_most_once_a_second_per_member() {
         assert!(line.starts_with("ERR /who"), "{line:?}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// A burst, then the end of the sender's stream
+// ---------------------------------------------------------------------------
+
+const FINISH_MEMBERS: usize = 100;
+const FINISH_LINES: usize = 5000;
+
+/// Found by review: a member that sends thousands of lines and shuts down its sending side
+/// in the same breath. The room takes a bounded share of its lines per turn, so most are
+/// still waiting when the end of stream arrives; they must still reach everyone one by one,
+/// in order (not as one "last line" with every newline escaped), and the unterminated tail
+/// after them as a line of its own.
+#[test]
+fn lines_sent_just_before_a_half_close_arrive_one_by_one() {
+    let server = chat_server(&[]);
+    let mut sender = ChatMember::join(server.addr());
+    let mut crowd = Crowd::join(server.addr(), FINISH_MEMBERS);
+    // The sender was first in: once it has heard of everyone, all are in.
+    for _ in 0..FINISH_MEMBERS {
+        sender.line_starting("* ");
+    }
+    let mut burst: Vec<u8> = (0..FINISH_LINES)
+        .flat_map(|i| format!("h{i}\n").into_bytes())
+        .collect();
+    burst.extend_from_slice(b"tail");
+    let socket = sender.socket();
+    (&socket).write_all(&burst).expect("the burst");
+    socket
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+
+    // Per member: the next line number expected, and whether the tail came.
+    let mut state = (vec![0usize; FINISH_MEMBERS], vec![false; FINISH_MEMBERS]);
+    crowd.pump_until(
+        &mut state,
+        Duration::from_secs(60),
+        "every member has every line and the tail",
+        |(next, tailed), member, line| {
+            let text = String::from_utf8_lossy(line);
+            if text.starts_with("* ") {
+                return; // joins of later members, and the sender's leave
+            }
+            assert!(
+                !text.contains("^J"),
+                "member {member}: lines merged: {text:.120}"
+            );
+            let said = text
+                .split_once("> ")
+                .map(|(_, said)| said.trim_end_matches('\n'))
+                .unwrap_or_else(|| panic!("member {member}: not a chat line: {text:?}"));
+            if said == "tail" {
+                assert_eq!(
+                    next[member], FINISH_LINES,
+                    "member {member}: tail too early"
+                );
+                tailed[member] = true;
+                return;
+            }
+            assert_eq!(
+                said,
+                format!("h{}", next[member]),
+                "member {member}: out of order"
+            );
+            next[member] += 1;
+        },
+        |(_, tailed)| tailed.iter().all(|t| *t),
+        |(next, tailed)| {
+            format!(
+                "{} members have the tail; fewest lines {}",
+                tailed.iter().filter(|t| **t).count(),
+                next.iter().min().unwrap_or(&0)
+            )
+        },
+    );
+}

@@ -15,7 +15,8 @@
 //!   `M-^[` and so on), so that no member can forge a line, move a cursor or clear a screen;
 //! - `/nick NAME` renames (1–32 of `A-Z a-z 0-9 _ -`, not taken); everyone, the sender
 //!   included, gets `* OLD is now NEW`; a bad or taken name gets an `ERR` line, to the
-//!   sender only; a member named by authentication keeps its name (`ERR` to `/nick`);
+//!   sender only; a member named by authentication keeps its name (`ERR` to `/nick`); at
+//!   most one rename a second is taken per member (`ERR /nick is allowed once a second`);
 //! - names have owners: a member that authenticates as NAME gets NAME even when a member
 //!   who did not authenticate took it with `/nick`; that one is renamed `userN`, and
 //!   everyone gets `* NAME is now userN`;
@@ -92,6 +93,9 @@ pub const WHO_MAX_NAMES: usize = 1000;
 /// Bytes of lines collected before they are handed over even if the loop iteration has not
 /// ended: a bound on the batch, and on how long its first line waits.
 pub const MAX_BATCH: usize = 64 * 1024;
+
+/// How often a member may rename itself: each rename is a notice to every member.
+pub const NICK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often a member's `/who` is answered.
 pub const WHO_INTERVAL: Duration = Duration::from_secs(1);
@@ -194,6 +198,7 @@ impl Room {
             name: name.clone(),
             fixed,
             who_at: None,
+            nick_at: None,
         }));
         self.notice(format_args!("* {name} joined\n"), out);
         self.joiners.push((member, self.notices.len()));
@@ -224,11 +229,18 @@ impl Room {
     }
 
     /// A member sent one line: `line` is its content, without the `\n`. `now` is the time,
-    /// for the `/who` rate limit. A plain line joins the batch that [`Room::flush`] hands
-    /// over.
-    pub fn line(&mut self, member: MemberId, line: &[u8], now: Instant, out: &mut Vec<Delivery>) {
+    /// for the `/who` and `/nick` rate limits. A plain line joins the batch that
+    /// [`Room::flush`] hands over. Returns the bytes it added to that batch (what each other
+    /// member will be sent for it), so the caller can bound the fan-out of one turn.
+    pub fn line(
+        &mut self,
+        member: MemberId,
+        line: &[u8],
+        now: Instant,
+        out: &mut Vec<Delivery>,
+    ) -> usize {
         if !self.members.contains(member.0) {
-            return;
+            return 0;
         }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if !line.starts_with(b"/") {
@@ -248,23 +260,29 @@ impl Room {
                 }
                 _ => self.senders.push((member, start..self.lines.len())),
             }
+            let added = self.lines.len() - start;
             if self.lines.len() >= MAX_BATCH {
                 self.flush_lines(out);
             }
-            return;
+            return added;
         }
-        // A command: whatever is pending goes first, in order.
-        self.flush(out);
+        // A command: the lines before it go first.
+        self.flush_lines(out);
         if let Some(rest) = line.strip_prefix(b"/nick") {
             if rest.is_empty() || rest.starts_with(b" ") {
-                return self.nick(member, trim(rest), out);
+                self.nick(member, trim(rest), now, out);
+                return 0;
             }
         }
+        // An answer to the sender alone: the notices before it go first too.
+        self.flush(out);
         if line == b"/who" {
-            return self.who(member, now, out);
+            self.who(member, now, out);
+        } else {
+            let reply = "ERR unknown command (try /nick NAME or /who)\n";
+            out.push(deliver(Recipients::Only(member), reply.to_string()));
         }
-        let reply = "ERR unknown command (try /nick NAME or /who)\n";
-        out.push(deliver(Recipients::Only(member), reply.to_string()));
+        0
     }
 
     /// Hands over the lines collected: one message for all, each sender's copy without its
@@ -342,27 +360,37 @@ impl Room {
         });
     }
 
-    fn nick(&mut self, member: MemberId, wanted: &[u8], out: &mut Vec<Delivery>) {
+    fn nick(&mut self, member: MemberId, wanted: &[u8], now: Instant, out: &mut Vec<Delivery>) {
         let error = |text: String| deliver(Recipients::Only(member), text);
+        // Errors go to the sender alone, after the notices before them.
         let Some(wanted) = valid_name(wanted) else {
+            self.flush(out);
             return out.push(error(format!(
                 "ERR invalid name: use 1 to {MAX_NAME} of A-Z a-z 0-9 _ -\n"
             )));
         };
-        let current = &self.members[member.0];
-        if current.fixed {
+        if self.members[member.0].fixed {
+            self.flush(out);
+            let current = &self.members[member.0];
             let text = format!("ERR your name is {}, set by authentication\n", current.name);
             return out.push(error(text));
         }
-        if current.name == wanted {
+        if self.members[member.0].name == wanted {
             return; // already called that
         }
         if self.by_name.contains_key(wanted) {
+            self.flush(out);
             return out.push(error(format!("ERR name {wanted} is taken\n")));
         }
+        let last = self.members[member.0].nick_at;
+        if last.is_some_and(|at| now.saturating_duration_since(at) < NICK_INTERVAL) {
+            self.flush(out);
+            let text = "ERR /nick is allowed once a second\n".to_string();
+            return out.push(error(text));
+        }
+        self.members[member.0].nick_at = Some(now);
+        // The notice joins the batch: a thousand renames cost each member one message.
         self.rename(member, wanted.to_string(), out);
-        // The sender sees its new name now, not after the batch.
-        self.flush(out);
     }
 
     /// Renames a member and tells everyone.
@@ -376,12 +404,13 @@ impl Room {
 }
 
 /// A member: its name, whether authentication set it, and when its last `/who` was
-/// answered.
+/// answered and its last `/nick` taken.
 #[derive(Debug)]
 struct Member {
     name: String,
     fixed: bool,
     who_at: Option<Instant>,
+    nick_at: Option<Instant>,
 }
 
 fn deliver(to: Recipients, text: String) -> Delivery {
@@ -822,5 +851,33 @@ mod tests {
         assert!(out[2].message.starts_with(b"ERR /who"));
         room.line(members[0], b"/who", start + WHO_INTERVAL, &mut out);
         assert!(out[3].message.starts_with(b"* online:"));
+    }
+
+    #[test]
+    fn renames_are_taken_once_a_second_and_batched_with_the_other_notices() {
+        let (mut room, a, b) = room_of_two();
+        let mut out = Vec::new();
+        let start = Instant::now();
+        room.line(a, b"/nick alice", start, &mut out);
+        room.line(b, b"/nick bob", start, &mut out);
+        assert!(out.is_empty(), "renames wait for the batch");
+        room.line(a, b"/nick alicia", start + NICK_INTERVAL / 2, &mut out);
+        assert_eq!(
+            texts(&out),
+            [
+                (
+                    Recipients::All,
+                    "* user1 is now alice\n* user2 is now bob\n".into()
+                ),
+                (
+                    Recipients::Only(a),
+                    "ERR /nick is allowed once a second\n".into()
+                ),
+            ]
+        );
+        out.clear();
+        room.line(a, b"/nick alicia", start + NICK_INTERVAL, &mut out);
+        room.flush(&mut out);
+        assert_eq!(texts(&out)[0].1, "* alice is now alicia\n");
     }
 }

@@ -37,8 +37,13 @@ impl<H: Handler> Core<H> {
         if ready.writable && !self.flush(id) {
             return;
         }
-        let reads = ready.readable && self.conns[id.key()].phase.reads();
-        if reads && (!ready.redeliver || self.redeliver(id)) {
+        let conn = &self.conns[id.key()];
+        if conn.phase == Phase::Finishing {
+            // Its turn (resumed), or room again for the output that held it up.
+            if ready.redeliver || (ready.writable && conn.output.held() <= self.water.low) {
+                self.finish_input(id);
+            }
+        } else if ready.readable && conn.phase.reads() && (!ready.redeliver || self.redeliver(id)) {
             self.read_input(id, ready.read_to_would_block);
         }
         if self.is_live(id) {
@@ -198,9 +203,13 @@ impl<H: Handler> Core<H> {
         }
         self.check_input_limit(id);
         self.finish_callback(id);
-        if hand_back && self.is_live(id) && self.reads_on(id) {
-            self.resume.push(Source::Conn(id));
-            self.handed_back = true;
+        if hand_back && self.is_live(id) {
+            let conn = &self.conns[id.key()];
+            let resumable = conn.phase.reads() || conn.phase == Phase::Finishing;
+            if resumable && conn.output.held() <= self.water.high {
+                self.resume.push(Source::Conn(id));
+                self.handed_back = true;
+            }
         }
     }
 
@@ -221,7 +230,7 @@ impl<H: Handler> Core<H> {
     /// cleanly sent close_notify first, which ended its stream already (`receive_tls`).
     fn end_of_stream(&mut self, id: ConnId) {
         if !self.extras.is_tls(id.key()) {
-            return self.peer_closed(id);
+            return self.input_ended(id);
         }
         let conn = &mut self.conns[id.key()];
         if !conn.input.is_empty() {
@@ -238,7 +247,48 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    /// The peer shut down its sending side.
+    /// The peer finished sending (a FIN, or a TLS close_notify). Input it sent before, which
+    /// the handler has not taken yet (it yielded, or its output is backlogged), is handed to
+    /// it first, a turn at a time as before: only then is it told of the end, with what is
+    /// left (a last unterminated line). Telling it at once would hand it many messages as
+    /// one "rest".
+    pub(super) fn input_ended(&mut self, id: ConnId) {
+        let conn = &mut self.conns[id.key()];
+        if conn.session.is_none() || conn.input.is_empty() {
+            return self.peer_closed(id);
+        }
+        conn.phase = Phase::Finishing;
+        // Already waiting on the resume list (the read that brought the end was handed
+        // back): its turn comes there.
+        if !std::mem::take(&mut self.handed_back) {
+            self.finish_input(id);
+        }
+    }
+
+    /// One turn of handing a finished peer's input to the handler; once it takes no more
+    /// (or all), `on_peer_closed`.
+    fn finish_input(&mut self, id: ConnId) {
+        let before = self.conns[id.key()].input.len();
+        if before > 0 {
+            self.deliver_buffered(id);
+            if !self.is_live(id) {
+                return;
+            }
+        }
+        let yielded = std::mem::take(&mut self.handed_back);
+        let conn = &self.conns[id.key()];
+        if conn.phase != Phase::Finishing {
+            return; // the handler closed it
+        }
+        let progress = conn.input.len() < before;
+        let backlogged = conn.output.held() > self.water.high;
+        let waits = !conn.input.is_empty() && ((progress && yielded) || backlogged);
+        if !waits {
+            self.peer_closed(id);
+        }
+    }
+
+    /// The peer shut down its sending side: the handler hears of it, with what it left.
     pub(super) fn peer_closed(&mut self, id: ConnId) {
         let conn = &mut self.conns[id.key()];
         conn.phase = Phase::PeerClosed;

@@ -70,7 +70,7 @@ impl<H: Handler> Core<H> {
                 }
                 let reads = self.is_live(id) && self.conns[id.key()].phase.reads();
                 if received.peer_closed && reads {
-                    self.peer_closed(id);
+                    self.input_ended(id);
                 }
             }
         }
