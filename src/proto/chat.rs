@@ -429,31 +429,37 @@ fn shrink(buffer: &mut Vec<u8>) {
 }
 
 /// Appends `line` to `out` with control characters other than TAB in caret notation, as
-/// `cat -v` shows them: C0 controls as `^@`..`^_`, DEL as `^?`, and C1 controls encoded in
-/// UTF-8 (U+0080 to U+009F, which some terminals obey) as `M-^@`..`M-^_`. Everything else,
-/// invalid UTF-8 included, passes through.
+/// `cat -v` shows them: C0 controls as `^@`..`^_`, DEL as `^?`, and C1 controls (U+0080 to
+/// U+009F, which some terminals obey; written in UTF-8, or as single bytes 0x80 to 0x9F
+/// that are not part of valid UTF-8, which 8-bit terminals obey) as `M-^@`..`M-^_`.
+/// Everything else, other invalid UTF-8 included, passes through.
 ///
 /// ```
 /// let mut out = Vec::new();
-/// wharf::proto::chat::escape_controls(b"a\rb\x1b[2J\tc\xc2\x9b", &mut out);
-/// assert_eq!(out, b"a^Mb^[[2J\tcM-^[");
+/// wharf::proto::chat::escape_controls(b"a\rb\x1b[2J\tc\xc2\x9b\x9b", &mut out);
+/// assert_eq!(out, b"a^Mb^[[2J\tcM-^[M-^[");
 /// ```
 pub fn escape_controls(line: &[u8], out: &mut Vec<u8>) {
-    let unsafe_byte = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f || b == 0xc2;
-    if !line.iter().any(|&b| unsafe_byte(b)) {
+    let suspect = |b: u8| (b < 0x20 && b != b'\t') || (0x7f..=0x9f).contains(&b) || b == 0xc2;
+    if !line.iter().any(|&b| suspect(b)) {
         return out.extend_from_slice(line); // the common case: one copy
     }
-    let mut bytes = line.iter().copied().peekable();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'\t' => out.push(b),
-            0x00..=0x1f => out.extend_from_slice(&[b'^', b + 0x40]),
-            0x7f => out.extend_from_slice(b"^?"),
-            0xc2 if bytes.peek().is_some_and(|c| (0x80..=0x9f).contains(c)) => {
-                let c1 = bytes.next().unwrap_or(0x80);
-                out.extend_from_slice(&[b'M', b'-', b'^', c1 - 0x80 + 0x40]);
+    let c1 = |out: &mut Vec<u8>, code: u8| out.extend_from_slice(&[b'M', b'-', b'^', code - 0x40]);
+    for chunk in line.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match u32::from(c) {
+                0x09 => out.push(b'\t'),
+                code @ 0x00..=0x1f => out.extend_from_slice(&[b'^', code as u8 + 0x40]),
+                0x7f => out.extend_from_slice(b"^?"),
+                code @ 0x80..=0x9f => c1(out, code as u8),
+                _ => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
-            _ => out.push(b),
+        }
+        for &byte in chunk.invalid() {
+            match byte {
+                0x80..=0x9f => c1(out, byte),
+                _ => out.push(byte),
+            }
         }
     }
 }
@@ -759,7 +765,11 @@ mod tests {
             &*out[0].message,
             b"<user1> a^Mb<admin> x^[[2J^G^@z\tq^?M-^[1m\n"
         );
-        // UTF-8 text is left alone.
+        // A C1 control as a lone byte (8-bit terminals obey it) is escaped too.
+        out.clear();
+        say(&mut room, a, b"x\x9b2J\x90y", &mut out);
+        assert_eq!(&*out[0].message, b"<user1> xM-^[2JM-^Py\n");
+        // UTF-8 text is left alone, continuation bytes in 0x80..0x9f included.
         out.clear();
         say(&mut room, a, "caf\u{e9} \u{20ac}".as_bytes(), &mut out);
         assert_eq!(&*out[0].message, "<user1> caf\u{e9} \u{20ac}\n".as_bytes());
