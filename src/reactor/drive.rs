@@ -207,7 +207,15 @@ impl<H: Handler> Core<H> {
             let conn = &self.conns[id.key()];
             let resumable = conn.phase.reads() || conn.phase == Phase::Finishing;
             if resumable && conn.output.held() <= self.water.high {
-                self.resume.push(Source::Conn(id));
+                // A handler that yielded has done a turn's worth of work (a burst to a big
+                // room): it goes again once what it queued has been flushed to everyone,
+                // so it cannot refill the queues faster than they drain and the others'
+                // lines wait behind one turn, not many.
+                if self.outbox.yield_rest {
+                    self.yielded.push(id);
+                } else {
+                    self.resume.push(Source::Conn(id));
+                }
                 self.handed_back = true;
             }
         }
@@ -449,6 +457,11 @@ impl<H: Handler> Core<H> {
             if self.flush(id) {
                 self.settle(id);
             }
+        }
+        // Everything queued is written: handlers that yielded get their next turn.
+        if self.pending.is_empty() && !self.yielded.is_empty() {
+            let yielded = self.yielded.drain(..).map(Source::Conn);
+            self.resume.extend(yielded);
         }
         self.outbox.shrink_after_spike();
     }

@@ -153,6 +153,9 @@ struct Core<H: Handler> {
     /// The connection just served left input to be handed back from the resume list: stop
     /// reading it for now.
     handed_back: bool,
+    /// Connections whose handler yielded ([`crate::Context::yield_rest`]): resumed once the
+    /// pending list has been flushed.
+    yielded: Vec<ConnId>,
     /// True while mail is being delivered, so that a close inside delivery (which can create
     /// more mail) adds to the queue instead of recursing.
     delivering: bool,
@@ -287,6 +290,7 @@ impl<H: Handler> Reactor<H> {
                 outbox: Outbox::new(water.high),
                 pending: VecDeque::new(),
                 handed_back: false,
+                yielded: Vec::new(),
                 delivering: false,
                 stats: Stats::default(),
                 linger_limit,
