@@ -33,6 +33,14 @@ pub struct Config {
     /// Access control: most connections open at once from one source address; the next one
     /// is closed right after accept. 0: no limit. Default: 0.
     pub max_conns_per_ip: usize,
+    /// How many leading bits of an IPv6 address name one client, for the lockout, the
+    /// accept rate and `max_conns_per_ip` (1 to 128). Default: 64, the network one host is
+    /// usually given, so an attacker cannot start afresh from each of its 2^64 addresses.
+    pub ipv6_prefix: u8,
+    /// Networks whose failed authentications are never counted toward a lockout (a
+    /// monitoring host, a trusted proxy). Default: none; loopback is not exempt, so a local
+    /// attacker is locked out too: list `127.0.0.0/8` and `::1/128` to exempt it.
+    pub lockout_exempt: Vec<ipnet::IpNet>,
     /// Connection-rate limit: connections a second accepted from one source address, in
     /// bursts of up to one second's worth (a token bucket per address); more are closed right
     /// after accept. 0: no limit. Default: 0.
@@ -118,6 +126,8 @@ impl Default for Config {
             max_conns: 10_000,
             allow: Vec::new(),
             max_conns_per_ip: 0,
+            ipv6_prefix: 64,
+            lockout_exempt: Vec::new(),
             max_accept_rate: 0,
             auth_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),

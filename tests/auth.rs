@@ -167,6 +167,32 @@ fn five_failures_lock_an_address_out_while_others_get_in_until_it_expires() {
     });
 }
 
+/// Issue 16: --lockout-exempt networks fail as often as they like; others are still
+/// locked out.
+#[test]
+fn an_exempt_network_is_never_locked_out() {
+    let server = start(
+        "line",
+        "exempt",
+        &["--lockout-exempt", "127.0.0.2/32", "--lockout-secs", "60"],
+    );
+    let addr = server.addr();
+    for _ in 0..8 {
+        fail_once("127.0.0.2", addr);
+    }
+    assert!(
+        !closed_silently(&mut connect_from("127.0.0.2", addr)),
+        "the exempt address still gets in"
+    );
+    for _ in 0..5 {
+        fail_once("127.0.0.3", addr);
+    }
+    server.wait_for_log("peer=127.0.0.3 locked out", IO_TIMEOUT);
+    let line = server.request_stats();
+    assert_eq!(stat(&line, "lockouts"), 1, "{line}");
+    assert_eq!(stat(&line, "auth_failures"), 13, "{line}");
+}
+
 #[test]
 fn the_offender_table_stays_bounded_under_failures_from_many_addresses() {
     let server = start("echo", "bounded", &["--max-tracked-ips", "16"]);

@@ -5,6 +5,11 @@
 //!
 //! IPv4 clients of a dual-stack `[::]` listener arrive as IPv4-mapped IPv6 addresses
 //! (`::ffff:a.b.c.d`); they are matched and counted as the IPv4 addresses they are.
+//!
+//! The lockout, the rate limit and the per-address limit count an IPv6 client by its
+//! network, the first `ipv6_prefix` bits of its address (64 by default): one host is
+//! usually given a whole /64, and counting its addresses one by one would give it 2^64
+//! fresh starts. The allow-list matches whole addresses.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -41,6 +46,10 @@ pub(crate) struct Access {
     rate: AcceptRate,
     max_per_ip: usize,
     open: HashMap<IpAddr, u32>,
+    /// Bits of an IPv6 address that name a client (`Config::ipv6_prefix`).
+    ipv6_prefix: u8,
+    /// Networks whose failures are never counted (`Config::lockout_exempt`).
+    exempt: Vec<IpNet>,
 }
 
 impl Access {
@@ -59,6 +68,21 @@ impl Access {
             rate: AcceptRate::new(config.max_accept_rate, config.max_tracked_addresses),
             max_per_ip: config.max_conns_per_ip,
             open: HashMap::new(),
+            ipv6_prefix: config.ipv6_prefix.clamp(1, 128),
+            exempt: config.lockout_exempt.clone(),
+        }
+    }
+
+    /// Who `ip` counts as: an IPv4 address as itself (a mapped one as the IPv4 address it
+    /// is), an IPv6 address as its network of `ipv6_prefix` bits.
+    fn client(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX << (128 - u32::from(self.ipv6_prefix));
+                IpAddr::V6((bits & mask).into())
+            }
+            v4 => v4,
         }
     }
 
@@ -74,6 +98,7 @@ impl Access {
         if !self.allow.is_empty() && !self.allow.iter().any(|net| net.contains(&ip)) {
             return Err(Refusal::NotAllowed);
         }
+        let ip = self.client(ip);
         if self.lockout.is_locked(ip, now) {
             return Err(Refusal::LockedOut);
         }
@@ -92,12 +117,17 @@ impl Access {
 
     /// Whether `ip` is locked out now.
     pub(crate) fn is_locked(&self, ip: IpAddr, now: Tick) -> bool {
-        self.lockout.is_locked(ip.to_canonical(), now)
+        self.lockout.is_locked(self.client(ip), now)
     }
 
     /// A connection from `ip` failed to authenticate. True when that locked the address out.
+    /// Failures from an exempt network are not counted.
     pub(crate) fn auth_failed(&mut self, ip: IpAddr, now: Tick) -> bool {
-        self.lockout.failed(ip.to_canonical(), now)
+        let canonical = ip.to_canonical();
+        if self.exempt.iter().any(|net| net.contains(&canonical)) {
+            return false;
+        }
+        self.lockout.failed(self.client(ip), now)
     }
 
     /// Forgets lockouts and rate buckets that have run out; due once a second or so.
@@ -118,7 +148,7 @@ impl Access {
 
     /// A connection admitted from `ip` has closed.
     pub(crate) fn release(&mut self, ip: IpAddr) {
-        let ip = ip.to_canonical();
+        let ip = self.client(ip);
         if let Some(open) = self.open.get_mut(&ip) {
             *open -= 1;
             if *open == 0 {
@@ -131,6 +161,38 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_count_by_their_network_and_exempt_networks_are_never_locked_out() {
+        let mut config = Config {
+            lockout_failures: 2,
+            max_conns_per_ip: 1,
+            lockout_exempt: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Config::default()
+        };
+        let mut rules = access(config.clone());
+        // Two addresses of one /64: one client.
+        assert_eq!(rules.admit(ip("2001:db8:1:2::1"), 0), Ok(()));
+        assert_eq!(
+            rules.admit(ip("2001:db8:1:2:ffff::9"), 0),
+            Err(Refusal::TooManyFromIp)
+        );
+        assert_eq!(rules.admit(ip("2001:db8:1:3::1"), 0), Ok(()), "another /64");
+        // Failures from across the /64 add up to a lockout of all of it.
+        assert!(!rules.auth_failed(ip("2001:db8:1:2::a"), 0));
+        assert!(rules.auth_failed(ip("2001:db8:1:2::b"), 0));
+        assert!(rules.is_locked(ip("2001:db8:1:2::c"), 1));
+        // An exempt network fails as often as it likes.
+        for _ in 0..10 {
+            assert!(!rules.auth_failed(ip("10.1.2.3"), 0));
+        }
+        assert!(!rules.is_locked(ip("10.1.2.3"), 1));
+        // /128 counts each address apart.
+        config.ipv6_prefix = 128;
+        let mut exact = access(config);
+        assert_eq!(exact.admit(ip("2001:db8:1:2::1"), 0), Ok(()));
+        assert_eq!(exact.admit(ip("2001:db8:1:2::2"), 0), Ok(()));
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()

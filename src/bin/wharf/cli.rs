@@ -147,6 +147,15 @@ pub struct ServerArgs {
     /// The window in which --lockout-failures count, and how long a lockout lasts.
     #[arg(long, value_name = "DURATION", default_value = "60", value_parser = parse_duration)]
     lockout_secs: Duration,
+    /// Never count failed authentications from this network toward a lockout (CIDR, e.g.
+    /// 10.0.0.0/8 for a monitoring host; loopback is not exempt unless listed); repeatable.
+    #[arg(long = "lockout-exempt", value_name = "CIDR", value_parser = parse_cidr)]
+    lockout_exempt: Vec<IpNet>,
+    /// Leading bits of an IPv6 address that name one client, for --lockout-failures,
+    /// --max-accept-rate and --max-conns-per-ip: a host is usually given a whole /64.
+    #[arg(long, value_name = "BITS", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    ipv6_prefix: u8,
     /// Most addresses remembered for lockouts, and for --max-accept-rate, so a flood from
     /// many addresses cannot grow either table without bound.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_tracked_addresses)]
@@ -322,6 +331,8 @@ impl ServerArgs {
             lockout_failures: self.lockout_failures,
             lockout_window: self.lockout_secs,
             lockout_duration: self.lockout_secs,
+            lockout_exempt: self.lockout_exempt.clone(),
+            ipv6_prefix: self.ipv6_prefix,
             max_tracked_addresses: self.max_tracked_ips,
             high_water: self.max_outbuf,
             low_water: self.max_outbuf / 4,
