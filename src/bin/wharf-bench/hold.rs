@@ -202,7 +202,7 @@ fn spread(args: &HoldArgs, procs: u32) -> Result<HoldReport, BenchError> {
     let holding = Memory::sample(probe.as_ref())?;
     progress.finish();
     fleet.answer_all(Step::Measured)?;
-    let shares: Vec<Held> = fleet.reports(procs::SLACK)?;
+    let shares: Vec<Held> = fleet.reports(procs::close_within(connections))?;
 
     let mut held = Held {
         established: 0,

@@ -95,6 +95,18 @@ pub fn establish_within(target: &Target, connections: u64, procs: u32) -> Durati
     bound.saturating_add(SLACK).min(LONGEST_WAIT)
 }
 
+/// The longest the children may take to close `connections` connections and report: closing
+/// is work too (a million sockets, and the server's side of each, take tens of seconds on
+/// two cores), so the bound grows with the count: [`SLACK`] and 100 µs a connection.
+pub fn close_within(connections: u64) -> Duration {
+    SLACK
+        .saturating_add(
+            Duration::from_micros(100)
+                .saturating_mul(u32::try_from(connections).unwrap_or(u32::MAX)),
+        )
+        .min(LONGEST_WAIT)
+}
+
 /// Client `index` (from 1) of `procs`: `--child I/N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChildOf {
