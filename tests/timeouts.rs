@@ -163,7 +163,11 @@ fn interrupted_waits_do_not_postpone_the_idle_timeout() {
 #[test]
 fn line_timeout_closes_a_client_trickling_an_unfinished_line() {
     use std::io::Write;
-    let server = Server::start("line", &["--listen", "127.0.0.1:0", "--line-timeout", "1"]);
+    // A duration with a unit (issue 16): 1000ms is the same second as "1".
+    let server = Server::start(
+        "line",
+        &["--listen", "127.0.0.1:0", "--line-timeout", "1000ms"],
+    );
     let mut client = connect(server.addr());
     assert_eq!(round_trip(&mut client, b"whole\n"), b"whole\n");
     let began = Instant::now();
