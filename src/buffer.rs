@@ -35,6 +35,9 @@ pub struct Buffer {
     start: usize,
 }
 
+/// Allocations up to this size are kept as they are when partly consumed.
+const SHRINK_FLOOR: usize = 4096;
+
 impl Buffer {
     /// An empty buffer; allocates nothing.
     pub const fn new() -> Self {
@@ -82,9 +85,15 @@ impl Buffer {
     /// allocation when the buffer becomes empty.
     pub fn consume(&mut self, n: usize) {
         if n >= self.len() {
-            self.clear();
-        } else {
-            self.start += n;
+            return self.clear();
+        }
+        self.start += n;
+        // A small rest in a big allocation (a partial message after a large read) moves to
+        // one of its own size: a connection that goes idle mid-message then holds what it
+        // waits for, not the read it came in.
+        if self.bytes.capacity() > 4 * self.len() + SHRINK_FLOOR {
+            self.bytes = self.bytes[self.start..].to_vec();
+            self.start = 0;
         }
     }
 
@@ -136,6 +145,19 @@ mod tests {
             buf.capacity()
         );
         assert_eq!(buf.as_slice()[999], 99);
+    }
+
+    #[test]
+    fn a_small_rest_of_a_big_read_keeps_only_its_own_bytes() {
+        let mut buf = Buffer::new();
+        buf.extend(&[b'x'; 64 * 1024]);
+        buf.consume(64 * 1024 - 10);
+        assert_eq!(buf.as_slice(), &[b'x'; 10]);
+        assert!(
+            buf.capacity() < 1024,
+            "{} bytes held for 10",
+            buf.capacity()
+        );
     }
 
     #[test]

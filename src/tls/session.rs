@@ -89,12 +89,17 @@ impl TlsSession {
         let used = self.absorb(input, plain, out, &mut received)?;
         // After close_notify rustls reads nothing more: whatever follows is dropped.
         if !received.peer_closed {
-            let left = if joined {
+            let mut left = if joined {
                 pending.drain(..used);
                 pending // dropped here, freeing it, if it emptied
             } else {
                 ciphertext[used..].to_vec()
             };
+            // A partial record left after a big read keeps its own bytes, not the read's
+            // allocation: a connection that goes idle mid-record held up to 128 KiB.
+            if left.capacity() > 2 * left.len() + 4096 {
+                left.shrink_to_fit();
+            }
             if left.len() > MAX_PENDING {
                 return Err(rustls::Error::General(format!(
                     "{} bytes of TLS input that make no whole record",
