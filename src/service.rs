@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::close_reason::CloseReason;
 use crate::conn_id::ConnId;
-use crate::handler::{CloseReason, Context, Handler};
+use crate::handler::{Context, Handler};
 use crate::log_limit::LogLimit;
 use crate::proto::chat::{Delivery, MemberId, Recipients, Room};
 use crate::proto::echo::Echo as EchoProtocol;

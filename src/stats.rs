@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::handler::CloseReason;
+use crate::close_reason::CloseReason;
 
 /// A snapshot of the reactor's counters since it started.
 ///

@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 
 use super::Core;
-use crate::handler::{CloseReason, Handler};
+use crate::close_reason::CloseReason;
+use crate::handler::Handler;
 use crate::proto::auth::{first_line, ok_line, AuthStep, AUTH_FAILED, AUTH_REQUIRED};
 use crate::ConnId;
 

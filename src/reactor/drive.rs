@@ -24,9 +24,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::{Core, Readiness};
+use crate::close_reason::CloseReason;
 use crate::conn::{settle, Next, Phase};
 use crate::conn_id::{ConnId, Source};
-use crate::handler::{CloseReason, ConnView, Context, Handler, Letter};
+use crate::handler::{ConnView, Context, Handler, Letter};
 use crate::timer::{self, NEVER};
 
 impl<H: Handler> Core<H> {

@@ -34,10 +34,11 @@ use slab::Slab;
 
 use crate::access::Access;
 use crate::auth::Authenticator;
+use crate::close_reason::CloseReason;
 use crate::config::Config;
 use crate::conn::{Conn, Timeouts, Watermarks, SHORT_READ_DRAINS};
 use crate::conn_id::{ConnId, Generations, Source};
-use crate::handler::{CloseReason, Handler, Outbox};
+use crate::handler::{Handler, Outbox};
 use crate::listener::Listener;
 use crate::log_limit::LogLimit;
 use crate::stats::Stats;

@@ -2,9 +2,10 @@
 //! (accept retries, stats lines). See [`crate::timer`] for how the heap stays lazy.
 
 use super::Core;
+use crate::close_reason::CloseReason;
 use crate::conn::{Expiry, Phase};
 use crate::conn_id::{ConnId, Source};
-use crate::handler::{CloseReason, Handler};
+use crate::handler::Handler;
 use crate::timer::{self, Tick, NEVER};
 
 impl<H: Handler> Core<H> {

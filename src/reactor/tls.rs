@@ -9,8 +9,9 @@
 use std::io::{self, Write};
 
 use super::Core;
+use crate::close_reason::CloseReason;
 use crate::conn_id::ConnId;
-use crate::handler::{CloseReason, Handler};
+use crate::handler::Handler;
 use crate::timer;
 use crate::tls::session::TlsSession;
 
