@@ -18,7 +18,10 @@
 //!   │ Closing │ ───────────────▶ │ Lingering │ ────────────────────────▶ closed
 //!   └─────────┘                  └───────────┘
 //! ```
-//! A socket error in any phase closes the connection at once.
+//! A socket error in any phase closes the connection at once. Two more phases sit beside
+//! `PeerClosed`: `Finishing` (the peer finished, but input it sent earlier is still being
+//! handed to the handler a turn at a time; then `PeerClosed`) and `PeerTruncated` (a TLS
+//! peer's end of stream without close_notify; like `PeerClosed`, closed as truncated).
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;

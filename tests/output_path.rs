@@ -6,107 +6,14 @@
 //! The counts come from [`wharf::Stats::writes`]: the write and writev system calls made for
 //! connections' output.
 
+mod common;
+
+use common::embedded::{Embedded, Shared, DEADLINE};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use wharf::{Config, ConnId, Context, Handle, Handler, ListenOptions, Listener, Reactor, Stats};
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A reactor serving `handler` on 127.0.0.1:0 on its own thread; stopped on drop.
-struct Server {
-    addr: SocketAddr,
-    handle: Handle,
-    thread: Option<JoinHandle<(std::io::Result<()>, Stats)>>,
-}
-
-impl Server {
-    fn start<H>(config: Config, handler: H) -> Server
-    where
-        H: Handler + Send + 'static,
-        H::Session: Send,
-    {
-        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), &ListenOptions::default())
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr();
-        let mut reactor = Reactor::new(config, handler).expect("create reactor");
-        reactor.add_listener(listener).expect("register listener");
-        let handle = reactor.handle();
-        let thread = std::thread::spawn(move || {
-            let result = reactor.run();
-            (result, reactor.stats().clone())
-        });
-        Server {
-            addr,
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_nodelay(true).expect("TCP_NODELAY");
-        stream
-            .set_read_timeout(Some(DEADLINE))
-            .expect("read timeout");
-        stream
-    }
-
-    /// Stops the reactor and returns its counters once `run` has returned.
-    fn stop(mut self) -> Stats {
-        self.handle.stop();
-        let (result, stats) = self
-            .thread
-            .take()
-            .expect("a reactor thread")
-            .join()
-            .expect("reactor thread panicked");
-        result.expect("run failed");
-        stats
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.handle.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// State shared between a handler (on the reactor thread) and the test.
-#[derive(Default)]
-struct Shared<T> {
-    value: Mutex<T>,
-    changed: Condvar,
-}
-
-impl<T> Shared<T> {
-    fn update(&self, f: impl FnOnce(&mut T)) {
-        f(&mut self.value.lock().unwrap());
-        self.changed.notify_all();
-    }
-
-    fn get<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        f(&self.value.lock().unwrap())
-    }
-
-    /// Waits until `ready` holds, for at most DEADLINE.
-    fn wait_until(&self, what: &str, ready: impl Fn(&T) -> bool) {
-        let deadline = Instant::now() + DEADLINE;
-        let mut value = self.value.lock().unwrap();
-        while !ready(&value) {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("timed out waiting for {what}"));
-            value = self.changed.wait_timeout(value, left).unwrap().0;
-        }
-    }
-}
+use wharf::{Config, ConnId, Context, Handler};
 
 /// Reads exactly `n` bytes, failing clearly on end of stream or a timeout.
 fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
@@ -134,7 +41,7 @@ const WRITE_SLACK: u64 = 10;
 
 #[test]
 fn a_pingpong_round_trip_costs_one_write() {
-    let server = Server::start(Config::default(), wharf::service::Echo);
+    let mut server = Embedded::start(Config::default(), wharf::service::Echo);
     let mut client = server.connect();
     for i in 0..ROUND_TRIPS {
         let ping = [(i % 251) as u8; PING];
@@ -201,7 +108,7 @@ fn scattered() -> Vec<u8> {
 #[test]
 fn many_small_writes_to_one_connection_go_out_in_one_writev() {
     let conns = Arc::new(Shared::default());
-    let server = Server::start(
+    let mut server = Embedded::start(
         Config::default(),
         Scatter {
             conns: Arc::clone(&conns),
@@ -288,7 +195,7 @@ fn a_handler_that_checks_backlogged_keeps_its_output_near_high_water() {
         ..Config::default()
     };
     let seen = Arc::new(Shared::default());
-    let server = Server::start(
+    let mut server = Embedded::start(
         config,
         Amplifier {
             seen: Arc::clone(&seen),

@@ -1,97 +1,15 @@
 //! The embedding API over real loopback sockets: a reactor on a thread, custom handlers,
 //! clients on the test thread.
 
+mod common;
+
+use common::embedded::{Embedded, Shared};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use wharf::{
-    CloseReason, Config, ConnId, Context, Handle, Handler, ListenOptions, Listener, Reactor,
-};
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A reactor serving `handler` on 127.0.0.1:0 on its own thread; stopped on drop.
-struct Server {
-    addr: SocketAddr,
-    handle: Handle,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Server {
-    fn start<H>(config: Config, handler: H) -> Server
-    where
-        H: Handler + Send + 'static,
-        H::Session: Send,
-    {
-        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), &ListenOptions::default())
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr();
-        let mut reactor = Reactor::new(config, handler).expect("create reactor");
-        reactor.add_listener(listener).expect("register listener");
-        let handle = reactor.handle();
-        let thread = std::thread::spawn(move || reactor.run());
-        Server {
-            addr,
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        stream
-    }
-
-    /// Stops the reactor and waits for `run` to return.
-    fn stop(&mut self) {
-        self.handle.stop();
-        if let Some(thread) = self.thread.take() {
-            thread
-                .join()
-                .expect("reactor thread panicked")
-                .expect("run failed");
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.handle.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// State shared between a handler (on the reactor thread) and the test.
-#[derive(Default)]
-struct Shared<T> {
-    value: Mutex<T>,
-    changed: Condvar,
-}
-
-impl<T> Shared<T> {
-    fn update(&self, f: impl FnOnce(&mut T)) {
-        f(&mut self.value.lock().unwrap());
-        self.changed.notify_all();
-    }
-
-    /// Waits until `ready` holds, for at most DEADLINE.
-    fn wait_until(&self, what: &str, ready: impl Fn(&T) -> bool) {
-        let deadline = Instant::now() + DEADLINE;
-        let mut value = self.value.lock().unwrap();
-        while !ready(&value) {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("timed out waiting for {what}"));
-            value = self.changed.wait_timeout(value, left).unwrap().0;
-        }
-    }
-}
+use wharf::{CloseReason, Config, ConnId, Context, Handler};
 
 fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -185,7 +103,7 @@ fn read_line(stream: &mut TcpStream) -> Vec<u8> {
 #[test]
 fn write_to_delivers_to_another_connection() {
     let (handler, events) = relay();
-    let server = Server::start(Config::default(), handler);
+    let server = Embedded::start(Config::default(), handler);
     let mut alice = server.connect();
     let mut bob = server.connect();
     events.wait_until("two connections", |e| e.open.len() == 2);
@@ -197,7 +115,7 @@ fn write_to_delivers_to_another_connection() {
 #[test]
 fn close_conn_flushes_output_then_closes_the_other_connection() {
     let (handler, events) = relay();
-    let server = Server::start(Config::default(), handler);
+    let server = Embedded::start(Config::default(), handler);
     let mut alice = server.connect();
     let mut bob = server.connect();
     events.wait_until("two connections", |e| e.open.len() == 2);
@@ -215,7 +133,7 @@ fn close_conn_flushes_output_then_closes_the_other_connection() {
 #[test]
 fn stale_id_never_reaches_the_connection_that_reuses_its_slot() {
     let (handler, events) = relay();
-    let server = Server::start(Config::default(), handler);
+    let server = Embedded::start(Config::default(), handler);
     let first = server.connect();
     events.wait_until("first connection", |e| e.open.len() == 1);
     first.shutdown(Shutdown::Both).unwrap();
@@ -234,7 +152,7 @@ fn stale_id_never_reaches_the_connection_that_reuses_its_slot() {
 #[test]
 fn stop_closes_connections_and_run_returns() {
     let (handler, events) = relay();
-    let mut server = Server::start(Config::default(), handler);
+    let mut server = Embedded::start(Config::default(), handler);
     let mut client = server.connect();
     events.wait_until("connection", |e| e.open.len() == 1);
     server.stop();
@@ -263,7 +181,7 @@ impl Handler for Frames {
 
 #[test]
 fn unconsumed_input_waits_for_the_rest_of_its_message() {
-    let server = Server::start(Config::default(), Frames);
+    let server = Embedded::start(Config::default(), Frames);
     let mut client = server.connect();
     client.set_nodelay(true).unwrap();
     for piece in [&b"ab"[..], b"cdefg", b"h", b"ijk", b"l"] {
@@ -280,7 +198,7 @@ fn backpressure_stops_reading_from_a_peer_that_does_not_read() {
         low_water: 1024,
         ..Config::default()
     };
-    let server = Server::start(config, wharf::service::Echo);
+    let server = Embedded::start(config, wharf::service::Echo);
     let mut client = server.connect();
     // A write that finds no room for two seconds gives up: by then the server has stopped
     // reading. Without backpressure it would keep reading and buffering, and this loop would
@@ -326,7 +244,7 @@ fn input_over_max_input_closes_the_connection() {
         max_input: 8 * 1024,
         ..Config::default()
     };
-    let server = Server::start(config, Hoarder);
+    let server = Embedded::start(config, Hoarder);
     let mut client = server.connect();
     client.write_all(&[1u8; 64 * 1024]).unwrap();
     // The server gives up on the connection: end of stream, not a read timeout.

@@ -10,10 +10,11 @@
 //! - **Mail** (writes to other connections) is only queued: copied bytes, or a shared chunk
 //!   by reference; over TLS, sealed for the recipient. The recipient goes on the pending
 //!   list once.
-//! - **The flush**: before the loop polls again, every connection on the pending list
-//!   writes its whole queue with one `writev` and settles (Redis's pending-writes list, which
-//!   it flushes before sleeping). So a member of a busy room gets one write per loop
-//!   iteration, whatever number of lines reached it.
+//! - **The flush**: before the loop polls again, the oldest connections on the pending list
+//!   (a slice: `flush_budget`, or a quarter of the list) each write their whole queue with
+//!   one `writev` and settle (Redis's pending-writes list, which it flushes before
+//!   sleeping). So a member of a busy room gets one write per turn of the list, whatever
+//!   number of lines reached it.
 //! - **The bound**: a queue that passes `high_water` (memory held, overhead included) is
 //!   written at once; if the socket does not take enough, a recipient of mail is dropped as a
 //!   slow reader, and the connection being served is throttled (its handler saw

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod certs;
 pub mod chat;
+pub mod embedded;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
