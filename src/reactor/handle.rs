@@ -3,9 +3,12 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use mio::Waker;
+
+use crate::stats::Stats;
 
 /// A handle that controls a running [`Reactor`](crate::Reactor) from any thread: stop it, drain it, or ask
 /// for a line of stats. Requests are flags read by the loop, which a [`mio::Waker`] wakes.
@@ -28,9 +31,34 @@ pub(super) struct Shared {
     pub(super) drain: AtomicBool,
     pub(super) log_stats: AtomicBool,
     pub(super) reload: AtomicBool,
+    /// Someone waits in [`Handle::stats`] for a copy of the counters.
+    pub(super) stats_wanted: AtomicBool,
+    pub(super) stats_reply: Mutex<StatsReply>,
+    /// Notified each time the loop puts a copy in `stats_reply`.
+    pub(super) stats_ready: Condvar,
     /// The last signal that made a request (0: none), named in the reactor's log lines.
     pub(super) signal: AtomicI32,
     pub(super) waker: Waker,
+}
+
+/// The loop's answers to [`Handle::stats`]: requests are numbered, so that each caller waits
+/// for a copy taken after it asked.
+#[derive(Default)]
+pub(super) struct StatsReply {
+    pub(super) asked: u64,
+    pub(super) answered: u64,
+    pub(super) stats: Stats,
+}
+
+impl Shared {
+    /// In the loop: answers every [`Handle::stats`] waiting, with `stats`.
+    pub(super) fn answer_stats(&self, stats: &Stats) {
+        // A poisoned lock only means an asker panicked: the counters are still whole.
+        let mut reply = self.stats_reply.lock().unwrap_or_else(|e| e.into_inner());
+        reply.stats.clone_from(stats);
+        reply.answered = reply.asked;
+        self.stats_ready.notify_all();
+    }
 }
 
 /// What a [`Handle`] can ask of the reactor.
@@ -61,6 +89,42 @@ impl Handle {
     /// Asks the reactor to log one line of [`Stats`](crate::Stats) (at info level).
     pub fn log_stats(&self) {
         self.request(&self.shared.log_stats);
+    }
+
+    /// A copy of the reactor's [`Stats`], taken by the loop between two polls; `None` if the
+    /// loop did not answer within `timeout` (it is not running, or has stopped). Another
+    /// thread (a metrics exporter, a `--workers` parent's channel) waits here; the loop
+    /// pays one flag check per iteration and a copy per request.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use wharf::{Config, Reactor, service::Echo};
+    /// let mut reactor = Reactor::new(Config::default(), Echo)?;
+    /// let handle = reactor.handle();
+    /// let asker = std::thread::spawn(move || {
+    ///     let stats = handle.stats(Duration::from_secs(10));
+    ///     handle.stop();
+    ///     stats
+    /// });
+    /// reactor.run()?;
+    /// assert_eq!(asker.join().unwrap().map(|s| s.accepted), Some(0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stats(&self, timeout: Duration) -> Option<Stats> {
+        let deadline = Instant::now() + timeout;
+        let shared = &self.shared;
+        let mut reply = shared.stats_reply.lock().unwrap_or_else(|e| e.into_inner());
+        reply.asked += 1;
+        let ticket = reply.asked;
+        self.request(&shared.stats_wanted);
+        while reply.answered < ticket {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            reply = match shared.stats_ready.wait_timeout(reply, left) {
+                Ok((reply, _)) => reply,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        Some(reply.stats.clone())
     }
 
     /// Asks the reactor to read its TLS listeners' certificate and key files again

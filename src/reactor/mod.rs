@@ -316,6 +316,9 @@ impl<H: Handler> Reactor<H> {
                     drain: AtomicBool::new(false),
                     log_stats: AtomicBool::new(false),
                     reload: AtomicBool::new(false),
+                    stats_wanted: AtomicBool::new(false),
+                    stats_reply: Default::default(),
+                    stats_ready: Default::default(),
                     signal: AtomicI32::new(0),
                     waker,
                 }),
@@ -464,6 +467,9 @@ impl<H: Handler> Core<H> {
     fn take_requests(&mut self) {
         if self.shared.log_stats.swap(false, Ordering::AcqRel) {
             log::info!("stats: {}", self.stats);
+        }
+        if self.shared.stats_wanted.swap(false, Ordering::AcqRel) {
+            self.shared.answer_stats(&self.stats);
         }
         if self.shared.reload.swap(false, Ordering::AcqRel) {
             #[cfg(feature = "tls")]
