@@ -81,7 +81,7 @@ impl<H: Handler> Core<H> {
             self.plan_access_sweep();
         }
         if self.next_stats_at <= now {
-            log::info!("stats: {}", self.stats);
+            self.report_stats();
             // From the planned tick, not from now: the lines keep their rhythm.
             let every = timer::ticks(self.config.stats_interval).unwrap_or(NEVER);
             self.next_stats_at = self.next_stats_at.saturating_add(every).max(now + 1);
