@@ -65,6 +65,7 @@ mod sys;
 mod timer;
 #[cfg(feature = "tls")]
 mod tls;
+mod transport;
 
 pub use addr::{AddrError, HostPort};
 pub use auth::{Authenticator, Tokens, TokensError, MAX_TOKEN, MIN_TOKEN};

@@ -140,7 +140,6 @@ impl Stage {
     }
 
     /// The TLS handshake completed and an `AUTH` line is still required, by `by`.
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))] // until TLS is a layer
     pub(crate) fn authenticate_by(self, by: Tick) -> Stage {
         match self {
             Stage::Handshaking { .. } => Stage::Authenticating { by, misses: 0 },

@@ -154,7 +154,7 @@ impl<H: Handler> Core<H> {
         // A fresh socket's send buffer is empty: one write either takes the whole line or
         // the peer is already gone. Either way there is nothing more to do. A TLS client
         // expects a handshake, not a line of text: it just sees the close.
-        if !self.is_tls_listener(listener) {
+        if !self.transports.is_tls_listener(listener) {
             let _ = (&stream).write(line);
         }
         // Closing with unread input would answer it with a reset, which can destroy the line
@@ -210,15 +210,9 @@ impl<H: Handler> Core<H> {
         self.stats.accepted += 1;
         self.stats.active += 1;
         entry.insert(Conn::new(stream, id.generation(), now, stage));
-        if self.access.counts() {
-            if self.peer_ips.len() <= id.key() {
-                self.peer_ips.resize(id.key() + 1, None);
-            }
-            self.peer_ips[id.key()] = Some(peer.ip());
-        }
+        self.extras.opened(id.key(), peer);
         log::trace!("conn={id} peer={peer} opened");
-        #[cfg(feature = "tls")]
-        if !self.start_tls(id, index) {
+        if !self.start_transport(id, index) {
             return;
         }
         let held = self.conns[id.key()].output.held();
@@ -236,7 +230,7 @@ impl<H: Handler> Core<H> {
     /// session it returns.
     pub(super) fn open_session(&mut self, id: ConnId, peer: SocketAddr) {
         let conn = &mut self.conns[id.key()];
-        let view = self.extras.view(id.key(), Some(&conn.stream));
+        let view = super::extras::view(&self.extras, &self.transports, id.key());
         let session = self.handler.on_open(
             &mut Context::new(&mut self.outbox, &self.stats).about(view),
             peer,
@@ -249,25 +243,9 @@ impl<H: Handler> Core<H> {
     /// By when a connection accepted on listener `index` must complete its TLS handshake;
     /// `None` on a plain listener.
     fn handshake_by(&self, index: usize, now: timer::Tick) -> Option<timer::Tick> {
-        #[cfg(feature = "tls")]
-        return self
+        self.transports
             .is_tls_listener(index)
-            .then(|| timer::after(now, self.tls_ticks));
-        #[cfg(not(feature = "tls"))]
-        {
-            let _ = (index, now);
-            None
-        }
-    }
-
-    fn is_tls_listener(&self, index: usize) -> bool {
-        #[cfg(feature = "tls")]
-        return self.listener_tls.get(index).is_some_and(Option::is_some);
-        #[cfg(not(feature = "tls"))]
-        {
-            let _ = index;
-            false
-        }
+            .then(|| timer::after(now, self.tls_ticks))
     }
 }
 

@@ -38,7 +38,7 @@ impl<H: Handler> Core<H> {
                     return self.close_unauthenticated(id);
                 }
                 AuthStep::Token { token, consumed } => {
-                    let peer = conn.stream.peer_addr().ok();
+                    let peer = Some(self.extras.peer(id.key()));
                     // A lockout that began after this connection was accepted still holds:
                     // connections opened beforehand must not keep guessing.
                     let locked =

@@ -107,10 +107,7 @@ impl<H: Handler> Core<H> {
                 }
             } else {
                 self.stats.bytes_in += n as u64;
-                #[cfg(feature = "tls")]
-                self.receive_tls(id, n); // plain connections go on to `deliver`
-                #[cfg(not(feature = "tls"))]
-                self.deliver(id, n);
+                self.receive(id, n); // TLS or plain, on to `deliver`
                 if !self.is_live(id) || std::mem::take(&mut self.handed_back) {
                     return; // closed, or its input waits on the resume list
                 }
@@ -170,7 +167,7 @@ impl<H: Handler> Core<H> {
         let Some(session) = conn.session.as_mut() else {
             return;
         };
-        let view = self.extras.view(id.key(), Some(&conn.stream));
+        let view = super::extras::view(&self.extras, &self.transports, id.key());
         let input = fresh.unwrap_or(conn.input.as_slice());
         self.outbox.begin(id, true, conn.output.held());
         let consumed = self
@@ -241,7 +238,7 @@ impl<H: Handler> Core<H> {
     /// The TCP stream ended. On a TLS connection that is a truncation: a peer that finished
     /// cleanly sent close_notify first, which ended its stream already (`receive_tls`).
     fn end_of_stream(&mut self, id: ConnId) {
-        if !self.extras.is_tls(id.key()) {
+        if !self.transports.is_tls(id.key()) {
             return self.input_ended(id);
         }
         let conn = &mut self.conns[id.key()];
@@ -308,7 +305,7 @@ impl<H: Handler> Core<H> {
         self.outbox.begin(id, true, conn.output.held());
         // A connection that never authenticated has no session: nothing to tell.
         if let Some(session) = conn.session.as_mut() {
-            let view = self.extras.view(id.key(), Some(&conn.stream));
+            let view = super::extras::view(&self.extras, &self.transports, id.key());
             self.handler.on_peer_closed(
                 &mut Context::new(&mut self.outbox, &self.stats).about(view),
                 session,
@@ -390,11 +387,7 @@ impl<H: Handler> Core<H> {
 
     /// Queues `data` for `id` to go out with the next flush: encrypted first on TLS.
     fn queue_to(&mut self, id: ConnId, data: &[u8]) {
-        #[cfg(feature = "tls")]
-        let sealed = self.queue_sealed(id, data);
-        #[cfg(not(feature = "tls"))]
-        let sealed = false;
-        if !sealed {
+        if !self.queue_sealed(id, data) {
             self.conns[id.key()].queue(data, self.clock.tick());
         }
         self.mark_pending(id);
@@ -403,7 +396,7 @@ impl<H: Handler> Core<H> {
     /// Queues a shared chunk for `id` by reference (over TLS each recipient's copy is
     /// encrypted anyway).
     fn queue_shared_to(&mut self, id: ConnId, chunk: Arc<[u8]>, range: Range<usize>) {
-        if self.extras.is_tls(id.key()) {
+        if self.transports.is_tls(id.key()) {
             return self.queue_to(id, &chunk[range]);
         }
         self.conns[id.key()].queue_shared(chunk, range, self.clock.tick());
@@ -476,7 +469,6 @@ impl<H: Handler> Core<H> {
         if self.conns[id.key()].output.is_empty() {
             self.stats.writes += 1;
         }
-        #[cfg(feature = "tls")]
         if let Some(result) = self.send_sealed(id, data) {
             return result;
         }
@@ -502,7 +494,6 @@ impl<H: Handler> Core<H> {
             Next::ShutdownWrite => {
                 // TLS says goodbye before the TCP one: close_notify first, flushed (the
                 // connection stays `Closing` until it is, and comes back here).
-                #[cfg(feature = "tls")]
                 match self.queue_close_notify(id) {
                     Err(error) => return self.close(id, CloseReason::from_error(&error)),
                     Ok(true) if !self.conns[id.key()].output.is_empty() => {
@@ -547,21 +538,14 @@ impl<H: Handler> Core<H> {
         // no deregister call needed.
         let conn = self.conns.remove(id.key());
         self.stats.count_close(reason);
-        if let Some(ip) = self.peer_ips.get_mut(id.key()).and_then(Option::take) {
-            self.release_ip(ip);
-        }
+        self.release_ip(self.extras.peer(id.key()).ip());
         log::debug!("conn={id} closed: {reason}");
-        #[allow(unused_mut)]
-        let mut forgotten = self.extras.forget(id.key());
-        #[cfg(feature = "tls")]
-        if let Some(tls) = forgotten.tls.as_mut() {
-            // A clean close_notify only when nothing owed is being dropped: after lost output
-            // it would tell the client the stream ended cleanly (a truncation attack's
-            // disguise), so then the socket just closes.
-            if !matches!(reason, CloseReason::Error(_)) && conn.output.is_empty() {
-                super::tls::farewell(tls, &conn.stream, &mut self.sealed);
-            }
-        }
+        let identity = self.extras.forget(id.key());
+        // A clean close_notify only when nothing owed is being dropped: after lost output it
+        // would tell the client the stream ended cleanly (a truncation attack's disguise),
+        // so then the socket just closes.
+        let clean = !matches!(reason, CloseReason::Error(_)) && conn.output.is_empty();
+        self.transports.close(id.key(), &conn.stream, clean);
         drop(conn.stream);
         if self.accept_paused {
             self.resume_listeners(); // a descriptor is free again
@@ -570,7 +554,7 @@ impl<H: Handler> Core<H> {
             return; // it never authenticated: the handler never heard of it
         };
         let view = ConnView {
-            identity: forgotten.identity.as_deref(),
+            identity: identity.as_deref(),
             ..ConnView::default()
         };
         self.outbox.begin(id, false, 0);

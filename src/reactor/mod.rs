@@ -43,6 +43,7 @@ use crate::listener::Listener;
 use crate::log_limit::LogLimit;
 use crate::stats::Stats;
 use crate::timer::{self, Clock, Tick, Timers, NEVER};
+use crate::transport::Transports;
 
 mod accept;
 mod auth;
@@ -50,7 +51,6 @@ mod drive;
 mod extras;
 mod handle;
 mod timeouts;
-#[cfg(feature = "tls")]
 mod tls;
 mod udp;
 
@@ -111,25 +111,13 @@ struct Core<H: Handler> {
     water: Watermarks,
     config: Config,
     listeners: Vec<Listener>,
-    /// The TLS settings of each listener, by index (`None`: plain).
-    #[cfg(feature = "tls")]
-    listener_tls: Vec<Option<crate::tls::TlsConfig>>,
-    /// Plaintext decrypted from one read, and ciphertext for one write: shared by all TLS
-    /// connections, so an idle one holds no buffer of its own here.
-    #[cfg(feature = "tls")]
-    plain: Vec<u8>,
-    #[cfg(feature = "tls")]
-    sealed: Vec<u8>,
+    /// Plain or TLS: each listener's settings and each TLS connection's session.
+    transports: Transports,
     /// `Config::tls_handshake_timeout` in ticks.
-    #[cfg(feature = "tls")]
     tls_ticks: Tick,
-    #[cfg(feature = "tls")]
     tls_log: LogLimit,
     udp: Vec<UdpEndpoint>,
     access: Access,
-    /// Source address of each connection, by slab key: kept only while `access` counts
-    /// connections per address, so other servers pay nothing for it.
-    peer_ips: Vec<Option<std::net::IpAddr>>,
     access_log: LogLimit,
     /// When the lockout and rate tables next drop what expired ([`NEVER`]: they are empty).
     access_sweep_at: Tick,
@@ -137,7 +125,7 @@ struct Core<H: Handler> {
     authenticator: Option<Box<dyn Authenticator>>,
     /// `Config::auth_timeout` in ticks.
     auth_ticks: Tick,
-    /// Identities and TLS sessions, by slab key, for the connections that have them.
+    /// Peer addresses and identities, by slab key.
     extras: Extras,
     auth_log: LogLimit,
     lockout_log: LogLimit,
@@ -162,7 +150,7 @@ struct Core<H: Handler> {
     delivering: bool,
     stats: Stats,
     /// Called with the counters whenever the stats line is logged.
-    stats_reporter: Option<Box<dyn FnMut(&Stats)>>,
+    stats_reporter: Option<StatsReporter>,
     /// `Config::linger_discard_limit`, within the range of the per-connection counter.
     linger_limit: u32,
     scratch: Box<[u8]>,
@@ -192,6 +180,9 @@ struct Core<H: Handler> {
     message_timeout_log: LogLimit,
     shared: Arc<Shared>,
 }
+
+/// What [`Reactor::set_stats_reporter`] installed.
+type StatsReporter = Box<dyn FnMut(&Stats) + Send>;
 
 /// What one poller event says about a connection.
 #[derive(Debug, Clone, Copy)]
@@ -243,7 +234,6 @@ impl<H: Handler> Reactor<H> {
         let linger_limit = config.linger_discard_limit.min(u32::MAX as usize - 1) as u32;
         let access = Access::new(&config);
         let auth_ticks = timer::ticks(Some(config.auth_timeout)).unwrap_or(1);
-        #[cfg(feature = "tls")]
         let tls_ticks = timer::ticks(Some(config.tls_handshake_timeout)).unwrap_or(1);
         let water = Watermarks {
             high: config.high_water,
@@ -266,19 +256,11 @@ impl<H: Handler> Reactor<H> {
                 water,
                 config,
                 listeners: Vec::new(),
-                #[cfg(feature = "tls")]
-                listener_tls: Vec::new(),
-                #[cfg(feature = "tls")]
-                plain: Vec::new(),
-                #[cfg(feature = "tls")]
-                sealed: Vec::new(),
-                #[cfg(feature = "tls")]
+                transports: Transports::new(),
                 tls_ticks,
-                #[cfg(feature = "tls")]
                 tls_log: LogLimit::per_second(),
                 udp: Vec::new(),
                 access,
-                peer_ips: Vec::new(),
                 access_log: LogLimit::per_second(),
                 access_sweep_at: NEVER,
                 authenticator: None,
@@ -336,8 +318,7 @@ impl<H: Handler> Reactor<H> {
             .registry
             .register(listener.socket_mut(), token, Interest::READABLE)?;
         self.core.listeners.push(listener);
-        #[cfg(feature = "tls")]
-        self.core.listener_tls.push(None);
+        self.core.transports.add_listener();
         Ok(())
     }
 
@@ -361,9 +342,7 @@ impl<H: Handler> Reactor<H> {
         tls: crate::tls::TlsConfig,
     ) -> io::Result<()> {
         self.add_listener(listener)?;
-        if let Some(slot) = self.core.listener_tls.last_mut() {
-            *slot = Some(tls);
-        }
+        self.core.transports.secure_last_listener(tls);
         Ok(())
     }
 
@@ -421,7 +400,7 @@ impl<H: Handler> Reactor<H> {
     /// assert_eq!(*seen.lock().unwrap(), Some(0));
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn set_stats_reporter(&mut self, report: impl FnMut(&Stats) + 'static) {
+    pub fn set_stats_reporter(&mut self, report: impl FnMut(&Stats) + Send + 'static) {
         self.core.stats_reporter = Some(Box::new(report));
     }
 
@@ -499,7 +478,6 @@ impl<H: Handler> Core<H> {
             self.shared.answer_stats(&self.stats);
         }
         if self.shared.reload.swap(false, Ordering::AcqRel) {
-            #[cfg(feature = "tls")]
             self.reload_tls();
         }
         // Read once, here: `finished` uses what was read, so a stop that arrives between
@@ -522,8 +500,7 @@ impl<H: Handler> Core<H> {
             // Closing the listeners first: no new connections (or datagrams) while the
             // others finish.
             self.listeners.clear();
-            #[cfg(feature = "tls")]
-            self.listener_tls.clear();
+            self.transports.close_listeners();
             self.udp.clear();
             let received = match self.signal() {
                 Some(name) => format!("received {name}: "),
@@ -543,6 +520,11 @@ impl<H: Handler> Core<H> {
         if let Some(report) = self.stats_reporter.as_mut() {
             report(&self.stats);
         }
+    }
+
+    /// The address connection `id` was accepted from.
+    fn peer(&self, id: ConnId) -> SocketAddr {
+        self.extras.peer(id.key())
     }
 
     /// The name of the last signal that made a request, if one did.
@@ -624,8 +606,7 @@ impl<H: Handler> Core<H> {
 
     fn shut_down(&mut self) {
         self.listeners.clear();
-        #[cfg(feature = "tls")]
-        self.listener_tls.clear();
+        self.transports.close_listeners();
         self.udp.clear();
         let ids: Vec<ConnId> = self
             .conns
