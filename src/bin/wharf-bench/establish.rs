@@ -8,9 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, Next, Outcome};
+use crate::client::Client;
+use crate::echo::{Echo, Next};
 use crate::error::BenchError;
-use crate::failure::Tally;
 
 /// How long one turn of the poller may wait while connecting: the pace of progress updates.
 const TURN: Duration = Duration::from_millis(100);
@@ -27,60 +27,39 @@ pub struct Established {
 }
 
 /// Opens `count` connections through `client`, each left idle after its first round trip.
-/// Failures are counted in `tally`.
+/// Failures are counted in its tally.
 ///
 /// Refuses to go on ([`BenchError::NoConnection`], or [`BenchError::NoTlsSession`]) when not
-/// one handshake succeeded, since then there is no server to measure; a server that accepts but answers wrongly is measured
-/// (as errors).
+/// one handshake succeeded, since then there is no server to measure; a server that accepts
+/// but answers wrongly is measured (as errors).
 pub fn establish(
-    client: &mut Client,
+    client: &mut Client<Echo>,
     count: u64,
     pace: u64,
-    tally: &mut Tally,
 ) -> Result<Established, BenchError> {
     let started = Instant::now();
-    let (mut dialed, mut open, mut failed, mut in_flight) = (0u64, 0u64, 0u64, 0u64);
-    while open + failed < count || in_flight > 0 {
-        // Dial only between turns (see `Client::turn`).
-        while dialed < count && in_flight < pace {
+    client.scenario.then = Next::Idle;
+    let mut dialed = 0u64;
+    loop {
+        // Dial only between turns (see `client.rs`).
+        while dialed < count && in_flight(client) < pace {
             dialed += 1;
-            match client.dial() {
-                Ok(_) => in_flight += 1,
-                Err(failure) => {
-                    failed += 1;
-                    tally.record(&failure);
-                }
-            }
+            client.dial();
         }
-        if in_flight == 0 {
+        if in_flight(client) == 0 {
             break;
         }
-        client.turn(TURN, &mut |_, outcome| match outcome {
-            Outcome::RoundTrip { .. } => {
-                in_flight -= 1;
-                open += 1;
-                Next::Idle
-            }
-            Outcome::Failed { failure, first } => {
-                tally.record(&failure);
-                if first {
-                    in_flight -= 1;
-                    failed += 1;
-                } else {
-                    open -= 1; // an established connection the server dropped meanwhile
-                }
-                Next::Close
-            }
-        })?;
+        client.turn(TURN)?;
     }
-    if open == 0 {
-        if let Some(error) = BenchError::unreachable(client.target(), tally) {
-            return Err(error);
-        }
-    }
+    client.reached()?;
     Ok(Established {
-        open,
-        failed,
+        open: client.established(),
+        failed: client.scenario.failed_first,
         elapsed: started.elapsed(),
     })
+}
+
+/// Handshakes (and first round trips) under way.
+fn in_flight(client: &Client<Echo>) -> u64 {
+    client.open() as u64 - client.established()
 }

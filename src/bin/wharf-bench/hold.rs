@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::cli::{HoldArgs, Target};
-use crate::client::{Client, Next, Outcome};
 use crate::dial::Dialer;
+use crate::echo::Echo;
 use crate::error::BenchError;
 use crate::establish::establish;
 use crate::failure::Tally;
@@ -120,14 +120,8 @@ fn hold(
     mut parent: Option<&mut Parent>,
 ) -> Result<Held, BenchError> {
     let dialer = Dialer::new(target.addr, target.src.as_ref());
-    let mut client = Client::new(dialer, Message::probe(), target.timeout, tls)?;
-    let mut tally = Tally::default();
-    let established = establish(
-        &mut client,
-        connections,
-        u64::from(target.connect_pace),
-        &mut tally,
-    )?;
+    let mut client = Echo::new(dialer, Message::probe(), target.timeout, tls)?;
+    let established = establish(&mut client, connections, u64::from(target.connect_pace))?;
     if let Some(parent) = parent.as_deref_mut() {
         parent.reach(Step::Established)?;
     }
@@ -137,24 +131,14 @@ fn hold(
         None => Progress::new("hold", duration),
     };
     let start = Instant::now();
-    let end = start + duration;
-    loop {
-        let now = Instant::now();
-        if now >= end || client.open() == 0 {
-            break;
-        }
-        // Idle connections only raise events when the server drops them (or talks unasked).
-        client.turn((end - now).min(TURN), &mut |_, outcome| {
-            if let Outcome::Failed { failure, .. } = outcome {
-                tally.record(&failure);
-            }
-            Next::Close
-        })?;
+    // Idle connections only raise events when the server drops them (or talks unasked).
+    client.run_until(start + duration, |client, now| {
         let open = client.open();
         progress.update(now - start, || {
-            format!("{open} open, {} errors", tally.total())
+            format!("{open} open, {} errors", client.scenario.tally.total())
         });
-    }
+        (open > 0).then_some(TURN)
+    })?;
     let hold_s = start.elapsed().as_secs_f64();
     // Read while every connection is still open: this is the figure the run is for.
     let holding = match parent {
@@ -166,16 +150,15 @@ fn hold(
     };
     progress.finish();
     let open = client.open() as u64;
-    let tls = TlsFigures::of(&client);
     client.close_all();
     Ok(Held {
         established: open,
         connects_failed: established.failed,
         establish_s: established.elapsed.as_secs_f64(),
         hold_s,
-        errors_by_kind: tally,
+        tls: TlsFigures::of(&client.scenario),
+        errors_by_kind: client.scenario.tally,
         client_procs: 1,
-        tls,
         holding,
     })
 }

@@ -9,7 +9,8 @@
 //! (datagram round trips).
 //!
 //! Files: `cli` (flags), `limits` (checks before a run), `dial` (sockets), `client` (the event
-//! loop) and `conn` (one connection's I/O), `stream` (plain TCP or TLS under it), `tls` (the
+//! loop every scenario runs on), `echo` (the round-trip scenario) and `conn` (one round-trip
+//! connection's I/O), `stream` (plain TCP or TLS under it), `tls` (the
 //! client's TLS settings) and `tls_stream` (one TLS session, sans-IO; both feature `tls`), `message` (the bytes and their check),
 //! `establish` (paced connecting), one file per subcommand, `procs` and `fleet` (spreading a
 //! run over client processes), `latency`, `failure`, `server` (/proc of the server), `kernel` (its
@@ -22,6 +23,7 @@ mod client;
 mod conn;
 mod connect;
 mod dial;
+mod echo;
 mod error;
 mod establish;
 mod failure;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::cli::{Load, PingpongArgs, Target};
-use crate::client::{Client, Next, Outcome};
 use crate::dial::Dialer;
+use crate::echo::{Echo, Next};
 use crate::error::BenchError;
 use crate::establish::establish;
 use crate::failure::Tally;
@@ -79,49 +79,30 @@ fn measure(
     let probe = target.server_pid.map(ServerProbe::new).transpose()?;
     let dialer = Dialer::new(target.addr, target.src.as_ref());
     let message = Message::new(load.size as usize, load.line);
-    let mut client = Client::new(dialer, message, target.timeout, tls)?;
-    let mut tally = Tally::default();
-    let established = establish(
-        &mut client,
-        connections,
-        u64::from(target.connect_pace),
-        &mut tally,
-    )?;
+    let mut client = Echo::new(dialer, message, target.timeout, tls)?;
+    let established = establish(&mut client, connections, u64::from(target.connect_pace))?;
 
     if let Some(parent) = parent.as_deref_mut() {
         parent.reach(Step::Established)?;
     }
 
-    let mut latencies = Latencies::new();
     let progress = match parent {
         Some(_) => Progress::hidden(),
         None => Progress::new("pingpong", load.duration),
     };
     let before = probe.as_ref().map(ServerProbe::sample).transpose()?;
     let start = Instant::now();
-    let end = start + load.duration;
+    client.scenario.then = Next::Send;
     client.send_idle(start);
-    loop {
-        let now = Instant::now();
-        if now >= end || client.open() == 0 {
-            break;
-        }
-        client.turn((end - now).min(TURN), &mut |_, outcome| match outcome {
-            Outcome::RoundTrip { latency, .. } => {
-                latencies.record(latency);
-                Next::Send
-            }
-            Outcome::Failed { failure, .. } => {
-                tally.record(&failure);
-                Next::Close
-            }
-        })?;
+    client.run_until(start + load.duration, |client, now| {
+        let echo = &client.scenario;
         let elapsed = now - start;
         progress.update(elapsed, || {
-            let rate = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3);
-            format!("{rate:.0} round trips/s, {} errors", tally.total())
+            let rate = echo.latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3);
+            format!("{rate:.0} round trips/s, {} errors", echo.tally.total())
         });
-    }
+        (client.open() > 0).then_some(TURN)
+    })?;
     let elapsed = start.elapsed();
     let after = probe.as_ref().map(ServerProbe::sample).transpose()?;
     progress.finish();
@@ -130,9 +111,10 @@ fn measure(
     }
     client.close_all();
 
-    let round_trips = latencies.len();
+    let echo = client.scenario;
+    let round_trips = echo.latencies.len();
     let seconds = elapsed.as_secs_f64();
-    let size = client.message().size() as u64;
+    let size = echo.message().size() as u64;
     Ok(PingpongReport {
         id: RunId::new("pingpong", target),
         connections,
@@ -142,16 +124,16 @@ fn measure(
         round_trips,
         round_trips_per_s: round_trips as f64 / seconds,
         mb_per_s: (round_trips * size) as f64 / seconds / 1e6,
-        latency: latencies.summary(),
-        errors: tally.total(),
+        latency: echo.latencies.summary(),
+        errors: echo.tally.total(),
         connects_established: established.open,
         connects_failed: established.failed,
         establish_s: established.elapsed.as_secs_f64(),
-        errors_by_kind: tally,
+        tls: TlsFigures::of(&echo),
+        errors_by_kind: echo.tally,
         client_procs: 1,
-        tls: TlsFigures::of(&client),
         server: ServerFigures::between(probe.as_ref(), before, after, round_trips),
-        latency_histogram: parent.is_some().then(|| latencies.recorded()),
+        latency_histogram: parent.is_some().then(|| echo.latencies.recorded()),
     })
 }
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{Output, Target};
-use crate::client::Client;
+use crate::echo::Echo;
 use crate::error::BenchError;
 use crate::failure::Tally;
 use crate::latency::LatencySummary;
@@ -152,11 +152,12 @@ pub struct TlsFigures {
 }
 
 impl TlsFigures {
-    /// The figures of a run over `client`'s connections.
-    pub fn of(client: &Client) -> TlsFigures {
+    /// The figures of a run over `echo`'s connections.
+    pub fn of(echo: &Echo) -> TlsFigures {
+        let (tls, version) = echo.tls();
         TlsFigures {
-            tls: client.tls(),
-            tls_version: client.tls_version().map(str::to_string),
+            tls,
+            tls_version: version.map(str::to_string),
         }
     }
 
