@@ -128,6 +128,11 @@ impl<S: Scenario> Client<S> {
         self.conns.vacant_key()
     }
 
+    /// Connection `key`, if it is open.
+    pub fn get(&self, key: Key) -> Option<&S::Conn> {
+        self.conns.get(key)
+    }
+
     /// Registers `conn`'s socket for `interest` and adds it to the table. Between turns only.
     pub fn add(&mut self, mut conn: S::Conn, interest: Interest) -> io::Result<Key> {
         let entry = self.conns.vacant_entry();
@@ -137,6 +142,23 @@ impl<S: Scenario> Client<S> {
             .register(S::source(&mut conn), Token(key), interest)?;
         entry.insert(conn);
         Ok(key)
+    }
+
+    /// Runs `f` on connection `key`, if it is open; a failure closes it.
+    pub fn with<T>(
+        &mut self,
+        key: Key,
+        f: impl FnOnce(&mut S, &mut S::Conn) -> Result<T, Failure>,
+    ) -> Option<T> {
+        let conn = self.conns.get_mut(key)?;
+        match f(&mut self.scenario, conn) {
+            Ok(value) => Some(value),
+            Err(failure) => {
+                self.scenario.on_closed(key, conn, Some(failure));
+                self.conns.remove(key);
+                None
+            }
+        }
     }
 
     /// Runs `f` on every open connection; those it fails are closed.
