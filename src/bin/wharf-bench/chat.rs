@@ -183,10 +183,8 @@ fn measure(room: &mut Client<Room>, args: &ChatArgs) -> Result<Sending, BenchErr
         let now_ns = schedule.send_due(room, &mut sending);
         let elapsed = Duration::from_nanos(now_ns - schedule.start_ns);
         let room = &room.scenario;
-        progress.update(elapsed, || {
-            let rate = room.deliveries.received as f64 / elapsed.as_secs_f64().max(1e-3);
-            format!("{rate:.0} deliveries/s, {} errors", room.tally.total())
-        });
+        let errors = (room.tally.total(), "errors");
+        progress.rate(elapsed, room.deliveries.received, "deliveries", errors);
         let wait_ns = schedule.due_ns(sending.due).saturating_sub(now_ns);
         Some(Duration::from_nanos(wait_ns).min(TURN))
     })?;

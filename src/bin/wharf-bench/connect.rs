@@ -46,11 +46,8 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
             client.dial();
         }
         let echo = &client.scenario;
-        let elapsed = now - start;
-        progress.update(elapsed, || {
-            let rate = echo.latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3);
-            format!("{rate:.0} connections/s, {} errors", echo.tally.total())
-        });
+        let errors = (echo.tally.total(), "errors");
+        progress.rate(now - start, echo.latencies.len(), "connections", errors);
         Some(TURN)
     })?;
     let elapsed = start.elapsed();

@@ -22,7 +22,7 @@ use crate::echo::Echo;
 use crate::error::BenchError;
 use crate::establish::establish;
 use crate::failure::Tally;
-use crate::fleet::Fleet;
+use crate::fleet;
 use crate::kernel;
 use crate::limits::{preflight, preflight_spread};
 use crate::message::Message;
@@ -172,20 +172,15 @@ fn spread(args: &HoldArgs, procs: u32) -> Result<HoldReport, BenchError> {
     preflight_spread(target, connections, procs)?;
     let probe = target.server_pid.map(ServerProbe::new).transpose()?;
     let before = Memory::sample(probe.as_ref())?;
-    let mut fleet = Fleet::spawn(procs)?;
-    let within = procs::establish_within(target, connections, procs);
-    fleet.await_all(Step::Established, within, || {})?;
-    fleet.answer_all(Step::Established)?;
-
-    let progress = Progress::new("hold", args.duration);
-    let start = Instant::now();
-    fleet.await_all(Step::Measured, args.duration + procs::SLACK, || {
-        progress.update(start.elapsed(), || format!("{procs} client processes"));
+    let mut holding = Memory::default();
+    let mode = ("hold", args.duration);
+    let within = procs::close_within(connections);
+    let shares: Vec<Held> = fleet::spread(target, connections, procs, mode, within, |step| {
+        if step == Step::Measured {
+            holding = Memory::sample(probe.as_ref())?;
+        }
+        Ok(())
     })?;
-    let holding = Memory::sample(probe.as_ref())?;
-    progress.finish();
-    fleet.answer_all(Step::Measured)?;
-    let shares: Vec<Held> = fleet.reports(procs::close_within(connections))?;
 
     let mut held = Held {
         established: 0,
@@ -193,7 +188,7 @@ fn spread(args: &HoldArgs, procs: u32) -> Result<HoldReport, BenchError> {
         establish_s: 0.0,
         hold_s: 0.0,
         errors_by_kind: Tally::default(),
-        client_procs: fleet.len() as u32,
+        client_procs: procs,
         tls: TlsFigures::merged(
             args.tls.tls,
             shares.iter().map(|share| share.tls.tls_version.as_deref()),

@@ -21,11 +21,11 @@ use crate::echo::{Echo, Next};
 use crate::error::BenchError;
 use crate::establish::establish;
 use crate::failure::Tally;
-use crate::fleet::Fleet;
+use crate::fleet;
 use crate::latency::Latencies;
 use crate::limits::{preflight, preflight_spread};
 use crate::message::Message;
-use crate::procs::{self, Parent, Role, Step};
+use crate::procs::{self, Parent, Role, Step, SLACK};
 use crate::progress::Progress;
 use crate::report::{PingpongReport, RunId, ServerFigures, TlsFigures};
 use crate::server::ServerProbe;
@@ -96,11 +96,8 @@ fn measure(
     client.send_idle(start);
     client.run_until(start + load.duration, |client, now| {
         let echo = &client.scenario;
-        let elapsed = now - start;
-        progress.update(elapsed, || {
-            let rate = echo.latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3);
-            format!("{rate:.0} round trips/s, {} errors", echo.tally.total())
-        });
+        let errors = (echo.tally.total(), "errors");
+        progress.rate(now - start, echo.latencies.len(), "round trips", errors);
         (client.open() > 0).then_some(TURN)
     })?;
     let elapsed = start.elapsed();
@@ -160,21 +157,16 @@ fn spread(args: &PingpongArgs, procs: u32) -> Result<PingpongReport, BenchError>
     let connections = u64::from(args.conns);
     preflight_spread(target, connections, procs)?;
     let probe = target.server_pid.map(ServerProbe::new).transpose()?;
-    let mut fleet = Fleet::spawn(procs)?;
-    let within = procs::establish_within(target, connections, procs);
-    fleet.await_all(Step::Established, within, || {})?;
-
-    let before = probe.as_ref().map(ServerProbe::sample).transpose()?;
-    fleet.answer_all(Step::Established)?;
-    let progress = Progress::new("pingpong", args.load.duration);
-    let start = Instant::now();
-    fleet.await_all(Step::Measured, args.load.duration + procs::SLACK, || {
-        progress.update(start.elapsed(), || format!("{procs} client processes"));
+    let (mut before, mut after) = (None, None);
+    let mode = ("pingpong", args.load.duration);
+    let shares: Vec<Share> = fleet::spread(target, connections, procs, mode, SLACK, |step| {
+        let sample = probe.as_ref().map(ServerProbe::sample).transpose()?;
+        match step {
+            Step::Established => before = sample,
+            Step::Measured => after = sample,
+        }
+        Ok(())
     })?;
-    let after = probe.as_ref().map(ServerProbe::sample).transpose()?;
-    progress.finish();
-    fleet.answer_all(Step::Measured)?;
-    let shares: Vec<Share> = fleet.reports(procs::SLACK)?;
 
     let mut latencies = Latencies::new();
     let mut tally = Tally::default();
@@ -202,7 +194,7 @@ fn spread(args: &PingpongArgs, procs: u32) -> Result<PingpongReport, BenchError>
         connects_failed: shares.iter().map(|share| share.connects_failed).sum(),
         establish_s: max(|share| share.establish_s),
         errors_by_kind: tally,
-        client_procs: fleet.len() as u32,
+        client_procs: procs,
         tls: TlsFigures::merged(
             args.tls.tls,
             shares.iter().map(|share| share.tls_version.as_deref()),

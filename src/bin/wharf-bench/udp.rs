@@ -145,11 +145,8 @@ pub fn run(args: &UdpArgs) -> Result<UdpReport, BenchError> {
     });
     client.run_until(start + args.duration, |client, now| {
         let flows = &client.scenario;
-        let elapsed = now - start;
-        progress.update(elapsed, || {
-            let rate = flows.latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3);
-            format!("{rate:.0} round trips/s, {} lost", flows.lost)
-        });
+        let lost = (flows.lost, "lost");
+        progress.rate(now - start, flows.latencies.len(), "round trips", lost);
         Some(TURN)
     })?;
     let seconds = start.elapsed().as_secs_f64();
