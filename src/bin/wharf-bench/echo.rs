@@ -28,6 +28,7 @@ use crate::error::BenchError;
 use crate::failure::{Failure, FailureKind, Tally};
 use crate::latency::Latencies;
 use crate::message::Message;
+use crate::report::TlsFigures;
 use crate::stream::{Stream, TlsConfig};
 
 /// What a connection does after a round trip.
@@ -92,10 +93,12 @@ impl Echo {
         &self.message
     }
 
-    /// Whether connections speak TLS, and the version their handshakes agreed on ("1.3",
-    /// "1.2", or "mixed").
-    pub fn tls(&self) -> (bool, Option<&'static str>) {
-        (self.tls.is_some(), self.tls_version)
+    /// Whether connections speak TLS, and the version their handshakes agreed on.
+    pub fn tls_figures(&self) -> TlsFigures {
+        TlsFigures {
+            tls: self.tls.is_some(),
+            tls_version: self.tls_version.map(str::to_string),
+        }
     }
 }
 

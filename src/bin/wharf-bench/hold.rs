@@ -156,7 +156,7 @@ fn hold(
         connects_failed: established.failed,
         establish_s: established.elapsed.as_secs_f64(),
         hold_s,
-        tls: TlsFigures::of(&client.scenario),
+        tls: client.scenario.tls_figures(),
         errors_by_kind: client.scenario.tally,
         client_procs: 1,
         holding,

@@ -126,7 +126,7 @@ fn measure(
         connects_established: established.open,
         connects_failed: established.failed,
         establish_s: established.elapsed.as_secs_f64(),
-        tls: TlsFigures::of(&echo),
+        tls: echo.tls_figures(),
         errors_by_kind: echo.tally,
         client_procs: 1,
         server: ServerFigures::between(probe.as_ref(), before, after, round_trips),

@@ -1,19 +1,26 @@
 //! What a run reports: one struct per mode, printed as text for people or as one JSON object
 //! per line (`--json`) for scripts. JSON keys are stable; figures that were not measured
 //! (no `--server-pid`) are `null`, never missing.
+//!
+//! Everything that formats results lives under here, apart from the code that measures
+//! them (which fills the plain structs of `tcp.rs`, `chat.rs` and `udp.rs`): the text of
+//! each report, the JSON, `sweep`'s table and CSV (`sweep.rs`) and plot (`plot.rs`), and
+//! `summary`'s table of many runs (`summary.rs`).
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{Output, Target};
-use crate::echo::Echo;
 use crate::error::BenchError;
 use crate::failure::Tally;
 use crate::latency::LatencySummary;
 use crate::server::{ServerCost, ServerProbe, ServerSample};
 
 mod chat;
+pub mod plot;
+pub mod summary;
+pub mod sweep;
 mod tcp;
 mod udp;
 
@@ -152,15 +159,6 @@ pub struct TlsFigures {
 }
 
 impl TlsFigures {
-    /// The figures of a run over `echo`'s connections.
-    pub fn of(echo: &Echo) -> TlsFigures {
-        let (tls, version) = echo.tls();
-        TlsFigures {
-            tls,
-            tls_version: version.map(str::to_string),
-        }
-    }
-
     /// The figures of a run spread over client processes, from theirs.
     pub fn merged<'a>(tls: bool, versions: impl Iterator<Item = Option<&'a str>>) -> TlsFigures {
         let mut agreed: Option<&str> = None;
@@ -241,6 +239,16 @@ pub(super) fn errors_text(out: &mut String, errors: u64, tally: &Tally) {
     if let Some(first) = &tally.first {
         let _ = writeln!(out, "  first error   {first}");
     }
+}
+
+/// Prints a report as text or as one line of JSON; returns its failure count.
+pub fn print(report: &impl Report, json: bool) -> Result<u64, BenchError> {
+    if json {
+        println!("{}", to_json(report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(report.errors())
 }
 
 /// A value as one line of JSON (the `--json` output).

@@ -8,9 +8,9 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde_json::Value;
 
+use super::PingpongReport;
 use crate::cli::PlotArgs;
 use crate::error::BenchError;
-use crate::report::PingpongReport;
 
 /// Plot size in pixels.
 const SIZE: (u32, u32) = (900, 760);
