@@ -46,6 +46,7 @@
 
 #![warn(missing_docs)]
 
+mod acceptor;
 mod access;
 mod addr;
 mod auth;

@@ -41,8 +41,8 @@ impl<H: Handler> Core<H> {
                     let peer = Some(self.extras.peer(id.key()));
                     // A lockout that began after this connection was accepted still holds:
                     // connections opened beforehand must not keep guessing.
-                    let locked =
-                        peer.is_some_and(|p| self.access.is_locked(p.ip(), self.clock.tick()));
+                    let now = self.clock.tick();
+                    let locked = peer.is_some_and(|p| self.acceptor.is_locked(p.ip(), now));
                     let verdict = match (&mut self.authenticator, peer) {
                         (Some(auth), Some(peer)) if !locked => auth.authenticate(peer, token),
                         _ => None,
@@ -78,22 +78,8 @@ impl<H: Handler> Core<H> {
         self.stats.auth_failures += 1;
         self.outbox.reply.extend_from_slice(AUTH_FAILED);
         if let Some(peer) = peer {
-            let now = self.clock.tick();
-            if self.access.auth_failed(peer.ip(), now) {
-                self.stats.lockouts += 1;
-                if let Some(count) = self.lockout_log.hit(self.clock.now()) {
-                    log::warn!(
-                        "peer={} locked out for {:?}: {} failed authentications within {:?} \
-                         ({count} lockouts in the last second)",
-                        peer.ip().to_canonical(),
-                        self.config.lockout_duration,
-                        self.config.lockout_failures,
-                        self.config.lockout_window,
-                    );
-                }
-            }
-            self.stats.offenders = self.access.offenders() as u64;
-            self.plan_access_sweep();
+            let clock = &self.clock;
+            (self.acceptor).auth_failed(peer.ip(), &mut self.stats, clock);
             if let Some(count) = self.auth_log.hit(self.clock.now()) {
                 log::info!(
                     "conn={id} peer={peer} closing: authentication failed \
@@ -109,17 +95,7 @@ impl<H: Handler> Core<H> {
         self.outbox.close_current = true;
         self.finish_callback(id);
     }
-
-    /// Makes sure the access tables are swept while they remember anything.
-    pub(super) fn plan_access_sweep(&mut self) {
-        if self.access_sweep_at == crate::timer::NEVER && self.access.remembers() {
-            self.access_sweep_at = crate::timer::after(self.clock.tick(), ACCESS_SWEEP_TICKS);
-        }
-    }
 }
 
 /// Lines other than `AUTH` answered before the connection is closed.
 const MAX_LINES_BEFORE_AUTH: u8 = 8;
-
-/// How often the lockout and rate tables drop what expired.
-pub(super) const ACCESS_SWEEP_TICKS: u32 = 10; // 1 s

@@ -538,7 +538,7 @@ impl<H: Handler> Core<H> {
         // no deregister call needed.
         let conn = self.conns.remove(id.key());
         self.stats.count_close(reason);
-        self.release_ip(self.extras.peer(id.key()).ip());
+        self.acceptor.release(self.extras.peer(id.key()).ip());
         log::debug!("conn={id} closed: {reason}");
         let identity = self.extras.forget(id.key());
         // A clean close_notify only when nothing owed is being dropped: after lost output it
@@ -547,7 +547,7 @@ impl<H: Handler> Core<H> {
         let clean = !matches!(reason, CloseReason::Error(_)) && conn.output.is_empty();
         self.transports.close(id.key(), &conn.stream, clean);
         drop(conn.stream);
-        if self.accept_paused {
+        if self.acceptor.paused() {
             self.resume_listeners(); // a descriptor is free again
         }
         let Some(session) = conn.session else {

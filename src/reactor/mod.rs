@@ -21,7 +21,6 @@
 //! [`crate::timer`]), the end of a drain, the next stats line, or an accept retry.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -32,7 +31,7 @@ use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Waker};
 use slab::Slab;
 
-use crate::access::Access;
+use crate::acceptor::Acceptor;
 use crate::auth::Authenticator;
 use crate::close_reason::CloseReason;
 use crate::config::Config;
@@ -108,19 +107,16 @@ pub struct Reactor<H: Handler> {
 /// rest is mutated.
 struct Core<H: Handler> {
     registry: Registry,
+    /// Listeners, access rules, the connection limit, refusals.
+    acceptor: Acceptor,
     water: Watermarks,
     config: Config,
-    listeners: Vec<Listener>,
     /// Plain or TLS: each listener's settings and each TLS connection's session.
     transports: Transports,
     /// `Config::tls_handshake_timeout` in ticks.
     tls_ticks: Tick,
     tls_log: LogLimit,
     udp: Vec<UdpEndpoint>,
-    access: Access,
-    access_log: LogLimit,
-    /// When the lockout and rate tables next drop what expired ([`NEVER`]: they are empty).
-    access_sweep_at: Tick,
     /// Checks `AUTH` lines; `None`: connections need not authenticate.
     authenticator: Option<Box<dyn Authenticator>>,
     /// `Config::auth_timeout` in ticks.
@@ -128,7 +124,6 @@ struct Core<H: Handler> {
     /// Peer addresses and identities, by slab key.
     extras: Extras,
     auth_log: LogLimit,
-    lockout_log: LogLimit,
     /// The reply buffer handed to `Handler::on_datagram`, reused.
     datagram_reply: Vec<u8>,
     conns: Slab<Conn<H::Session>>,
@@ -156,16 +151,6 @@ struct Core<H: Handler> {
     scratch: Box<[u8]>,
     /// Sources cut short by a budget or resumed after backpressure, to serve before sleeping.
     resume: Vec<Source>,
-    /// Accepting failed for lack of resources (descriptors, memory): retried when a
-    /// connection closes or at `accept_retry_at`, since no new edge comes for connections
-    /// already queued.
-    accept_paused: bool,
-    accept_retry_at: Tick,
-    /// A descriptor held in reserve: closed to make room to accept and refuse a connection
-    /// when the process is out of descriptors, then reopened.
-    spare_fd: Option<File>,
-    /// `ERR server full (max N connections)\n`
-    full_line: Box<[u8]>,
     clock: Clock,
     timers: Timers,
     timeouts: Timeouts,
@@ -174,8 +159,6 @@ struct Core<H: Handler> {
     stop_requested: bool,
     /// Set while draining: when the drain gives up.
     drain_until: Option<Tick>,
-    reject_log: LogLimit,
-    accept_error_log: LogLimit,
     write_timeout_log: LogLimit,
     message_timeout_log: LogLimit,
     shared: Arc<Shared>,
@@ -232,7 +215,6 @@ impl<H: Handler> Reactor<H> {
         let waker = Waker::new(poll.registry(), Source::Waker.token())?;
         let events = Events::with_capacity(config.events_capacity.max(1));
         let linger_limit = config.linger_discard_limit.min(u32::MAX as usize - 1) as u32;
-        let access = Access::new(&config);
         let auth_ticks = timer::ticks(Some(config.auth_timeout)).unwrap_or(1);
         let tls_ticks = timer::ticks(Some(config.tls_handshake_timeout)).unwrap_or(1);
         let water = Watermarks {
@@ -246,28 +228,22 @@ impl<H: Handler> Reactor<H> {
             message: timer::ticks(config.message_timeout),
         };
         let stats_every = timer::ticks(config.stats_interval);
-        let full_line =
-            format!("ERR server full (max {} connections)\n", config.max_conns).into_bytes();
         Ok(Reactor {
             poll,
             events,
             core: Core {
                 registry,
+                acceptor: Acceptor::new(&config),
                 water,
                 config,
-                listeners: Vec::new(),
                 transports: Transports::new(),
                 tls_ticks,
                 tls_log: LogLimit::per_second(),
                 udp: Vec::new(),
-                access,
-                access_log: LogLimit::per_second(),
-                access_sweep_at: NEVER,
                 authenticator: None,
                 auth_ticks,
                 extras: Extras::default(),
                 auth_log: LogLimit::per_second(),
-                lockout_log: LogLimit::per_second(),
                 datagram_reply: Vec::new(),
                 conns: Slab::new(),
                 generations: Generations::default(),
@@ -282,18 +258,12 @@ impl<H: Handler> Reactor<H> {
                 linger_limit,
                 scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
                 resume: Vec::new(),
-                accept_paused: false,
-                accept_retry_at: NEVER,
-                spare_fd: File::open("/dev/null").ok(),
-                full_line: full_line.into_boxed_slice(),
                 clock: Clock::new(),
                 timers: Timers::default(),
                 timeouts,
                 next_stats_at: stats_every.unwrap_or(NEVER),
                 stop_requested: false,
                 drain_until: None,
-                reject_log: LogLimit::per_second(),
-                accept_error_log: LogLimit::per_second(),
                 write_timeout_log: LogLimit::per_second(),
                 message_timeout_log: LogLimit::per_second(),
                 shared: Arc::new(Shared {
@@ -312,13 +282,15 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Starts accepting connections on `listener`.
-    pub fn add_listener(&mut self, mut listener: Listener) -> io::Result<()> {
-        let token = Source::Listener(self.core.listeners.len()).token();
-        self.core
-            .registry
-            .register(listener.socket_mut(), token, Interest::READABLE)?;
-        self.core.listeners.push(listener);
-        self.core.transports.add_listener();
+    pub fn add_listener(&mut self, listener: Listener) -> io::Result<()> {
+        self.add_entrance(listener, false)
+    }
+
+    fn add_entrance(&mut self, listener: Listener, tls: bool) -> io::Result<()> {
+        let core = &mut self.core;
+        let token = |index| Source::Listener(index).token();
+        core.acceptor.add(listener, tls, &core.registry, token)?;
+        core.transports.add_listener();
         Ok(())
     }
 
@@ -341,7 +313,7 @@ impl<H: Handler> Reactor<H> {
         listener: Listener,
         tls: crate::tls::TlsConfig,
     ) -> io::Result<()> {
-        self.add_listener(listener)?;
+        self.add_entrance(listener, true)?;
         self.core.transports.secure_last_listener(tls);
         Ok(())
     }
@@ -406,10 +378,9 @@ impl<H: Handler> Reactor<H> {
 
     /// The addresses of the listeners, in the order they were added.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.core
-            .listeners
-            .iter()
-            .map(Listener::local_addr)
+        let acceptor = &self.core.acceptor;
+        (0..acceptor.len())
+            .filter_map(|index| acceptor.local_addr(index))
             .collect()
     }
 
@@ -499,7 +470,7 @@ impl<H: Handler> Core<H> {
             self.drain_until = Some(timer::after(self.clock.tick(), ticks));
             // Closing the listeners first: no new connections (or datagrams) while the
             // others finish.
-            self.listeners.clear();
+            self.acceptor.close();
             self.transports.close_listeners();
             self.udp.clear();
             let received = match self.signal() {
@@ -556,9 +527,8 @@ impl<H: Handler> Core<H> {
         }
         let next = [
             self.timers.next().unwrap_or(NEVER),
-            self.accept_retry_at,
+            self.acceptor.next_deadline(),
             self.next_stats_at,
-            self.access_sweep_at,
             self.drain_until.unwrap_or(NEVER),
         ]
         .into_iter()
@@ -605,7 +575,7 @@ impl<H: Handler> Core<H> {
     }
 
     fn shut_down(&mut self) {
-        self.listeners.clear();
+        self.acceptor.close();
         self.transports.close_listeners();
         self.udp.clear();
         let ids: Vec<ConnId> = self

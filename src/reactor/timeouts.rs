@@ -70,15 +70,8 @@ impl<H: Handler> Core<H> {
                 None => {}
             }
         }
-        if self.accept_retry_at <= now {
-            self.accept_retry_at = NEVER;
+        if self.acceptor.on_time(now, &mut self.stats) {
             self.resume_listeners();
-        }
-        if self.access_sweep_at <= now {
-            self.access.expire(now);
-            self.stats.offenders = self.access.offenders() as u64;
-            self.access_sweep_at = NEVER;
-            self.plan_access_sweep();
         }
         if self.next_stats_at <= now {
             self.report_stats();
@@ -139,12 +132,7 @@ impl<H: Handler> Core<H> {
 
     /// Puts every listener on the resume list (accepting was paused).
     pub(super) fn resume_listeners(&mut self) {
-        self.accept_paused = false;
-        if self.spare_fd.is_none() {
-            // Lost when the process ran out of descriptors: shedding needs it back.
-            self.spare_fd = std::fs::File::open("/dev/null").ok();
-        }
-        self.resume
-            .extend((0..self.listeners.len()).map(Source::Listener));
+        let listeners = self.acceptor.resume();
+        self.resume.extend(listeners.map(Source::Listener));
     }
 }

@@ -146,8 +146,7 @@ impl<H: Handler> Core<H> {
 
     /// Tells the reactor's TLS listeners to read their certificate files again.
     pub(super) fn reload_tls(&mut self) {
-        let listeners = &self.listeners;
-        self.transports
-            .reload(|index| listeners.get(index).map(|l| l.local_addr()));
+        let acceptor = &self.acceptor;
+        self.transports.reload(|index| acceptor.local_addr(index));
     }
 }
