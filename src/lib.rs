@@ -67,6 +67,7 @@ mod timer;
 #[cfg(feature = "tls")]
 mod tls;
 mod transport;
+mod udp;
 
 pub use addr::{AddrError, HostPort};
 pub use auth::{Authenticator, Tokens, TokensError, MAX_TOKEN, MIN_TOKEN};

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mio::event::Event;
-use mio::{Events, Interest, Poll, Registry, Waker};
+use mio::{Events, Poll, Registry, Waker};
 use slab::Slab;
 
 use crate::acceptor::Acceptor;
@@ -43,6 +43,7 @@ use crate::log_limit::LogLimit;
 use crate::stats::Stats;
 use crate::timer::{self, Clock, Tick, Timers, NEVER};
 use crate::transport::Transports;
+use crate::udp::UdpSockets;
 
 mod accept;
 mod auth;
@@ -51,13 +52,11 @@ mod extras;
 mod handle;
 mod timeouts;
 mod tls;
-mod udp;
 
 use extras::Extras;
 pub use handle::Handle;
 pub(crate) use handle::Request;
 use handle::Shared;
-use udp::UdpEndpoint;
 
 /// Size of the read buffer shared by all connections: one read takes up to this much.
 const SCRATCH_SIZE: usize = 64 * 1024;
@@ -116,7 +115,7 @@ struct Core<H: Handler> {
     /// `Config::tls_handshake_timeout` in ticks.
     tls_ticks: Tick,
     tls_log: LogLimit,
-    udp: Vec<UdpEndpoint>,
+    udp: UdpSockets,
     /// Checks `AUTH` lines; `None`: connections need not authenticate.
     authenticator: Option<Box<dyn Authenticator>>,
     /// `Config::auth_timeout` in ticks.
@@ -124,8 +123,6 @@ struct Core<H: Handler> {
     /// Peer addresses and identities, by slab key.
     extras: Extras,
     auth_log: LogLimit,
-    /// The reply buffer handed to `Handler::on_datagram`, reused.
-    datagram_reply: Vec<u8>,
     conns: Slab<Conn<H::Session>>,
     generations: Generations,
     handler: H,
@@ -239,12 +236,11 @@ impl<H: Handler> Reactor<H> {
                 transports: Transports::new(),
                 tls_ticks,
                 tls_log: LogLimit::per_second(),
-                udp: Vec::new(),
+                udp: UdpSockets::default(),
                 authenticator: None,
                 auth_ticks,
                 extras: Extras::default(),
                 auth_log: LogLimit::per_second(),
-                datagram_reply: Vec::new(),
                 conns: Slab::new(),
                 generations: Generations::default(),
                 handler,
@@ -342,14 +338,10 @@ impl<H: Handler> Reactor<H> {
     /// address.
     pub fn add_udp(&mut self, socket: std::net::UdpSocket) -> io::Result<SocketAddr> {
         socket.set_nonblocking(true)?;
-        let mut endpoint = UdpEndpoint::new(mio::net::UdpSocket::from_std(socket));
-        let addr = endpoint.local_addr()?;
-        let token = Source::Udp(self.core.udp.len()).token();
-        self.core
-            .registry
-            .register(endpoint.socket_mut(), token, Interest::READABLE)?;
-        self.core.udp.push(endpoint);
-        Ok(addr)
+        let socket = mio::net::UdpSocket::from_std(socket);
+        let core = &mut self.core;
+        let token = |index| Source::Udp(index).token();
+        core.udp.add(socket, &core.registry, token)
     }
 
     /// Calls `report` with the counters, on the loop's thread, each time the stats line is
@@ -472,7 +464,7 @@ impl<H: Handler> Core<H> {
             // others finish.
             self.acceptor.close();
             self.transports.close_listeners();
-            self.udp.clear();
+            self.udp.close();
             let received = match self.signal() {
                 Some(name) => format!("received {name}: "),
                 None => String::new(),
@@ -490,6 +482,22 @@ impl<H: Handler> Core<H> {
         log::info!("stats: {}", self.stats);
         if let Some(report) = self.stats_reporter.as_mut() {
             report(&self.stats);
+        }
+    }
+
+    /// Serves UDP socket `index`; back on the resume list if its budget ran out.
+    fn serve_udp(&mut self, index: usize) {
+        let token = Source::Udp(index).token();
+        let (scratch, stats) = (&mut self.scratch, &mut self.stats);
+        if (self.udp).serve(
+            index,
+            &mut self.handler,
+            scratch,
+            stats,
+            &self.registry,
+            token,
+        ) {
+            self.resume.push(Source::Udp(index));
         }
     }
 
@@ -577,7 +585,7 @@ impl<H: Handler> Core<H> {
     fn shut_down(&mut self) {
         self.acceptor.close();
         self.transports.close_listeners();
-        self.udp.clear();
+        self.udp.close();
         let ids: Vec<ConnId> = self
             .conns
             .iter()
