@@ -58,6 +58,7 @@ mod conn_id;
 mod handler;
 mod listener;
 mod log_limit;
+mod output;
 pub mod proto;
 mod reactor;
 pub mod service;

@@ -20,7 +20,6 @@
 //! The poll timeout is the time to the nearest deadline: a connection's timeout (see
 //! [`crate::timer`]), the end of a drain, the next stats line, or an accept retry.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -40,6 +39,7 @@ use crate::conn_id::{ConnId, Generations, Source};
 use crate::handler::{Handler, Outbox};
 use crate::listener::Listener;
 use crate::log_limit::LogLimit;
+use crate::output::Output;
 use crate::stats::Stats;
 use crate::timer::{self, Clock, Tick, Timers, NEVER};
 use crate::transport::Transports;
@@ -49,6 +49,7 @@ mod accept;
 mod auth;
 mod drive;
 mod extras;
+mod flush;
 mod handle;
 mod timeouts;
 mod tls;
@@ -127,19 +128,11 @@ struct Core<H: Handler> {
     generations: Generations,
     handler: H,
     outbox: Outbox,
-    /// Connections with output queued and not yet flushed, oldest first; up to
-    /// `flush_budget` of them are written before each poll (each is on it once:
-    /// `Conn::flush_pending` says whether it is).
-    pending: VecDeque<ConnId>,
+    /// The pending list: connections to flush before the next poll.
+    output: Output,
     /// The connection just served left input to be handed back from the resume list: stop
     /// reading it for now.
     handed_back: bool,
-    /// Connections whose handler yielded ([`crate::Context::yield_rest`]): resumed once the
-    /// pending list has been flushed.
-    yielded: Vec<ConnId>,
-    /// True while mail is being delivered, so that a close inside delivery (which can create
-    /// more mail) adds to the queue instead of recursing.
-    delivering: bool,
     stats: Stats,
     /// Called with the counters whenever the stats line is logged.
     stats_reporter: Option<StatsReporter>,
@@ -225,6 +218,7 @@ impl<H: Handler> Reactor<H> {
             message: timer::ticks(config.message_timeout),
         };
         let stats_every = timer::ticks(config.stats_interval);
+        let output = Output::new(config.flush_budget);
         Ok(Reactor {
             poll,
             events,
@@ -245,10 +239,8 @@ impl<H: Handler> Reactor<H> {
                 generations: Generations::default(),
                 handler,
                 outbox: Outbox::new(water.high),
-                pending: VecDeque::new(),
+                output,
                 handed_back: false,
-                yielded: Vec::new(),
-                delivering: false,
                 stats: Stats::default(),
                 stats_reporter: None,
                 linger_limit,
@@ -530,7 +522,7 @@ impl<H: Handler> Core<H> {
     /// else until
     /// the nearest deadline.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.resume.is_empty() || !self.pending.is_empty() || self.outbox.unflushed {
+        if !self.resume.is_empty() || !self.output.is_empty() || self.outbox.unflushed {
             return Some(Duration::ZERO);
         }
         let next = [
@@ -594,7 +586,7 @@ impl<H: Handler> Core<H> {
         // Every connection is about to close: mail between them (a chat room telling all
         // the others of each departure) would be n² writes for nothing. Handlers still see
         // every close; what they send is dropped.
-        self.delivering = true;
+        self.output.begin_delivery();
         for id in ids {
             if self.is_live(id) {
                 self.close(id, CloseReason::Shutdown);
@@ -603,6 +595,6 @@ impl<H: Handler> Core<H> {
                 self.outbox.closes.clear();
             }
         }
-        self.delivering = false;
+        self.output.end_delivery();
     }
 }
