@@ -49,7 +49,7 @@
 mod acceptor;
 mod access;
 mod addr;
-mod auth;
+pub mod auth;
 mod buffer;
 mod close_reason;
 mod config;

@@ -147,6 +147,14 @@ impl Stage {
         }
     }
 
+    /// Lines other than `AUTH` answered at the door so far.
+    pub(crate) fn auth_misses(self) -> u8 {
+        match self {
+            Stage::Authenticating { misses, .. } => misses,
+            _ => 0,
+        }
+    }
+
     /// A line other than `AUTH` came to a connection at the door; returns how many have.
     pub(crate) fn missed_auth(&mut self) -> u8 {
         match self {

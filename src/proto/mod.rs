@@ -4,7 +4,6 @@
 //! [`crate::service`]) is the only code that touches sockets. That keeps every protocol
 //! testable with plain byte slices, fast and deterministic.
 
-pub mod auth;
 pub mod chat;
 pub mod echo;
 pub mod line;

@@ -34,10 +34,10 @@ impl<H: Handler> Core<H> {
         let now = self.clock.tick();
         // The handler hears of the connection once it is through the door: its TLS
         // handshake, then its AUTH line, when the listener and the reactor ask for them.
-        let stage = match (self.handshake_by(index, now), &self.authenticator) {
+        let stage = match (self.handshake_by(index, now), &self.door) {
             (Some(by), _) => Stage::Handshaking { by },
-            (None, Some(_)) => Stage::Authenticating {
-                by: timer::after(now, self.auth_ticks),
+            (None, Some(door)) => Stage::Authenticating {
+                by: timer::after(now, door.timeout),
                 misses: 0,
             },
             (None, None) => Stage::open(),

@@ -31,7 +31,7 @@ use mio::{Events, Poll, Registry, Waker};
 use slab::Slab;
 
 use crate::acceptor::Acceptor;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Door};
 use crate::close_reason::CloseReason;
 use crate::config::Config;
 use crate::conn::{Conn, Timeouts, Watermarks, SHORT_READ_DRAINS};
@@ -46,7 +46,7 @@ use crate::transport::Transports;
 use crate::udp::UdpSockets;
 
 mod accept;
-mod auth;
+mod door;
 mod drive;
 mod extras;
 mod flush;
@@ -117,9 +117,9 @@ struct Core<H: Handler> {
     tls_ticks: Tick,
     tls_log: LogLimit,
     udp: UdpSockets,
-    /// Checks `AUTH` lines; `None`: connections need not authenticate.
-    authenticator: Option<Box<dyn Authenticator>>,
-    /// `Config::auth_timeout` in ticks.
+    /// The `AUTH` exchange; `None`: connections need not authenticate.
+    door: Option<Door>,
+    /// `Config::auth_timeout` in ticks, for the door installed later.
     auth_ticks: Tick,
     /// Peer addresses and identities, by slab key.
     extras: Extras,
@@ -231,7 +231,7 @@ impl<H: Handler> Reactor<H> {
                 tls_ticks,
                 tls_log: LogLimit::per_second(),
                 udp: UdpSockets::default(),
-                authenticator: None,
+                door: None,
                 auth_ticks,
                 extras: Extras::default(),
                 auth_log: LogLimit::per_second(),
@@ -307,7 +307,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// Requires every connection to authenticate before the handler hears of it: its first
-    /// line must be `AUTH <token>`, which `authenticator` checks ([`crate::proto::auth`] has
+    /// line must be `AUTH <token>`, which `authenticator` checks ([`crate::auth::line`] has
     /// the exchange). Until then the reactor answers alone: `ERR auth required` to any other
     /// line, `ERR auth failed` and a close to a wrong token (counted toward the address's
     /// lockout, `Config::lockout_failures`), `OK NAME` to a good one, after which
@@ -322,7 +322,8 @@ impl<H: Handler> Reactor<H> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_authenticator(&mut self, authenticator: impl Authenticator + 'static) {
-        self.core.authenticator = Some(Box::new(authenticator));
+        let timeout = self.core.auth_ticks;
+        self.core.door = Some(Door::new(Box::new(authenticator), timeout));
     }
 
     /// Starts serving datagrams on `socket` (bound and non-blocking): each goes to

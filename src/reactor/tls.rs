@@ -86,8 +86,8 @@ impl<H: Handler> Core<H> {
         };
         let conn = &mut self.conns[id.key()];
         // A verified client certificate is authentication enough; otherwise tokens, if any.
-        if self.authenticator.is_some() && !certified {
-            let by = timer::after(self.clock.tick(), self.auth_ticks);
+        if let (Some(door), false) = (&self.door, certified) {
+            let by = timer::after(self.clock.tick(), door.timeout);
             conn.advance(|stage| stage.authenticate_by(by));
             // The heap holds the handshake deadline, which may be later (and `schedule`
             // assumes deadlines only move later).
