@@ -4,12 +4,12 @@
 //! session and hands it the input that followed the `AUTH` line. Until then the handler
 //! never hears of the connection, and its input is held to at most `MAX_AUTH_LINE` bytes.
 
-use super::Core;
+use super::Server;
 use crate::auth::Verdict;
 use crate::handler::Handler;
 use crate::ConnId;
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Server<H> {
     /// Reads the input of a connection at the door (it is in the input buffer): answers
     /// each line, and opens the session on a good token.
     pub(super) fn authenticate(&mut self, id: ConnId) {
@@ -19,7 +19,7 @@ impl<H: Handler> Core<H> {
         // One callback's worth of answers, sent together, as for a handler's.
         let held = self.conns[id.key()].output.held();
         self.outbox.begin(id, true, held);
-        let peer = self.extras.peer(id.key());
+        let peer = self.peers.peer(id.key());
         let locked = self.acceptor.is_locked(peer.ip(), self.clock.tick());
         loop {
             let conn = &mut self.conns[id.key()];
@@ -51,9 +51,9 @@ impl<H: Handler> Core<H> {
     /// A good token: the handler's session, then any input that came after the `AUTH` line.
     fn authenticated(&mut self, id: ConnId, name: String) {
         self.stats.auth_ok += 1;
-        let peer = self.extras.peer(id.key());
+        let peer = self.peers.peer(id.key());
         log::debug!("conn={id} peer={peer} authenticated as {name}");
-        self.extras.set_identity(id.key(), name);
+        self.peers.set_identity(id.key(), name);
         self.open_session(id, peer);
         self.finish_callback(id);
         if self.is_live(id) && !self.conns[id.key()].input.is_empty() {
@@ -65,7 +65,7 @@ impl<H: Handler> Core<H> {
     /// the address.
     fn auth_failed(&mut self, id: ConnId) {
         self.stats.auth_failures += 1;
-        let peer = self.extras.peer(id.key());
+        let peer = self.peers.peer(id.key());
         let clock = &self.clock;
         (self.acceptor).auth_failed(peer.ip(), &mut self.stats, clock);
         if let Some(count) = self.auth_log.hit(self.clock.now()) {

@@ -4,16 +4,17 @@
 
 use std::io;
 
-use super::{Core, Readiness};
+use super::Server;
 use crate::close_reason::CloseReason;
 use crate::conn::{Next, Stage};
 use crate::conn_id::{ConnId, Source};
+use crate::event_loop::Readiness;
 use crate::handler::{ConnView, Context, Handler};
 use crate::timer::{self, NEVER};
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Server<H> {
     /// Serves one readiness event (or a resumption) of a live connection.
-    pub(super) fn drive(&mut self, id: ConnId, ready: Readiness) {
+    pub(crate) fn drive(&mut self, id: ConnId, ready: Readiness) {
         self.handed_back = false;
         // Output first: room in the socket may lift throttling and let reading resume.
         if ready.writable && !self.flush(id) {
@@ -129,7 +130,7 @@ impl<H: Handler> Core<H> {
         let Some(session) = conn.session.as_mut() else {
             return;
         };
-        let view = super::extras::view(&self.extras, &self.transports, id.key());
+        let view = super::peers::view(&self.peers, &self.transports, id.key());
         let input = fresh.unwrap_or(conn.input.as_slice());
         self.outbox.begin(id, true, conn.output.held());
         let consumed = self
@@ -267,7 +268,7 @@ impl<H: Handler> Core<H> {
         self.outbox.begin(id, true, conn.output.held());
         // A connection that never authenticated has no session: nothing to tell.
         if let Some(session) = conn.session.as_mut() {
-            let view = super::extras::view(&self.extras, &self.transports, id.key());
+            let view = super::peers::view(&self.peers, &self.transports, id.key());
             self.handler.on_peer_closed(
                 &mut Context::new(&mut self.outbox, &self.stats).about(view),
                 session,
@@ -354,9 +355,9 @@ impl<H: Handler> Core<H> {
         // no deregister call needed.
         let conn = self.conns.remove(id.key());
         self.stats.count_close(reason);
-        self.acceptor.release(self.extras.peer(id.key()).ip());
+        self.acceptor.release(self.peers.peer(id.key()).ip());
         log::debug!("conn={id} closed: {reason}");
-        let identity = self.extras.forget(id.key());
+        let identity = self.peers.forget(id.key());
         // A clean close_notify only when nothing owed is being dropped: after lost output it
         // would tell the client the stream ended cleanly (a truncation attack's disguise),
         // so then the socket just closes.

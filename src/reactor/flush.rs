@@ -23,12 +23,12 @@ use std::io;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::Core;
+use super::Server;
 use crate::close_reason::CloseReason;
 use crate::conn_id::{ConnId, Source};
 use crate::handler::{Context, Handler, Letter};
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Server<H> {
     /// Writes queued output; false if that closed the connection.
     pub(super) fn flush(&mut self, id: ConnId) -> bool {
         if self.conns[id.key()].output.is_empty() {
@@ -133,7 +133,7 @@ impl<H: Handler> Core<H> {
     /// waiting (the rest next time round, after reading). Closes on the way may queue more; that joins the list, and a
     /// callback on the way may leave the handler holding batched work again, so the loop
     /// does not sleep then (see `poll_timeout`).
-    pub(super) fn flush_pending(&mut self) {
+    pub(crate) fn flush_pending(&mut self) {
         self.outbox.begin_unattached();
         self.handler
             .on_flush(&mut Context::new(&mut self.outbox, &self.stats));
@@ -177,7 +177,7 @@ impl<H: Handler> Core<H> {
     }
 
     fn drop_slow_reader(&mut self, id: ConnId) {
-        if let Some(count) = self.write_timeout_log.hit(self.clock.now()) {
+        if let Some(count) = self.slow_reader_log.hit(self.clock.now()) {
             log::info!(
                 "conn={id} dropped: a slow reader, over {} bytes behind ({count} such drops \
                  in the last second)",

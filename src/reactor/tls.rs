@@ -5,13 +5,13 @@
 
 use std::io;
 
-use super::Core;
+use super::Server;
 use crate::close_reason::CloseReason;
 use crate::conn_id::ConnId;
 use crate::handler::Handler;
 use crate::timer;
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Server<H> {
     /// Gives a connection accepted on a TLS listener its session; the handshake starts when
     /// the ClientHello arrives. False if the session could not be made (it is then closed).
     pub(super) fn start_transport(&mut self, id: ConnId, listener: usize) -> bool {
@@ -79,7 +79,7 @@ impl<H: Handler> Core<H> {
         );
         let certified = match handshake.identity {
             Some(name) => {
-                self.extras.set_identity(id.key(), name);
+                self.peers.set_identity(id.key(), name);
                 true
             }
             None => false,
@@ -145,7 +145,7 @@ impl<H: Handler> Core<H> {
     }
 
     /// Tells the reactor's TLS listeners to read their certificate files again.
-    pub(super) fn reload_tls(&mut self) {
+    pub(crate) fn reload_tls(&mut self) {
         let acceptor = &self.acceptor;
         self.transports.reload(|index| acceptor.local_addr(index));
     }

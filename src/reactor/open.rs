@@ -6,17 +6,17 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use super::Core;
+use super::Server;
 use crate::acceptor::Accepted;
 use crate::conn::{Conn, Stage, READ_INTEREST};
 use crate::conn_id::{ConnId, Source, MAX_KEY};
 use crate::handler::{Context, Handler};
 use crate::timer;
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Server<H> {
     /// Accepts from listener `index` until nothing waits, or the budget is spent (then it
     /// goes on the resume list, so established connections get their turn).
-    pub(super) fn accept(&mut self, index: usize) {
+    pub(crate) fn accept(&mut self, index: usize) {
         for _ in 0..self.config.accept_budget {
             match self
                 .acceptor
@@ -64,7 +64,7 @@ impl<H: Handler> Core<H> {
         self.stats.accepted += 1;
         self.stats.active += 1;
         entry.insert(Conn::new(stream, id.generation(), now, stage));
-        self.extras.opened(id.key(), peer);
+        self.peers.opened(id.key(), peer);
         log::trace!("conn={id} peer={peer} opened");
         if !self.start_transport(id, index) {
             return;
@@ -84,7 +84,7 @@ impl<H: Handler> Core<H> {
     /// session it returns.
     pub(super) fn open_session(&mut self, id: ConnId, peer: SocketAddr) {
         let conn = &mut self.conns[id.key()];
-        let view = super::extras::view(&self.extras, &self.transports, id.key());
+        let view = super::peers::view(&self.peers, &self.transports, id.key());
         let session = self.handler.on_open(
             &mut Context::new(&mut self.outbox, &self.stats).about(view),
             peer,
@@ -93,12 +93,12 @@ impl<H: Handler> Core<H> {
     }
 }
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Server<H> {
     /// By when a connection accepted on listener `index` must complete its TLS handshake;
     /// `None` on a plain listener.
     fn handshake_by(&self, index: usize, now: timer::Tick) -> Option<timer::Tick> {
         self.transports
             .is_tls_listener(index)
-            .then(|| timer::after(now, self.tls_ticks))
+            .then(|| timer::after(now, self.timeouts.handshake))
     }
 }

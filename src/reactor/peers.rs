@@ -9,7 +9,7 @@ use crate::handler::ConnView;
 use crate::transport::Transports;
 
 #[derive(Debug, Default)]
-pub(super) struct Extras {
+pub(super) struct Peers {
     peers: Vec<SocketAddr>,
     identities: Vec<Option<Box<str>>>,
 }
@@ -17,7 +17,7 @@ pub(super) struct Extras {
 /// The peer of a slot no connection has used yet (never read: every connection sets its own).
 const NO_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
-impl Extras {
+impl Peers {
     /// Connection `key` was accepted from `peer`.
     pub(super) fn opened(&mut self, key: usize, peer: SocketAddr) {
         if self.peers.len() <= key {
@@ -44,10 +44,10 @@ impl Extras {
 }
 
 /// What a handler may ask about open connection `key`.
-pub(super) fn view<'a>(extras: &'a Extras, transports: &'a Transports, key: usize) -> ConnView<'a> {
+pub(super) fn view<'a>(peers: &'a Peers, transports: &'a Transports, key: usize) -> ConnView<'a> {
     ConnView {
-        identity: extras.identities.get(key).and_then(Option::as_deref),
-        peer: Some(extras.peer(key)),
+        identity: peers.identities.get(key).and_then(Option::as_deref),
+        peer: Some(peers.peer(key)),
         tls: transports.info(key),
     }
 }
