@@ -19,7 +19,7 @@ use crate::error::BenchError;
 use crate::limits::preflight;
 use crate::message::Message;
 use crate::progress::Progress;
-use crate::report::{ConnectReport, RunId, ServerFigures};
+use crate::report::{ConnectReport, RunId, ServerFigures, TlsFigures};
 use crate::server::ServerProbe;
 use crate::stream::tls_config;
 
@@ -67,7 +67,10 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
         latency: echo.latencies.summary(),
         errors: echo.tally.total(),
         connects_failed: echo.tally.connect_failed,
-        tls: echo.tls_figures(),
+        tls: TlsFigures {
+            tls: args.tls.tls,
+            tls_version: echo.tls_version,
+        },
         errors_by_kind: echo.tally,
         server: ServerFigures::between(probe.as_ref(), before, after, connections),
     })

@@ -28,7 +28,6 @@ use crate::error::BenchError;
 use crate::failure::{Failure, FailureKind, Tally};
 use crate::latency::Latencies;
 use crate::message::Message;
-use crate::report::TlsFigures;
 use crate::stream::{Stream, TlsConfig};
 
 /// What a connection does after a round trip.
@@ -49,7 +48,7 @@ pub struct Echo {
     timeout: Duration,
     tls: Option<TlsConfig>,
     /// The TLS version the handshakes agreed on: one, "mixed", or none yet.
-    tls_version: Option<&'static str>,
+    pub tls_version: Option<String>,
     /// What a connection does after a round trip; latencies are recorded unless it idles.
     pub then: Next,
     /// Round trips timed (not those of connections being established).
@@ -86,19 +85,6 @@ impl Echo {
             failed_first: 0,
             dropped: 0,
         })
-    }
-
-    /// The message every round trip sends.
-    pub fn message(&self) -> &Message {
-        &self.message
-    }
-
-    /// Whether connections speak TLS, and the version their handshakes agreed on.
-    pub fn tls_figures(&self) -> TlsFigures {
-        TlsFigures {
-            tls: self.tls.is_some(),
-            tls_version: self.tls_version.map(str::to_string),
-        }
     }
 }
 
@@ -220,12 +206,13 @@ impl Client<Echo> {
     }
 }
 
-/// Adds the TLS version one handshake agreed on to what the earlier ones did.
-fn note_version(agreed: &mut Option<&'static str>, version: Option<&'static str>) {
-    match (*agreed, version) {
+/// Adds the TLS version one handshake (or one client process) agreed on to what the earlier
+/// ones did: one version, or "mixed".
+pub fn note_version(agreed: &mut Option<String>, version: Option<&str>) {
+    match (agreed.as_deref(), version) {
         (_, None) => {}
-        (None, Some(version)) => *agreed = Some(version),
-        (Some(seen), Some(version)) if seen != version => *agreed = Some("mixed"),
+        (None, Some(version)) => *agreed = Some(version.to_string()),
+        (Some(seen), Some(version)) if seen != version => *agreed = Some("mixed".to_string()),
         _ => {}
     }
 }

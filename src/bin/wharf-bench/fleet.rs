@@ -30,13 +30,12 @@ const EXIT_WAIT: Duration = Duration::from_secs(5);
 /// `target`: waits until every connection of every process is up, calls `at` with
 /// [`Step::Established`], lets them measure, calls `at` with [`Step::Measured`] while every
 /// connection is still open, then releases them. `at` is where the server is read. Returns
-/// their reports, which they must give within `report_within` of their release.
+/// their reports, which they must give within [`procs::close_within`] of their release.
 pub fn spread<T: DeserializeOwned>(
     target: &Target,
     connections: u64,
     procs: u32,
     (mode, duration): (&str, Duration),
-    report_within: Duration,
     mut at: impl FnMut(Step) -> Result<(), BenchError>,
 ) -> Result<Vec<T>, BenchError> {
     let mut fleet = Fleet::spawn(procs)?;
@@ -52,7 +51,7 @@ pub fn spread<T: DeserializeOwned>(
     at(Step::Measured)?;
     progress.finish();
     fleet.answer_all(Step::Measured)?;
-    fleet.reports(report_within)
+    fleet.reports(procs::close_within(connections))
 }
 
 /// One child, as the parent sees it.

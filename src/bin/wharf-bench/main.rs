@@ -13,7 +13,8 @@
 //! - `echo`, the round trips of `pingpong`, `hold` and `connect`, with `conn` (one
 //!   connection's I/O), `stream` (plain TCP or TLS under it), `tls` (the client's TLS
 //!   settings) and `tls_stream` (one TLS session, sans-IO; both feature `tls`), `message`
-//!   (the bytes and their check) and `establish` (paced connecting);
+//!   (the bytes and their check) and `session` (paced connecting, then the measured
+//!   interval of `pingpong` and `hold`, here or over client processes);
 //! - `chat/room` (the chat clients; `chat/line` their lines, sans-IO);
 //! - `udp` (the datagram flows).
 //!
@@ -32,7 +33,6 @@ mod connect;
 mod dial;
 mod echo;
 mod error;
-mod establish;
 mod failure;
 mod fleet;
 mod hold;
@@ -45,6 +45,7 @@ mod procs;
 mod progress;
 mod report;
 mod server;
+mod session;
 mod stream;
 mod sweep;
 mod sys;

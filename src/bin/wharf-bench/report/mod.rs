@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::cli::{Output, Target};
 use crate::error::BenchError;
@@ -145,10 +145,8 @@ impl ServerFigures {
     }
 }
 
-/// Whether a run spoke TLS, and what its handshakes agreed on (also read back from the
-/// reports of the client processes of a `--procs` run).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
+/// Whether a run spoke TLS, and what its handshakes agreed on.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TlsFigures {
     /// `--tls`: every connection made a full TLS handshake (the client resumes no session)
     /// before its first round trip.
@@ -159,21 +157,6 @@ pub struct TlsFigures {
 }
 
 impl TlsFigures {
-    /// The figures of a run spread over client processes, from theirs.
-    pub fn merged<'a>(tls: bool, versions: impl Iterator<Item = Option<&'a str>>) -> TlsFigures {
-        let mut agreed: Option<&str> = None;
-        for version in versions.flatten() {
-            agreed = match agreed {
-                Some(seen) if seen != version => Some("mixed"),
-                _ => Some(version),
-            };
-        }
-        TlsFigures {
-            tls,
-            tls_version: agreed.map(str::to_string),
-        }
-    }
-
     /// "TLS 1.3", or "TLS" before any handshake completed; `None` for plain TCP.
     fn name(&self) -> Option<String> {
         if !self.tls {
