@@ -71,8 +71,8 @@ pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
     let target = args.target();
     let conns = args.conns as usize;
     preflight(&target, conns as u64)?;
-    let probe = args.server_pid.map(ServerProbe::new).transpose()?;
-    let mut room = Room::new(Dialer::new(args.addr, args.src.as_ref()), conns)?;
+    let probe = ServerProbe::of(args.peer.server_pid)?;
+    let mut room = Room::new(Dialer::new(args.peer.addr, args.peer.src.as_ref()), conns)?;
 
     let join_secs = join(&mut room, args)?;
     let joined = room.scenario.census().ready;
@@ -90,7 +90,7 @@ pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
     let undelivered = sending.expected.saturating_sub(deliveries.received);
     let connection_errors = tally.total();
     Ok(ChatReport {
-        id: RunId::named("chat", args.addr, &args.output),
+        id: RunId::new("chat", &target),
         conns: conns as u64,
         joined: joined as u64,
         join_secs,
@@ -165,7 +165,7 @@ fn join(room: &mut Client<Room>, args: &ChatArgs) -> Result<f64, BenchError> {
             "no chat room formed at {addr}: {ready} of {conns} clients got into it (first \
              failure: {first}). Is a line chat server listening there, e.g. `wharf chat \
              --listen {addr}`? If clients were still joining, raise --timeout (now {secs} s)",
-            addr = args.addr,
+            addr = args.peer.addr,
             ready = census.ready,
             secs = args.timeout.as_secs_f64(),
         )));

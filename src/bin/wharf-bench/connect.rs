@@ -31,9 +31,9 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
     let target = &args.target;
     let concurrency = u64::from(args.concurrency);
     preflight(target, concurrency)?;
-    let tls = tls_config(&args.tls, target.addr)?;
-    let probe = target.server_pid.map(ServerProbe::new).transpose()?;
-    let dialer = Dialer::new(target.addr, target.src.as_ref());
+    let tls = tls_config(&args.tls, target.peer.addr)?;
+    let probe = ServerProbe::of(target.peer.server_pid)?;
+    let dialer = Dialer::new(target.peer.addr, target.peer.src.as_ref());
     let mut client = Echo::new(dialer, Message::probe(), target.timeout, tls)?;
     client.scenario.then = Next::Close;
 

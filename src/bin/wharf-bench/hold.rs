@@ -29,11 +29,11 @@ use crate::stream::tls_config;
 /// the whole `--duration`, before any closes.
 pub fn run(args: &HoldArgs) -> Result<HoldReport, BenchError> {
     // Read (and so checked) before any client process starts.
-    let tls = tls_config(&args.tls, args.target.addr)?;
+    let tls = tls_config(&args.tls, args.target.peer.addr)?;
     let plan = Plan::new(&args.spread, &args.target, u64::from(args.conns))?;
     let id = RunId::new("hold", &plan.target);
     let client_procs = plan.procs();
-    let probe = plan.target.server_pid.map(ServerProbe::new).transpose()?;
+    let probe = ServerProbe::of(plan.target.peer.server_pid)?;
     let before = Memory::sample(probe.as_ref())?;
     let mut holding = Memory::default();
     let mode = ("hold", args.duration);

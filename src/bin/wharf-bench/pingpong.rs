@@ -29,7 +29,7 @@ use crate::stream::{tls_config, TlsConfig};
 /// or as one of them.
 pub fn run(args: &PingpongArgs) -> Result<PingpongReport, BenchError> {
     // Read (and so checked) before any client process starts.
-    let tls = tls_config(&args.tls, args.target.addr)?;
+    let tls = tls_config(&args.tls, args.target.peer.addr)?;
     let plan = Plan::new(&args.spread, &args.target, u64::from(args.conns))?;
     measure(plan, &args.load, tls)
 }
@@ -55,7 +55,7 @@ fn measure(plan: Plan, load: &Load, tls: Option<TlsConfig>) -> Result<PingpongRe
     let id = RunId::new("pingpong", &plan.target);
     let (connections, client_procs) = (plan.connections, plan.procs());
     let child = matches!(plan.role, Role::Child(_));
-    let probe = plan.target.server_pid.map(ServerProbe::new).transpose()?;
+    let probe = ServerProbe::of(plan.target.peer.server_pid)?;
     let (mut before, mut after) = (None, None);
     let message = Message::new(load.size as usize, load.line);
     let size = message.size() as u64;

@@ -178,12 +178,12 @@ impl ChildOf {
     pub fn target(&self, target: &Target) -> Target {
         let mut target = target.clone();
         target.connect_pace = self.share(u64::from(target.connect_pace)).max(1) as u32;
-        if let Some(sources) = &mut target.src {
+        if let Some(sources) = &mut target.peer.src {
             let count = sources.0.len();
             let offset = (self.index - 1) as usize * count / self.procs as usize;
             sources.0.rotate_left(offset);
         }
-        target.server_pid = None;
+        target.peer.server_pid = None;
         target
     }
 }
@@ -288,11 +288,14 @@ mod tests {
             unreachable!("parsed a hold")
         };
         let second = ChildOf { index: 2, procs: 2 }.target(&args.target);
-        let sources = second.src.expect("sources").0;
+        let sources = second.peer.src.expect("sources").0;
         assert_eq!(sources.len(), 4, "every child uses every address");
         assert_eq!(sources[0].to_string(), "127.0.0.3");
         assert_eq!(second.connect_pace, 2, "5 = 3 + 2");
-        assert_eq!(second.server_pid, None, "only the parent probes the server");
+        assert_eq!(
+            second.peer.server_pid, None,
+            "only the parent probes the server"
+        );
     }
 
     #[test]

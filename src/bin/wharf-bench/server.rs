@@ -59,6 +59,11 @@ impl ServerProbe {
         Ok(probe)
     }
 
+    /// A probe of `--server-pid`, if it was given.
+    pub fn of(pid: Option<u32>) -> Result<Option<ServerProbe>, BenchError> {
+        pid.map(ServerProbe::new).transpose()
+    }
+
     /// The process id given (the root of the processes summed).
     pub fn pid(&self) -> u32 {
         self.pid

@@ -111,7 +111,7 @@ pub fn run(
         at(step)?;
         parent.as_mut().map_or(Ok(()), |parent| parent.reach(step))
     };
-    let dialer = Dialer::new(target.addr, target.src.as_ref());
+    let dialer = Dialer::new(target.peer.addr, target.peer.src.as_ref());
     let mut client = Echo::new(dialer, message, target.timeout, tls)?;
     let established = Instant::now();
     establish(&mut client, connections, u64::from(target.connect_pace))?;

@@ -39,7 +39,7 @@ pub fn run(args: &SweepArgs) -> Result<Vec<PingpongReport>, BenchError> {
         .output
         .label
         .clone()
-        .unwrap_or_else(|| args.target.addr.to_string());
+        .unwrap_or_else(|| args.target.peer.addr.to_string());
     let title = format!("pingpong {} B, {label}", args.load.size);
     plot::draw(
         &out.join("plot.svg"),

@@ -56,7 +56,7 @@ impl RunId {
             mode,
             label: target.output.label.clone(),
             scenario: target.output.scenario.clone(),
-            addr: target.addr.to_string(),
+            addr: target.peer.addr.to_string(),
         }
     }
 
