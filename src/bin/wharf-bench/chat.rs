@@ -90,7 +90,7 @@ pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
     let undelivered = sending.expected.saturating_sub(deliveries.received);
     let connection_errors = tally.total();
     Ok(ChatReport {
-        id: RunId::new("chat", &target),
+        id: RunId::new("chat", args.peer.addr, &args.output),
         conns: conns as u64,
         joined: joined as u64,
         join_secs,

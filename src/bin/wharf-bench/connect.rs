@@ -59,7 +59,7 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
     let echo = client.scenario;
     let connections = echo.latencies.len();
     Ok(ConnectReport {
-        id: RunId::new("connect", target),
+        id: RunId::new("connect", target.peer.addr, &target.output),
         concurrency,
         duration_s: elapsed.as_secs_f64(),
         connections,

@@ -31,7 +31,7 @@ pub fn run(args: &HoldArgs) -> Result<HoldReport, BenchError> {
     // Read (and so checked) before any client process starts.
     let tls = tls_config(&args.tls, args.target.peer.addr)?;
     let plan = Plan::new(&args.spread, &args.target, u64::from(args.conns))?;
-    let id = RunId::new("hold", &plan.target);
+    let id = RunId::new("hold", plan.target.peer.addr, &args.target.output);
     let client_procs = plan.procs();
     let probe = ServerProbe::of(plan.target.peer.server_pid)?;
     let before = Memory::sample(probe.as_ref())?;

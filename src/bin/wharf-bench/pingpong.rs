@@ -52,7 +52,7 @@ pub fn run_at(
 /// Pingpong as `plan` says. A client process of a `--procs` run gives its latency histogram
 /// in its report, for the parent to merge.
 fn measure(plan: Plan, load: &Load, tls: Option<TlsConfig>) -> Result<PingpongReport, BenchError> {
-    let id = RunId::new("pingpong", &plan.target);
+    let id = RunId::new("pingpong", plan.target.peer.addr, &plan.target.output);
     let (connections, client_procs) = (plan.connections, plan.procs());
     let child = matches!(plan.role, Role::Child(_));
     let probe = ServerProbe::of(plan.target.peer.server_pid)?;

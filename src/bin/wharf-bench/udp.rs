@@ -155,7 +155,7 @@ pub fn run(args: &UdpArgs) -> Result<UdpReport, BenchError> {
     let counts = client.scenario;
     let round_trips = counts.latencies.len();
     Ok(UdpReport {
-        id: RunId::named("udp", args.addr, &args.output),
+        id: RunId::new("udp", args.addr, &args.output),
         flows,
         size: size as u64,
         duration_s: seconds,

@@ -11,11 +11,13 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::cli::{Output, Target};
+use std::net::SocketAddr;
+
+use crate::cli::Output;
 use crate::error::BenchError;
 use crate::failure::Tally;
 use crate::latency::LatencySummary;
-use crate::server::{ServerCost, ServerProbe, ServerSample};
+use crate::server::{ServerProbe, ServerSample};
 
 mod chat;
 pub mod plot;
@@ -50,18 +52,8 @@ pub struct RunId {
 }
 
 impl RunId {
-    /// The identity of a `mode` run against `target`.
-    pub fn new(mode: &'static str, target: &Target) -> RunId {
-        RunId {
-            mode,
-            label: target.output.label.clone(),
-            scenario: target.output.scenario.clone(),
-            addr: target.peer.addr.to_string(),
-        }
-    }
-
-    /// The identity of a `mode` run against `addr`, for modes without a [`Target`].
-    pub fn named(mode: &'static str, addr: std::net::SocketAddr, output: &Output) -> RunId {
+    /// The identity of a `mode` run against `addr`, named as `output` says.
+    pub fn new(mode: &'static str, addr: SocketAddr, output: &Output) -> RunId {
         RunId {
             mode,
             label: output.label.clone(),
@@ -97,18 +89,6 @@ pub struct ServerFigures {
 }
 
 impl ServerFigures {
-    /// Figures of server `pid` from its CPU `cost` and its sample at the end.
-    pub fn measured(pid: u32, cost: ServerCost, end: &ServerSample) -> ServerFigures {
-        ServerFigures {
-            server_pid: Some(pid),
-            server_procs: Some(end.processes),
-            server_user_ns_per_op: Some(cost.user_ns_per_op),
-            server_sys_ns_per_op: Some(cost.sys_ns_per_op),
-            server_cpu_ns_per_op: cost.cpu_ns_per_op,
-            server_rss_bytes: Some(end.rss_bytes),
-        }
-    }
-
     /// Figures of the server `probe` reads, from its samples at the two ends of an interval
     /// of `ops` operations; all `null` without a probe.
     pub fn between(
@@ -118,9 +98,7 @@ impl ServerFigures {
         ops: u64,
     ) -> ServerFigures {
         match (probe, before, after) {
-            (Some(probe), Some(before), Some(after)) => {
-                ServerFigures::measured(probe.pid(), probe.cost(&before, &after, ops), &after)
-            }
+            (Some(probe), Some(before), Some(after)) => probe.figures(&before, &after, ops),
             _ => ServerFigures::default(),
         }
     }
