@@ -62,6 +62,12 @@ impl Flows {
             self.first_error = Some(what);
         }
     }
+
+    /// A send or a receive failed.
+    fn socket_error(&mut self, what: String) {
+        self.socket_errors += 1;
+        self.error(what);
+    }
 }
 
 impl Scenario for Flows {
@@ -188,18 +194,14 @@ fn send_next(counts: &mut Flows, flow: &mut Flow, index: usize, now: Instant) {
     flow.seq += 1;
     fill(&mut flow.expected, index, flow.seq);
     flow.sent_at = now;
-    match flow.socket.send(&flow.expected) {
-        Ok(n) if n == flow.expected.len() => flow.sent = true,
-        Ok(n) => {
-            flow.sent = false;
-            counts.socket_errors += 1;
-            counts.error(format!("sent {n} of {} bytes", flow.expected.len()));
-        }
-        Err(error) => {
-            flow.sent = false;
-            counts.socket_errors += 1;
-            counts.error(format!("send: {error}"));
-        }
+    let failed = match flow.socket.send(&flow.expected) {
+        Ok(n) if n == flow.expected.len() => None,
+        Ok(n) => Some(format!("sent {n} of {} bytes", flow.expected.len())),
+        Err(error) => Some(format!("send: {error}")),
+    };
+    flow.sent = failed.is_none();
+    if let Some(what) = failed {
+        counts.socket_error(what);
     }
 }
 
@@ -213,8 +215,7 @@ fn receive(counts: &mut Flows, flow: &mut Flow, index: usize, scratch: &mut [u8]
             Err(error) => {
                 // For example ECONNREFUSED from an ICMP port unreachable: the datagram in
                 // flight is left to the loss timeout.
-                counts.socket_errors += 1;
-                counts.error(format!("receive: {error}"));
+                counts.socket_error(format!("receive: {error}"));
                 continue;
             }
         };
