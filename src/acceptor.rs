@@ -94,7 +94,7 @@ impl Acceptor {
             paused: false,
             retry_at: NEVER,
             sweep_at: NEVER,
-            spare_fd: File::open("/dev/null").ok(),
+            spare_fd: spare_descriptor(),
             drain: Vec::new(),
             access_log: LogLimit::per_second(),
             reject_log: LogLimit::per_second(),
@@ -245,7 +245,7 @@ impl Acceptor {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Shed::QueueEmpty,
             Err(_) => Shed::Failed,
         };
-        self.spare_fd = File::open("/dev/null").ok();
+        self.spare_fd = spare_descriptor();
         shed
     }
 
@@ -361,7 +361,7 @@ impl Acceptor {
         self.paused = false;
         if self.spare_fd.is_none() {
             // Lost when the process ran out of descriptors: shedding needs it back.
-            self.spare_fd = File::open("/dev/null").ok();
+            self.spare_fd = spare_descriptor();
         }
         0..self.entrances.len()
     }
@@ -415,6 +415,11 @@ impl Acceptor {
         }
         false
     }
+}
+
+/// A descriptor to hold in reserve (see `Acceptor::spare_fd`).
+fn spare_descriptor() -> Option<File> {
+    File::open("/dev/null").ok()
 }
 
 /// What shedding a waiting connection came to.
