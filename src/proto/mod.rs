@@ -1,4 +1,4 @@
-//! The built-in protocols, each in one file with its handler: [`echo`], [`line`] (line
+//! The built-in protocols, each in one file with its handler: [`echo`], [`line`](mod@line) (line
 //! echo and the line framing others use) and [`chat`]. The protocol is a sans-IO state
 //! machine (fed bytes, asked for bytes, never a socket), and the handler wires it to a
 //! reactor's [`Context`](crate::Context); [`crate::service`] names the handlers.
