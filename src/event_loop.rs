@@ -33,86 +33,12 @@ use std::time::Duration;
 
 use mio::event::Event;
 
-use crate::conn::SHORT_READ_DRAINS;
 use crate::conn_id::Source;
-use crate::handle::{Request, Requests};
+use crate::handle::Request;
 use crate::handler::Handler;
-use crate::reactor::{Reactor, Server};
+use crate::reactor::{Control, Reactor, Readiness, Server};
 use crate::stats::Stats;
-use crate::timer::{self, Tick, NEVER};
-
-/// What [`Reactor::set_stats_reporter`] installed.
-pub(crate) type StatsReporter = Box<dyn FnMut(&Stats) + Send>;
-
-/// The loop's own state: what handles asked for, and what it does on its own timers.
-pub(crate) struct Control {
-    pub(crate) requests: Arc<Requests>,
-    /// A stop was asked for (and logged).
-    stop_requested: bool,
-    /// Set while draining: when the drain gives up.
-    drain_until: Option<Tick>,
-    drain_timeout: Duration,
-    /// The stats line: when next, and how often ([`NEVER`]: only when asked).
-    next_stats_at: Tick,
-    stats_every: Option<Tick>,
-    /// Called with the counters whenever the stats line is logged.
-    pub(crate) stats_reporter: Option<StatsReporter>,
-}
-
-impl Control {
-    pub(crate) fn new(
-        requests: Arc<Requests>,
-        stats_interval: Option<Duration>,
-        drain_timeout: Duration,
-    ) -> Control {
-        let stats_every = timer::ticks(stats_interval);
-        Control {
-            requests,
-            stop_requested: false,
-            drain_until: None,
-            drain_timeout,
-            next_stats_at: stats_every.unwrap_or(NEVER),
-            stats_every,
-            stats_reporter: None,
-        }
-    }
-}
-
-/// What one poller event says about a connection.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Readiness {
-    pub(crate) readable: bool,
-    pub(crate) writable: bool,
-    /// A short read does not prove the socket drained (the end of stream, an error or urgent
-    /// data is flagged): read until `WouldBlock`.
-    pub(crate) read_to_would_block: bool,
-    /// Resumed, not an event: input left buffered while the output was backlogged is handed
-    /// to the handler again first.
-    pub(crate) redeliver: bool,
-}
-
-impl Readiness {
-    fn from_event(event: &Event) -> Readiness {
-        let error = event.is_error();
-        Readiness {
-            readable: event.is_readable() || event.is_read_closed() || error,
-            writable: event.is_writable() || event.is_write_closed() || error,
-            read_to_would_block: event.is_read_closed()
-                || error
-                || event.is_priority()
-                || !SHORT_READ_DRAINS,
-            redeliver: false,
-        }
-    }
-
-    /// Serving a connection from the resume list: read until `WouldBlock`.
-    pub(crate) const RESUME: Readiness = Readiness {
-        readable: true,
-        writable: false,
-        read_to_would_block: true,
-        redeliver: true,
-    };
-}
+use crate::timer::{self, NEVER};
 
 impl<H: Handler> Reactor<H> {
     /// Runs the loop until [`Handle::stop`](crate::Handle::stop) or

@@ -203,7 +203,17 @@ impl Handle {
     /// [`Reactor::run`](crate::Reactor::run): the handlers stay installed for the life of the process (a second
     /// call adds a second set), so this is for a program whose main loop is this reactor.
     pub fn install_signal_handlers(&self) -> io::Result<()> {
-        crate::sys::signal::install(self)
+        use crate::sys::signal::{self, Asked};
+        let handle = self.clone();
+        signal::install(move |signal, asked| {
+            let request = match asked {
+                Asked::Drain => Request::Drain,
+                Asked::Stop => Request::Stop,
+                Asked::LogStats => Request::LogStats,
+                Asked::Reload => Request::Reload,
+            };
+            handle.request_from_signal(signal, request);
+        })
     }
 
     fn request(&self, request: Request) {

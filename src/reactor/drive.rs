@@ -4,13 +4,50 @@
 
 use std::io;
 
+use mio::event::Event;
+
 use super::Server;
 use crate::close_reason::CloseReason;
-use crate::conn::{Next, Stage};
+use crate::conn::{Next, Stage, SHORT_READ_DRAINS};
 use crate::conn_id::{ConnId, Source};
-use crate::event_loop::Readiness;
 use crate::handler::{ConnView, Context, Handler};
 use crate::timer::{self, NEVER};
+
+/// What one poller event says about a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Readiness {
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    /// A short read does not prove the socket drained (the end of stream, an error or urgent
+    /// data is flagged): read until `WouldBlock`.
+    pub(crate) read_to_would_block: bool,
+    /// Resumed, not an event: input left buffered while the output was backlogged is handed
+    /// to the handler again first.
+    pub(crate) redeliver: bool,
+}
+
+impl Readiness {
+    pub(crate) fn from_event(event: &Event) -> Readiness {
+        let error = event.is_error();
+        Readiness {
+            readable: event.is_readable() || event.is_read_closed() || error,
+            writable: event.is_writable() || event.is_write_closed() || error,
+            read_to_would_block: event.is_read_closed()
+                || error
+                || event.is_priority()
+                || !SHORT_READ_DRAINS,
+            redeliver: false,
+        }
+    }
+
+    /// Serving a connection from the resume list: read until `WouldBlock`.
+    pub(crate) const RESUME: Readiness = Readiness {
+        readable: true,
+        writable: false,
+        read_to_would_block: true,
+        redeliver: true,
+    };
+}
 
 impl<H: Handler> Server<H> {
     /// Serves one readiness event (or a resumption) of a live connection.

@@ -13,6 +13,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mio::{Events, Poll, Registry, Waker};
 use slab::Slab;
@@ -23,7 +24,6 @@ use crate::close_reason::CloseReason;
 use crate::config::Config;
 use crate::conn::{Conn, Timeouts, Watermarks};
 use crate::conn_id::{ConnId, Generations, Source};
-use crate::event_loop::Control;
 use crate::handle::{Handle, Requests};
 use crate::handler::{Handler, Outbox};
 use crate::listener::Listener;
@@ -42,6 +42,7 @@ mod peers;
 mod timeouts;
 mod tls;
 
+pub(crate) use drive::Readiness;
 use peers::Peers;
 
 /// Size of the read buffer shared by all connections: one read takes up to this much.
@@ -87,6 +88,43 @@ pub struct Reactor<H: Handler> {
     pub(crate) events: Events,
     pub(crate) control: Control,
     pub(crate) server: Server<H>,
+}
+
+/// What [`Reactor::set_stats_reporter`] installed.
+pub(crate) type StatsReporter = Box<dyn FnMut(&Stats) + Send>;
+
+/// The loop's own state ([`crate::event_loop`] acts on it): what handles asked for, and what it does on its own timers.
+pub(crate) struct Control {
+    pub(crate) requests: Arc<Requests>,
+    /// A stop was asked for (and logged).
+    pub(crate) stop_requested: bool,
+    /// Set while draining: when the drain gives up.
+    pub(crate) drain_until: Option<Tick>,
+    pub(crate) drain_timeout: Duration,
+    /// The stats line: when next, and how often ([`NEVER`]: only when asked).
+    pub(crate) next_stats_at: Tick,
+    pub(crate) stats_every: Option<Tick>,
+    /// Called with the counters whenever the stats line is logged.
+    pub(crate) stats_reporter: Option<StatsReporter>,
+}
+
+impl Control {
+    pub(crate) fn new(
+        requests: Arc<Requests>,
+        stats_interval: Option<Duration>,
+        drain_timeout: Duration,
+    ) -> Control {
+        let stats_every = timer::ticks(stats_interval);
+        Control {
+            requests,
+            stop_requested: false,
+            drain_until: None,
+            drain_timeout,
+            next_stats_at: stats_every.unwrap_or(NEVER),
+            stats_every,
+            stats_reporter: None,
+        }
+    }
 }
 
 /// Everything the loop serves: the components, the handler, the counters. Apart from the

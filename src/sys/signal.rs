@@ -12,35 +12,48 @@ use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
-use crate::handle::{Handle, Request};
+/// What a signal asks of the reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asked {
+    /// The first SIGINT or SIGTERM.
+    Drain,
+    /// Any later SIGINT or SIGTERM.
+    Stop,
+    /// SIGUSR1.
+    LogStats,
+    /// SIGHUP.
+    Reload,
+}
 
 /// SIGINT and SIGTERM: the first drains, any later one stops. SIGUSR1: log the counters.
-/// SIGHUP: reload the TLS certificates.
-pub(crate) fn install(handle: &Handle) -> io::Result<()> {
+/// SIGHUP: reload the TLS certificates. `ask` runs inside the signal handler, with the
+/// signal and what it asks: it must be async-signal-safe (atomics, a write to an eventfd;
+/// no allocation, lock or log).
+pub(crate) fn install<F>(ask: F) -> io::Result<()>
+where
+    F: Fn(i32, Asked) + Clone + Send + Sync + 'static,
+{
     let terminations = Arc::new(AtomicUsize::new(0));
     for signal in [SIGINT, SIGTERM] {
-        let handle = handle.clone();
+        let ask = ask.clone();
         let terminations = Arc::clone(&terminations);
         let action = move || {
-            let request = if terminations.fetch_add(1, Ordering::SeqCst) == 0 {
-                Request::Drain
+            let asked = if terminations.fetch_add(1, Ordering::SeqCst) == 0 {
+                Asked::Drain
             } else {
-                Request::Stop
+                Asked::Stop
             };
-            handle.request_from_signal(signal, request);
+            ask(signal, asked);
         };
-        // SAFETY: the action only updates atomics and writes to mio's eventfd waker, all
+        // SAFETY: the action only updates atomics and calls `ask`, which the caller keeps
         // async-signal-safe; it allocates, locks and logs nothing.
         unsafe { signal_hook::low_level::register(signal, action) }?;
     }
-    let stats_handle = handle.clone();
-    let action = move || stats_handle.request_from_signal(SIGUSR1, Request::LogStats);
-    // SAFETY: as above.
-    unsafe { signal_hook::low_level::register(SIGUSR1, action) }?;
-    let handle = handle.clone();
-    let action = move || handle.request_from_signal(SIGHUP, Request::Reload);
-    // SAFETY: as above.
-    unsafe { signal_hook::low_level::register(SIGHUP, action) }?;
+    for (signal, asked) in [(SIGUSR1, Asked::LogStats), (SIGHUP, Asked::Reload)] {
+        let ask = ask.clone();
+        // SAFETY: as above.
+        unsafe { signal_hook::low_level::register(signal, move || ask(signal, asked)) }?;
+    }
     Ok(())
 }
 
