@@ -1,9 +1,10 @@
 //! `wharf`: the server binary. Parses the command line into a [`Config`] and listeners, and
-//! runs one reactor on this, its only, thread. Signals become requests to the reactor
-//! ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a second one stops
-//! at once), SIGUSR1 logs the counters, SIGHUP reloads the TLS certificate. With
-//! `--workers N`, this process is the parent of N such servers, each in a process of its own
-//! ([`workers`]).
+//! runs one reactor on this thread, which serves every connection. Signals become requests to
+//! the reactor ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a
+//! second one stops at once), SIGUSR1 logs the counters, SIGHUP reloads the TLS certificate.
+//! With `--workers N`, this process is the parent of N such servers, each in a process of its
+//! own ([`workers`]); a worker has one more thread, which only answers its parent's requests
+//! for counters.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -93,6 +94,12 @@ fn serve<H: Handler>(
     nodelay_by_default: bool,
     config: Config,
 ) -> Result<(), Box<dyn Error>> {
+    // Taken first, before this process opens anything of its own.
+    let stats_channel = args
+        .worker_stats_fd
+        .map(sys::inherited_socket)
+        .transpose()
+        .map_err(|e| format!("cannot use the stats channel from the parent: {e}"))?;
     let tokens = protect::tokens(args)?;
     protect::check(mode, args, tokens.is_some())?;
     let options = args.listen_options(nodelay_by_default);
@@ -139,6 +146,10 @@ fn serve<H: Handler>(
     for socket in udp_sockets {
         let addr = reactor.add_udp(socket)?;
         eprintln!("wharf: listening on {addr} (udp)");
+    }
+    if let Some(channel) = stats_channel {
+        workers::answer_requests(channel, reactor.handle())
+            .map_err(|e| format!("cannot start the stats thread: {e}"))?;
     }
     if args.worker_id.is_some() {
         workers::announce_ready(); // the parent says `listening on` once all workers serve

@@ -14,10 +14,15 @@
 //!   exits when the last worker has drained: 0 if every one stopped cleanly;
 //! - starts a new worker when one dies, after a back-off that doubles while workers keep
 //!   dying young, so a crash loop cannot spin the CPU;
-//! - relays each worker's stderr ([`relay`]), and sums the workers' `stats:` lines ([`stats`])
-//!   into one line of its own on SIGUSR1 and every `--stats-interval`.
+//! - relays each worker's stderr ([`relay`]);
+//! - on SIGUSR1 and every `--stats-interval`, asks every worker for its counters over a Unix
+//!   socket of their own ([`channel`], a format of its own whatever `RUST_LOG` says), and
+//!   sums the answers into one `stats:` line ([`stats`]).
 //!
-//! The parent uses threads (one for signals, one stderr relay per worker); workers never do.
+//! The parent uses threads: one for signals, and per worker one stderr relay and one reader
+//! of its stats channel. A worker runs one thread besides its reactor's: the `stats` thread,
+//! which blocks on its end of the stats channel and asks the reactor for its counters through
+//! a [`wharf::Handle`]; every connection stays on the reactor thread (see [`channel`]).
 //! Workers are started from the main thread only, because the death signal that stops a
 //! worker when its parent dies fires when the *thread* that started it ends.
 
@@ -27,10 +32,12 @@ use std::thread;
 use crate::cli::{Mode, Workers};
 
 mod backoff;
+mod channel;
 mod relay;
 mod stats;
 mod supervisor;
 
+pub use channel::answer_requests;
 pub use relay::announce_ready;
 
 use supervisor::Supervisor;
