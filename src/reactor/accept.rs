@@ -9,7 +9,7 @@ use mio::net::TcpStream;
 
 use super::Core;
 use crate::access::Refusal;
-use crate::conn::{Conn, READ_INTEREST};
+use crate::conn::{Conn, Stage, READ_INTEREST};
 use crate::conn_id::{ConnId, Source, MAX_KEY};
 use crate::handler::{Context, Handler};
 use crate::timer;
@@ -169,6 +169,17 @@ impl<H: Handler> Core<H> {
     }
 
     pub(super) fn open(&mut self, index: usize, mut stream: TcpStream, peer: SocketAddr) {
+        let now = self.clock.tick();
+        // The handler hears of the connection once it is through the door: its TLS
+        // handshake, then its AUTH line, when the listener and the reactor ask for them.
+        let stage = match (self.handshake_by(index, now), &self.authenticator) {
+            (Some(by), _) => Stage::Handshaking { by },
+            (None, Some(_)) => Stage::Authenticating {
+                by: timer::after(now, self.auth_ticks),
+                misses: 0,
+            },
+            (None, None) => Stage::open(),
+        };
         let entry = self.conns.vacant_entry();
         if entry.key() > MAX_KEY {
             // Four billion connections: drop the new one rather than alias a token.
@@ -198,13 +209,7 @@ impl<H: Handler> Core<H> {
         }
         self.stats.accepted += 1;
         self.stats.active += 1;
-        let now = self.clock.tick();
-        // With authentication on, the handler hears of the connection once it authenticates.
-        let input_by = match self.authenticator {
-            Some(_) => timer::after(now, self.auth_ticks),
-            None => timer::NEVER,
-        };
-        entry.insert(Conn::new(stream, id.generation(), now, input_by));
+        entry.insert(Conn::new(stream, id.generation(), now, stage));
         if self.access.counts() {
             if self.peer_ips.len() <= id.key() {
                 self.peer_ips.resize(id.key() + 1, None);
@@ -218,8 +223,7 @@ impl<H: Handler> Core<H> {
         }
         let held = self.conns[id.key()].output.held();
         self.outbox.begin(id, true, held);
-        // The handler waits for the TLS handshake and for authentication, if any.
-        if self.authenticator.is_none() && !self.extras.is_tls(id.key()) {
+        if !stage.at_the_door() {
             self.open_session(id, peer);
         }
         self.finish_callback(id);
@@ -237,11 +241,25 @@ impl<H: Handler> Core<H> {
             &mut Context::new(&mut self.outbox, &self.stats).about(view),
             peer,
         );
-        conn.session = Some(session);
+        conn.open_session(session);
     }
 }
 
 impl<H: Handler> Core<H> {
+    /// By when a connection accepted on listener `index` must complete its TLS handshake;
+    /// `None` on a plain listener.
+    fn handshake_by(&self, index: usize, now: timer::Tick) -> Option<timer::Tick> {
+        #[cfg(feature = "tls")]
+        return self
+            .is_tls_listener(index)
+            .then(|| timer::after(now, self.tls_ticks));
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (index, now);
+            None
+        }
+    }
+
     fn is_tls_listener(&self, index: usize) -> bool {
         #[cfg(feature = "tls")]
         return self.listener_tls.get(index).is_some_and(Option::is_some);

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 
 use super::Core;
-use crate::close_reason::CloseReason;
 use crate::handler::Handler;
 use crate::proto::auth::{first_line, ok_line, AuthStep, AUTH_FAILED, AUTH_REQUIRED};
 use crate::ConnId;
@@ -29,8 +28,7 @@ impl<H: Handler> Core<H> {
                     // Each such line costs the server a reply: a client that keeps sending
                     // them (a stream of newlines would make 18 bytes out of each byte in)
                     // is closed after a few.
-                    conn.auth_misses = conn.auth_misses.saturating_add(1);
-                    if conn.auth_misses >= MAX_LINES_BEFORE_AUTH {
+                    if conn.missed_auth() >= MAX_LINES_BEFORE_AUTH {
                         return self.close_unauthenticated(id);
                     }
                     continue;
@@ -67,7 +65,6 @@ impl<H: Handler> Core<H> {
         log::debug!("conn={id} peer={peer} authenticated as {name}");
         self.outbox.reply.extend_from_slice(&ok_line(&name));
         self.extras.set_identity(id.key(), name);
-        self.conns[id.key()].input_by = crate::timer::NEVER;
         self.open_session(id, peer);
         self.finish_callback(id);
         if self.is_live(id) && !self.conns[id.key()].input.is_empty() {
@@ -111,28 +108,6 @@ impl<H: Handler> Core<H> {
     fn close_unauthenticated(&mut self, id: ConnId) {
         self.outbox.close_current = true;
         self.finish_callback(id);
-    }
-
-    /// An unauthenticated connection timed out: closed without a word (it may not even
-    /// speak the protocol), and the handler never heard of it.
-    pub(super) fn auth_timed_out(&mut self, id: ConnId) {
-        #[cfg(feature = "tls")]
-        if self
-            .extras
-            .tls(id.key())
-            .is_some_and(|tls| tls.is_handshaking())
-        {
-            log::debug!(
-                "conn={id} closed: no TLS handshake within {:?}",
-                self.config.tls_handshake_timeout
-            );
-            return self.close(id, CloseReason::HandshakeTimeout);
-        }
-        log::debug!(
-            "conn={id} closed: did not authenticate within {:?}",
-            self.config.auth_timeout
-        );
-        self.close(id, CloseReason::AuthTimeout);
     }
 
     /// Makes sure the access tables are swept while they remember anything.

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use super::{Core, Readiness};
 use crate::close_reason::CloseReason;
-use crate::conn::{settle, Next, Phase};
+use crate::conn::{Next, Stage};
 use crate::conn_id::{ConnId, Source};
 use crate::handler::{ConnView, Context, Handler, Letter};
 use crate::timer::{self, NEVER};
@@ -40,12 +40,13 @@ impl<H: Handler> Core<H> {
             return;
         }
         let conn = &self.conns[id.key()];
-        if conn.phase == Phase::Finishing {
+        if conn.stage() == Stage::Finishing {
             // Its turn (resumed), or room again for the output that held it up.
             if ready.redeliver || (ready.writable && conn.output.held() <= self.water.low) {
                 self.finish_input(id);
             }
-        } else if ready.readable && conn.phase.reads() && (!ready.redeliver || self.redeliver(id)) {
+        } else if ready.readable && conn.stage().reads() && (!ready.redeliver || self.redeliver(id))
+        {
             self.read_input(id, ready.read_to_would_block);
         }
         if self.is_live(id) {
@@ -57,7 +58,7 @@ impl<H: Handler> Core<H> {
     /// handed back before anything new is read. False if it cannot read on now.
     fn redeliver(&mut self, id: ConnId) -> bool {
         let conn = &self.conns[id.key()];
-        if conn.phase == Phase::Open && conn.session.is_some() && !conn.input.is_empty() {
+        if matches!(conn.stage(), Stage::Open { .. }) && !conn.input.is_empty() {
             self.deliver_buffered(id);
         }
         let yielded = std::mem::take(&mut self.handed_back);
@@ -67,7 +68,7 @@ impl<H: Handler> Core<H> {
     /// Whether reading may go on: the phase reads and the output is within the limit.
     fn reads_on(&self, id: ConnId) -> bool {
         let conn = &self.conns[id.key()];
-        conn.phase.reads() && conn.output.held() <= self.water.high
+        conn.stage().reads() && conn.output.held() <= self.water.high
     }
 
     /// Writes queued output; false if that closed the connection.
@@ -92,7 +93,7 @@ impl<H: Handler> Core<H> {
         let mut budget = self.config.read_budget;
         loop {
             let conn = &mut self.conns[id.key()];
-            let lingering = conn.phase == Phase::Lingering;
+            let lingering = matches!(conn.stage(), Stage::Lingering { .. });
             let n = match conn.read(&mut self.scratch, self.clock.tick()) {
                 Ok(0) if lingering => return self.close(id, CloseReason::Closed),
                 Ok(0) => return self.end_of_stream(id),
@@ -101,8 +102,7 @@ impl<H: Handler> Core<H> {
                 Err(error) => return self.close(id, CloseReason::from_error(&error)),
             };
             if lingering {
-                conn.discarded = conn.discarded.saturating_add(n as u32);
-                if conn.discarded > self.linger_limit {
+                if !conn.discard(n, self.linger_limit) {
                     return self.close(id, CloseReason::Closed);
                 }
             } else {
@@ -145,7 +145,7 @@ impl<H: Handler> Core<H> {
     /// Hands `fresh` bytes to the handler, or to authentication while it is pending.
     pub(super) fn deliver_bytes(&mut self, id: ConnId, fresh: &[u8]) {
         let conn = &mut self.conns[id.key()];
-        if conn.session.is_none() {
+        if conn.stage().at_the_door() {
             conn.input.extend(fresh);
             return self.authenticate(id);
         }
@@ -196,18 +196,20 @@ impl<H: Handler> Core<H> {
         // is never taken for a slowloris).
         let waiting = !conn.input.is_empty();
         if !waiting || consumed > 0 {
-            conn.input_by = NEVER;
+            conn.wait_for_message(NEVER);
         }
-        if let (true, NEVER, Some(ticks)) = (waiting, conn.input_by, self.timeouts.message) {
-            conn.input_by = timer::after(self.clock.tick(), ticks);
-            let due = conn.input_by;
+        let open = matches!(conn.stage(), Stage::Open { .. } | Stage::Throttled { .. });
+        let (message_by, timeout) = (conn.stage().message_by(), self.timeouts.message);
+        if let (true, true, NEVER, Some(ticks)) = (open, waiting, message_by, timeout) {
+            let due = timer::after(self.clock.tick(), ticks);
+            conn.wait_for_message(due);
             self.check_by(id, due);
         }
         self.check_input_limit(id);
         self.finish_callback(id);
         if hand_back && self.is_live(id) {
             let conn = &self.conns[id.key()];
-            let resumable = conn.phase.reads() || conn.phase == Phase::Finishing;
+            let resumable = conn.stage().reads() || conn.stage() == Stage::Finishing;
             if resumable && conn.output.held() <= self.water.high {
                 // A handler that yielded has done a turn's worth of work (a burst to a big
                 // room): it goes again once what it queued has been flushed to everyone,
@@ -252,8 +254,8 @@ impl<H: Handler> Core<H> {
         }
         conn.input.clear();
         self.peer_closed(id);
-        if self.is_live(id) && self.conns[id.key()].phase == Phase::PeerClosed {
-            self.conns[id.key()].phase = Phase::PeerTruncated;
+        if self.is_live(id) {
+            self.conns[id.key()].advance(Stage::truncated);
         }
     }
 
@@ -267,7 +269,7 @@ impl<H: Handler> Core<H> {
         if conn.session.is_none() || conn.input.is_empty() {
             return self.peer_closed(id);
         }
-        conn.phase = Phase::Finishing;
+        conn.advance(Stage::finish);
         // Already waiting on the resume list (the read that brought the end was handed
         // back): its turn comes there.
         if !std::mem::take(&mut self.handed_back) {
@@ -287,7 +289,7 @@ impl<H: Handler> Core<H> {
         }
         let yielded = std::mem::take(&mut self.handed_back);
         let conn = &self.conns[id.key()];
-        if conn.phase != Phase::Finishing {
+        if conn.stage() != Stage::Finishing {
             return; // the handler closed it
         }
         let progress = conn.input.len() < before;
@@ -301,7 +303,7 @@ impl<H: Handler> Core<H> {
     /// The peer shut down its sending side: the handler hears of it, with what it left.
     pub(super) fn peer_closed(&mut self, id: ConnId) {
         let conn = &mut self.conns[id.key()];
-        conn.phase = Phase::PeerClosed;
+        conn.advance(Stage::peer_closed);
         let unconsumed = std::mem::take(&mut conn.input);
         self.outbox.begin(id, true, conn.output.held());
         // A connection that never authenticated has no session: nothing to tell.
@@ -354,7 +356,7 @@ impl<H: Handler> Core<H> {
             let bytes = std::mem::take(&mut self.outbox.mail_bytes);
             let mut offset = 0;
             for (to, letter) in mail.drain(..) {
-                let open = self.is_live(to) && self.conns[to.key()].phase.accepts_output();
+                let open = self.is_live(to) && self.conns[to.key()].stage().accepts_output();
                 match letter {
                     Letter::Bytes(len) => {
                         let data = &bytes[offset..offset + len];
@@ -492,34 +494,30 @@ impl<H: Handler> Core<H> {
         self.close(id, CloseReason::SlowReader);
     }
 
-    /// Moves the connection to its next phase and keeps the poller interest in step.
+    /// Moves the connection to its next stage and keeps the poller interest in step.
     pub(super) fn settle(&mut self, id: ConnId) {
-        let conn = &mut self.conns[id.key()];
-        let (phase, next) = settle(conn.phase, conn.output.held(), self.water);
-        conn.phase = phase;
-        match next {
+        match self.conns[id.key()].settle(self.water) {
             Next::Stay => {}
             Next::ResumeReading => self.resume.push(Source::Conn(id)),
             Next::ShutdownWrite => {
-                // TLS says goodbye before the TCP one: close_notify first, flushed.
+                // TLS says goodbye before the TCP one: close_notify first, flushed (the
+                // connection stays `Closing` until it is, and comes back here).
                 #[cfg(feature = "tls")]
                 match self.queue_close_notify(id) {
                     Err(error) => return self.close(id, CloseReason::from_error(&error)),
                     Ok(true) if !self.conns[id.key()].output.is_empty() => {
-                        self.conns[id.key()].phase = Phase::Closing;
                         return self.settle(id);
                     }
                     Ok(_) => {}
                 }
-                let conn = &mut self.conns[id.key()];
-                if let Err(error) = conn.shutdown_write() {
+                let now = self.clock.tick();
+                if let Err(error) = self.conns[id.key()].shut_down_writing(now) {
                     return self.close(id, CloseReason::from_error(&error));
                 }
-                conn.wrote_at = self.clock.tick(); // the linger timeout starts now
-                                                   // The peer's end of stream may already be queued, with no edge to come.
+                // The peer's end of stream may already be queued, with no edge to come.
                 self.resume.push(Source::Conn(id));
             }
-            Next::Close if phase == Phase::PeerTruncated => {
+            Next::Close if self.conns[id.key()].stage() == Stage::PeerTruncated => {
                 return self.close(id, CloseReason::Truncated)
             }
             Next::Close => return self.close(id, CloseReason::PeerClosed),

@@ -161,6 +161,8 @@ struct Core<H: Handler> {
     /// more mail) adds to the queue instead of recursing.
     delivering: bool,
     stats: Stats,
+    /// Called with the counters whenever the stats line is logged.
+    stats_reporter: Option<Box<dyn FnMut(&Stats)>>,
     /// `Config::linger_discard_limit`, within the range of the per-connection counter.
     linger_limit: u32,
     scratch: Box<[u8]>,
@@ -294,6 +296,7 @@ impl<H: Handler> Reactor<H> {
                 yielded: Vec::new(),
                 delivering: false,
                 stats: Stats::default(),
+                stats_reporter: None,
                 linger_limit,
                 scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
                 resume: Vec::new(),
@@ -398,6 +401,30 @@ impl<H: Handler> Reactor<H> {
         Ok(addr)
     }
 
+    /// Calls `report` with the counters, on the loop's thread, each time the stats line is
+    /// logged: every `Config::stats_interval` and on [`Handle::log_stats`] (SIGUSR1 with
+    /// [`Handle::install_signal_handlers`]), whatever the log level. For counters that must
+    /// reach another process without a thread of its own: a `--workers` worker writes them
+    /// to its parent this way. It runs inside the loop, so it must not block.
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use wharf::{Config, Reactor, service::Echo};
+    /// let mut reactor = Reactor::new(Config::default(), Echo)?;
+    /// let seen = Arc::new(Mutex::new(None));
+    /// let sink = Arc::clone(&seen);
+    /// reactor.set_stats_reporter(move |stats| *sink.lock().unwrap() = Some(stats.accepted));
+    /// let handle = reactor.handle();
+    /// handle.log_stats();
+    /// handle.stop();
+    /// reactor.run()?;
+    /// assert_eq!(*seen.lock().unwrap(), Some(0));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_stats_reporter(&mut self, report: impl FnMut(&Stats) + 'static) {
+        self.core.stats_reporter = Some(Box::new(report));
+    }
+
     /// The addresses of the listeners, in the order they were added.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.core
@@ -466,7 +493,7 @@ impl<H: Handler> Core<H> {
     /// Acts on what other threads (or signal handlers) asked for through a [`Handle`].
     fn take_requests(&mut self) {
         if self.shared.log_stats.swap(false, Ordering::AcqRel) {
-            log::info!("stats: {}", self.stats);
+            self.report_stats();
         }
         if self.shared.stats_wanted.swap(false, Ordering::AcqRel) {
             self.shared.answer_stats(&self.stats);
@@ -507,6 +534,14 @@ impl<H: Handler> Core<H> {
                 self.conns.len(),
                 self.config.drain_timeout
             );
+        }
+    }
+
+    /// Logs the stats line and hands the counters to the embedder's reporter, if any.
+    fn report_stats(&mut self) {
+        log::info!("stats: {}", self.stats);
+        if let Some(report) = self.stats_reporter.as_mut() {
+            report(&self.stats);
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::Core;
 use crate::close_reason::CloseReason;
-use crate::conn::{Expiry, Phase};
+use crate::conn::{Expiry, Stage};
 use crate::conn_id::{ConnId, Source};
 use crate::handler::Handler;
 use crate::timer::{self, Tick, NEVER};
@@ -16,7 +16,10 @@ impl<H: Handler> Core<H> {
         let conn = &mut self.conns[id.key()];
         // The common case, an open connection with nothing pending that is already in the
         // heap: its deadline (last activity + idle timeout) can only have moved later.
-        if conn.check_at != NEVER && conn.output.is_empty() && conn.phase == Phase::Open {
+        if conn.check_at != NEVER
+            && conn.output.is_empty()
+            && matches!(conn.stage(), Stage::Open { .. })
+        {
             return;
         }
         if let Some((due, _)) = conn.deadline(self.timeouts) {
@@ -78,7 +81,7 @@ impl<H: Handler> Core<H> {
             self.plan_access_sweep();
         }
         if self.next_stats_at <= now {
-            log::info!("stats: {}", self.stats);
+            self.report_stats();
             // From the planned tick, not from now: the lines keep their rhythm.
             let every = timer::ticks(self.config.stats_interval).unwrap_or(NEVER);
             self.next_stats_at = self.next_stats_at.saturating_add(every).max(now + 1);
@@ -104,9 +107,23 @@ impl<H: Handler> Core<H> {
             }
             // The peer never finished: there is nothing left to protect.
             Expiry::Linger => self.close(id, CloseReason::Closed),
-            // Before the handler heard of it: the handshake or the AUTH line.
-            Expiry::Input if self.conns[id.key()].session.is_none() => self.auth_timed_out(id),
-            Expiry::Input => {
+            // At the door, it is closed without a word (it may not even speak the protocol),
+            // and the handler never heard of it.
+            Expiry::Handshake => {
+                log::debug!(
+                    "conn={id} closed: no TLS handshake within {:?}",
+                    self.config.tls_handshake_timeout
+                );
+                self.close(id, CloseReason::HandshakeTimeout);
+            }
+            Expiry::Auth => {
+                log::debug!(
+                    "conn={id} closed: did not authenticate within {:?}",
+                    self.config.auth_timeout
+                );
+                self.close(id, CloseReason::AuthTimeout);
+            }
+            Expiry::Message => {
                 let waiting = self.conns[id.key()].input.len();
                 if let Some(count) = self.message_timeout_log.hit(self.clock.now()) {
                     log::info!(

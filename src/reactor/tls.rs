@@ -25,7 +25,6 @@ impl<H: Handler> Core<H> {
         match TlsSession::new(tls.server_config()) {
             Ok(session) => {
                 self.extras.set_tls(id.key(), session);
-                self.conns[id.key()].input_by = timer::after(self.clock.tick(), self.tls_ticks);
                 true
             }
             Err(error) => {
@@ -66,10 +65,10 @@ impl<H: Handler> Core<H> {
                 }
                 // Not after `on_open` closed it: input that came with the handshake's last
                 // message is dropped, as any input is once the handler closes.
-                if !plain.is_empty() && self.is_live(id) && self.conns[id.key()].phase.reads() {
+                if !plain.is_empty() && self.is_live(id) && self.conns[id.key()].stage().reads() {
                     self.deliver_bytes(id, &plain);
                 }
-                let reads = self.is_live(id) && self.conns[id.key()].phase.reads();
+                let reads = self.is_live(id) && self.conns[id.key()].stage().reads();
                 if received.peer_closed && reads {
                     self.input_ended(id);
                 }
@@ -104,13 +103,12 @@ impl<H: Handler> Core<H> {
         let conn = &mut self.conns[id.key()];
         // A verified client certificate is authentication enough; otherwise tokens, if any.
         if self.authenticator.is_some() && !certified {
-            conn.input_by = timer::after(self.clock.tick(), self.auth_ticks);
+            let by = timer::after(self.clock.tick(), self.auth_ticks);
+            conn.advance(|stage| stage.authenticate_by(by));
             // The heap holds the handshake deadline, which may be later (and `schedule`
             // assumes deadlines only move later).
-            let due = conn.input_by;
-            return self.check_by(id, due);
+            return self.check_by(id, by);
         }
-        conn.input_by = timer::NEVER;
         let Ok(peer) = conn.stream.peer_addr() else {
             return self.close(id, CloseReason::Error(io::ErrorKind::NotConnected));
         };

@@ -63,6 +63,7 @@ impl TlsSession {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
     }

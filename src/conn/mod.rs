@@ -1,27 +1,8 @@
-//! One connection: its socket, its phase, its input and output buffers, and backpressure.
+//! One connection: its socket, its [`Stage`], its input and output buffers, its deadlines.
 //!
-//! Every connection is in exactly one [`Phase`]. The phase alone decides what the reactor asks
-//! the poller for ([`Conn::interest`]), and one function, [`settle`], moves a connection between
-//! phases after its output has changed. The reactor performs the I/O and calls the handler;
-//! this file only knows sockets and bytes, never protocols.
-//!
-//! ```text
-//!              output > high water              read() == 0 (peer FIN)
-//!    ┌──────┐ ───────────────────▶ ┌───────────┐        ┌────────────┐  output empty
-//!    │ Open │                      │ Throttled │        │ PeerClosed │ ─────────────▶ closed
-//!    └──────┘ ◀─────────────────── └───────────┘        └────────────┘
-//!       │  │    output <= low water                          ▲
-//!       │  └─────────────────────────────────────────────────┘ read() == 0
-//!       │ handler closes                                    
-//!       ▼                    output empty:                      read() == 0, error,
-//!   ┌─────────┐  shutdown(Write) ┌───────────┐  or discard limit reached
-//!   │ Closing │ ───────────────▶ │ Lingering │ ────────────────────────▶ closed
-//!   └─────────┘                  └───────────┘
-//! ```
-//! A socket error in any phase closes the connection at once. Two more phases sit beside
-//! `PeerClosed`: `Finishing` (the peer finished, but input it sent earlier is still being
-//! handed to the handler a turn at a time; then `PeerClosed`) and `PeerTruncated` (a TLS
-//! peer's end of stream without close_notify; like `PeerClosed`, closed as truncated).
+//! The stage alone decides what the reactor asks the poller for ([`Conn::interest`]); its
+//! transitions are in [`stage`]. The reactor performs the I/O and calls the handler; this
+//! module only knows sockets and bytes, never protocols.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -34,6 +15,10 @@ use std::sync::Arc;
 
 use crate::buffer::{Buffer, OutQueue};
 use crate::timer::{after, Tick, NEVER};
+
+mod stage;
+
+pub(crate) use stage::{Next, Stage, Watermarks};
 
 /// What a connection asks the poller for while it reads.
 ///
@@ -50,83 +35,6 @@ pub(crate) const READ_INTEREST: Interest = Interest::READABLE;
 /// urgent data nor the end of stream. Where the poller cannot flag urgent data (kqueue), it
 /// cannot, and every read loop continues to `WouldBlock`.
 pub(crate) const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
-
-/// Where a connection is in its life. See the module diagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Reading and writing.
-    Open,
-    /// Unsent output is over the high-water mark: not reading until it drains below the
-    /// low-water mark.
-    Throttled,
-    /// The peer finished sending, but input it sent before that is still being handed to
-    /// the handler a turn at a time (it yielded, or its output was over the limit): no
-    /// more reads; once the handler takes no more, `on_peer_closed` and `PeerClosed`.
-    Finishing,
-    /// The peer shut down its sending side: write what is owed, then close.
-    PeerClosed,
-    /// Like `PeerClosed`, for a TLS peer that ended the TCP stream without close_notify:
-    /// its unconsumed input was dropped (it may be cut short), and the close says so.
-    PeerTruncated,
-    /// The handler closed it: write what is owed, then shut down writing and linger.
-    Closing,
-    /// Our side is shut down; reading and discarding until the peer's end of stream, so that
-    /// closing does not reset the connection under data the peer has not read yet.
-    Lingering,
-}
-
-impl Phase {
-    /// Whether the reactor reads (or, when lingering, discards) input in this phase.
-    pub(crate) fn reads(self) -> bool {
-        matches!(self, Phase::Open | Phase::Lingering)
-    }
-
-    /// Whether new output may still be queued in this phase.
-    pub(crate) fn accepts_output(self) -> bool {
-        matches!(
-            self,
-            Phase::Open
-                | Phase::Throttled
-                | Phase::Finishing
-                | Phase::PeerClosed
-                | Phase::PeerTruncated
-        )
-    }
-}
-
-/// Backpressure limits, from [`crate::Config`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Watermarks {
-    pub(crate) high: usize,
-    pub(crate) low: usize,
-}
-
-/// What the reactor must do after [`settle`] moved a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Next {
-    /// Nothing beyond updating the poller interest.
-    Stay,
-    /// Reading may resume: read now, because the edge that announced the waiting input was
-    /// consumed while reading was paused, and edge-triggered polling will not repeat it.
-    ResumeReading,
-    /// Output is flushed and the server is closing: shut down writing, then linger.
-    ShutdownWrite,
-    /// Everything owed was written to a peer that has finished: close.
-    Close,
-}
-
-/// The transition function: given the phase and the memory its unsent output holds
-/// ([`crate::buffer::OutQueue::held`], zero exactly when nothing is owed), the next phase and
-/// action.
-pub(crate) fn settle(phase: Phase, pending: usize, water: Watermarks) -> (Phase, Next) {
-    match phase {
-        Phase::Open if pending > water.high => (Phase::Throttled, Next::Stay),
-        Phase::Throttled if pending <= water.low => (Phase::Open, Next::ResumeReading),
-        Phase::PeerClosed | Phase::PeerTruncated if pending == 0 => (phase, Next::Close),
-        Phase::Closing if pending == 0 => (Phase::Lingering, Next::ShutdownWrite),
-        other => (other, Next::Stay),
-    }
-}
 
 /// The connection timeouts, in ticks (see [`crate::timer`]).
 #[derive(Debug, Clone, Copy)]
@@ -147,8 +55,12 @@ pub(crate) enum Expiry {
     Idle,
     Write,
     Linger,
-    /// It did not authenticate in time, or (once open) did not finish a message in time.
-    Input,
+    /// Its TLS handshake did not complete in time.
+    Handshake,
+    /// It did not authenticate in time.
+    Auth,
+    /// The message it began (a partial line) did not complete in time.
+    Message,
 }
 
 /// One connection's state, stored in the reactor's slab.
@@ -160,63 +72,96 @@ pub(crate) struct Conn<S> {
     pub(crate) stream: TcpStream,
     /// Generation of the id this connection was given; see [`crate::ConnId`].
     pub(crate) generation: u32,
-    pub(crate) phase: Phase,
+    /// Where it is in its life; changed only by [`Stage`]'s transitions, through the methods
+    /// below.
+    stage: Stage,
     /// The interest currently registered with the poller, so it is changed only when needed.
     pub(crate) registered: Interest,
+    /// On the reactor's list of connections to flush before it polls again.
+    pub(crate) flush_pending: bool,
     /// Received bytes the handler has not consumed yet.
     pub(crate) input: Buffer,
     /// Bytes owed to the peer that the socket did not take yet.
     pub(crate) output: OutQueue,
-    /// Bytes discarded while lingering.
-    pub(crate) discarded: u32,
     /// Last tick anything was read or written (idle timeout).
     pub(crate) active_at: Tick,
     /// Last tick output moved, or became pending, or lingering began (write timeout, linger).
     pub(crate) wrote_at: Tick,
     /// The tick of this connection's live entry in the timer heap ([`NEVER`]: none).
     pub(crate) check_at: Tick,
-    /// By when the peer must be done with what it is sending ([`NEVER`]: nothing waits).
-    /// Before the handler hears of the connection: its TLS handshake and `AUTH` line. After:
-    /// the message it left unfinished (a partial line), `Timeouts::message` after the
-    /// handler last consumed anything; a slowloris that trickles a byte at a time keeps the
-    /// idle timer alive but not this one.
-    pub(crate) input_by: Tick,
-    /// Lines other than `AUTH` it sent before authenticating.
-    pub(crate) auth_misses: u8,
-    /// On the reactor's list of connections to flush before it polls again.
-    pub(crate) flush_pending: bool,
-    /// The handler's state; `None` until the handler hears of the connection, which waits
-    /// for authentication when the reactor requires it.
+    /// The handler's state: it exists from the moment the handler hears of the connection
+    /// (it leaves the door: [`Conn::open_session`], the only place that sets it) until the
+    /// close.
     pub(crate) session: Option<S>,
 }
 
 impl<S> Conn<S> {
-    /// A connection whose handler session is `session`, or that must authenticate by
-    /// `input_by` first (`session` `None`).
-    pub(crate) fn new(stream: TcpStream, generation: u32, now: Tick, input_by: Tick) -> Conn<S> {
+    /// A connection just accepted, at `stage`: at the door (a handshake, an `AUTH` line),
+    /// or open, and then [`Conn::open_session`] follows at once.
+    pub(crate) fn new(stream: TcpStream, generation: u32, now: Tick, stage: Stage) -> Conn<S> {
         Conn {
             stream,
             generation,
-            phase: Phase::Open,
+            stage,
             registered: READ_INTEREST,
+            flush_pending: false,
             input: Buffer::new(),
             output: OutQueue::default(),
-            discarded: 0,
             active_at: now,
             wrote_at: now,
             check_at: NEVER,
-            input_by,
-            auth_misses: 0,
-            flush_pending: false,
             session: None,
         }
     }
 
+    pub(crate) fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// The handler heard of it: `session` is its state until the close.
+    pub(crate) fn open_session(&mut self, session: S) {
+        debug_assert!(self.session.is_none(), "a connection is opened once");
+        self.stage = Stage::open();
+        self.session = Some(session);
+    }
+
+    /// Moves the stage with one of [`Stage`]'s transitions.
+    pub(crate) fn advance(&mut self, transition: impl FnOnce(Stage) -> Stage) {
+        self.stage = transition(self.stage);
+    }
+
+    /// Applies [`Stage::settle`] to this connection's output; returns what to do next.
+    pub(crate) fn settle(&mut self, water: Watermarks) -> Next {
+        let (stage, next) = self.stage.settle(self.output.held(), water);
+        self.stage = stage;
+        next
+    }
+
+    /// A line other than `AUTH` came while at the door; returns how many have.
+    pub(crate) fn missed_auth(&mut self) -> u8 {
+        self.stage.missed_auth()
+    }
+
+    /// The unfinished message must complete by `by` ([`NEVER`]: none waits).
+    pub(crate) fn wait_for_message(&mut self, by: Tick) {
+        self.stage.wait_for_message(by);
+    }
+
+    /// `n` bytes discarded while lingering; false once past `limit`.
+    pub(crate) fn discard(&mut self, n: usize, limit: u32) -> bool {
+        self.stage.discard(n, limit)
+    }
+
     /// When this connection must be closed if nothing changes, and why.
     pub(crate) fn deadline(&self, timeouts: Timeouts) -> Option<(Tick, Expiry)> {
-        if self.phase == Phase::Lingering {
-            return Some((after(self.wrote_at, timeouts.linger), Expiry::Linger));
-        }
+        let door = match self.stage {
+            Stage::Lingering { .. } => {
+                return Some((after(self.wrote_at, timeouts.linger), Expiry::Linger))
+            }
+            Stage::Handshaking { by } => Some((by, Expiry::Handshake)),
+            Stage::Authenticating { by, .. } => Some((by, Expiry::Auth)),
+            _ => None,
+        };
         let idle = timeouts
             .idle
             .map(|idle| (after(self.active_at, idle), Expiry::Idle));
@@ -224,22 +169,23 @@ impl<S> Conn<S> {
             .write
             .filter(|_| !self.output.is_empty())
             .map(|write| (after(self.wrote_at, write), Expiry::Write));
-        let input = (self.input_by != NEVER).then_some((self.input_by, Expiry::Input));
-        [write, idle, input]
+        let message_by = self.stage.message_by();
+        let message = (message_by != NEVER).then_some((message_by, Expiry::Message));
+        [write, idle, door, message]
             .into_iter()
             .flatten()
             .min_by_key(|(due, _)| *due)
     }
 
-    /// What to ask the poller for: readiness to read in the phases that read, readiness to
+    /// What to ask the poller for: readiness to read in the stages that read, readiness to
     /// write only while output is pending (asking for it otherwise wakes the loop for every
     /// acknowledgement the peer sends).
     pub(crate) fn interest(&self) -> Interest {
         let pending = !self.output.is_empty();
-        match (self.phase.reads(), pending) {
+        match (self.stage.reads(), pending) {
             (true, true) => READ_INTEREST | Interest::WRITABLE,
             (true, false) => READ_INTEREST,
-            // A phase that does not read always has output pending, except for the instant
+            // A stage that does not read always has output pending, except for the instant
             // between draining and `settle`; keep reading interest then so it is never empty.
             (false, true) => Interest::WRITABLE,
             (false, false) => READ_INTEREST,
@@ -266,15 +212,9 @@ impl<S> Conn<S> {
     }
 
     /// The server closes it: what is owed is still written, then writing shuts down and the
-    /// connection lingers ([`settle`]); input not consumed yet is dropped. A connection already
-    /// on its way out (the peer finished, or lingering) keeps its phase.
+    /// connection lingers ([`Stage::close`]); input not consumed yet is dropped.
     pub(crate) fn begin_closing(&mut self) {
-        if matches!(
-            self.phase,
-            Phase::Open | Phase::Throttled | Phase::Finishing
-        ) {
-            self.phase = Phase::Closing;
-        }
+        self.advance(Stage::close);
         self.input.clear();
     }
 
@@ -322,12 +262,17 @@ impl<S> Conn<S> {
         }
     }
 
-    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+    /// Everything owed was written while closing: shuts down writing and lingers; the
+    /// linger timeout starts `now`.
+    pub(crate) fn shut_down_writing(&mut self, now: Tick) -> io::Result<()> {
         match self.stream.shutdown(Shutdown::Write) {
             // The peer is already gone; lingering will see the error or the end of stream.
-            Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(()),
-            result => result,
+            Err(error) if error.kind() == io::ErrorKind::NotConnected => {}
+            result => result?,
         }
+        self.advance(Stage::linger);
+        self.wrote_at = now;
+        Ok(())
     }
 }
 
@@ -344,76 +289,6 @@ fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(written)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const WATER: Watermarks = Watermarks { high: 100, low: 10 };
-
-    #[test]
-    fn output_over_high_water_throttles_reading() {
-        assert_eq!(settle(Phase::Open, 100, WATER), (Phase::Open, Next::Stay));
-        assert_eq!(
-            settle(Phase::Open, 101, WATER),
-            (Phase::Throttled, Next::Stay)
-        );
-    }
-
-    #[test]
-    fn throttled_resumes_reading_only_below_low_water() {
-        assert_eq!(
-            settle(Phase::Throttled, 50, WATER),
-            (Phase::Throttled, Next::Stay)
-        );
-        assert_eq!(
-            settle(Phase::Throttled, 10, WATER),
-            (Phase::Open, Next::ResumeReading)
-        );
-    }
-
-    #[test]
-    fn half_closed_peer_is_closed_once_output_is_flushed() {
-        assert_eq!(
-            settle(Phase::PeerClosed, 1, WATER),
-            (Phase::PeerClosed, Next::Stay)
-        );
-        assert_eq!(
-            settle(Phase::PeerClosed, 0, WATER),
-            (Phase::PeerClosed, Next::Close)
-        );
-    }
-
-    #[test]
-    fn server_close_flushes_then_lingers() {
-        assert_eq!(
-            settle(Phase::Closing, 5, WATER),
-            (Phase::Closing, Next::Stay)
-        );
-        assert_eq!(
-            settle(Phase::Closing, 0, WATER),
-            (Phase::Lingering, Next::ShutdownWrite)
-        );
-        assert_eq!(
-            settle(Phase::Lingering, 0, WATER),
-            (Phase::Lingering, Next::Stay)
-        );
-    }
-
-    #[test]
-    fn only_open_and_lingering_read() {
-        assert!(Phase::Open.reads() && Phase::Lingering.reads());
-        for phase in [
-            Phase::Throttled,
-            Phase::Finishing,
-            Phase::PeerClosed,
-            Phase::PeerTruncated,
-            Phase::Closing,
-        ] {
-            assert!(!phase.reads(), "{phase:?}");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -451,8 +326,8 @@ mod deadlines {
     fn conn() -> (Conn<()>, std::net::TcpListener) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let mut conn = Conn::new(TcpStream::from_std(stream), 0, 1000, NEVER);
-        conn.session = Some(());
+        let mut conn = Conn::new(TcpStream::from_std(stream), 0, 1000, Stage::open());
+        conn.open_session(());
         (conn, listener)
     }
 
@@ -477,17 +352,31 @@ mod deadlines {
     #[test]
     fn an_unauthenticated_connection_has_the_sooner_auth_deadline() {
         let (mut conn, _listener) = conn();
-        conn.session = None;
-        conn.input_by = 1050;
-        assert_eq!(conn.deadline(TIMEOUTS), Some((1050, Expiry::Input)));
-        conn.input_by = 1200;
+        conn.stage = Stage::Authenticating {
+            by: 1050,
+            misses: 0,
+        };
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1050, Expiry::Auth)));
+        conn.stage = Stage::Authenticating {
+            by: 1200,
+            misses: 0,
+        };
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1101, Expiry::Idle)));
+    }
+
+    #[test]
+    fn an_unfinished_message_has_its_own_deadline() {
+        let (mut conn, _listener) = conn();
+        conn.wait_for_message(1060);
+        assert_eq!(conn.deadline(TIMEOUTS), Some((1060, Expiry::Message)));
+        conn.wait_for_message(NEVER);
         assert_eq!(conn.deadline(TIMEOUTS), Some((1101, Expiry::Idle)));
     }
 
     #[test]
     fn lingering_has_only_the_linger_deadline() {
         let (mut conn, _listener) = conn();
-        conn.phase = Phase::Lingering;
+        conn.stage = Stage::Lingering { discarded: 0 };
         conn.wrote_at = 2000;
         assert_eq!(conn.deadline(TIMEOUTS), Some((2051, Expiry::Linger)));
     }
