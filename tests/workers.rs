@@ -213,6 +213,16 @@ fn two_workers_share_one_port_and_both_serve() {
         "both workers serve:\n{one}\n{two}"
     );
     assert_eq!(stat(&one, "accepted") + stat(&two, "accepted"), 200);
+
+    // Having served and reported its counters, each worker still runs on one thread, its
+    // reactor's (docs/ARCHITECTURE.md, "Signals").
+    let pids = wait_for_workers(&server, 2);
+    for (id, pid) in pids {
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("read /proc/PID/task")
+            .count();
+        assert_eq!(threads, 1, "worker={id} pid={pid} runs {threads} threads");
+    }
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! `wharf`: the server binary. Parses the command line into a [`Config`] and listeners, and
-//! runs one reactor on this thread, which serves every connection. Signals become requests to
-//! the reactor ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a
-//! second one stops at once), SIGUSR1 logs the counters, SIGHUP reloads the TLS certificate.
-//! With `--workers N`, this process is the parent of N such servers, each in a process of its
-//! own ([`workers`]); a worker has one more thread, which only answers its parent's requests
-//! for counters.
+//! runs one reactor on this, its only, thread. Signals become requests to the reactor
+//! ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a second one stops
+//! at once), SIGUSR1 logs the counters, SIGHUP reloads the TLS certificate. With
+//! `--workers N`, this process is the parent of N such servers, each in a process of its own
+//! ([`workers`]) and on one thread too: on SIGUSR1 a worker's reactor also writes its counters
+//! to the parent, from its loop.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -148,8 +148,9 @@ fn serve<H: Handler>(
         eprintln!("wharf: listening on {addr} (udp)");
     }
     if let Some(channel) = stats_channel {
-        workers::answer_requests(channel, reactor.handle())
-            .map_err(|e| format!("cannot start the stats thread: {e}"))?;
+        let reporter = workers::report_to(channel)
+            .map_err(|e| format!("cannot use the stats channel from the parent: {e}"))?;
+        reactor.set_stats_reporter(reporter);
     }
     if args.worker_id.is_some() {
         workers::announce_ready(); // the parent says `listening on` once all workers serve

@@ -1,30 +1,27 @@
-//! The stats channel: how the `--workers` parent asks each worker for its counters, over a
-//! Unix socket pair of their own, in a format made for it, whatever `RUST_LOG` says.
+//! The stats channel: how each worker of a `--workers` parent gives its parent its counters,
+//! over a Unix socket pair of their own, in a format made for it, whatever `RUST_LOG` says.
 //!
 //! The parent makes one pair per worker when it starts it ([`pair`]); the worker inherits its
 //! end under the same descriptor number, named by the hidden `--worker-stats-fd`.
 //!
+//! # Asking
+//!
+//! The channel goes one way, worker to parent. The parent asks by passing SIGUSR1 on to its
+//! ready workers, as it does on its own SIGUSR1 and on its `--stats-interval` timer. A
+//! worker's reactor then logs its `stats:` line (at info level) and, whatever the log level,
+//! calls its stats reporter ([`wharf::Reactor::set_stats_reporter`]), which writes the
+//! counters on the channel ([`report_to`]). Two requests that reach a worker before its loop
+//! takes the first give one answer: the parent waits for one answer per worker and round. A
+//! line no round waits for (SIGUSR1 sent to a worker directly, or a late answer) is ignored.
+//!
 //! # Format
 //!
-//! Lines of ASCII, each ending in `\n`. The parent asks with the line
-//!
-//! ```text
-//! stats
-//! ```
-//!
-//! and the worker answers every request, in order, with one line: a version, then each
-//! counter of [`wharf::Stats::fields`] as `name=value` (a decimal `u64`), in that order,
-//! separated by single spaces:
+//! Lines of ASCII, each ending in `\n`: a version, then each counter of
+//! [`wharf::Stats::fields`] as `name=value` (a decimal `u64`), in that order, separated by
+//! single spaces:
 //!
 //! ```text
 //! v1 accepted=3 active=1 rejected=0 closed=2 ... writes=9
-//! ```
-//!
-//! or, when it has no counters to give (its reactor did not answer within [`REACTOR_WAIT`],
-//! or the request is not one it knows), with `v1 error ` and a reason in words:
-//!
-//! ```text
-//! v1 error the reactor did not answer within 1s
 //! ```
 //!
 //! The version is there because a worker is the program file *as it is when the worker
@@ -35,41 +32,30 @@
 //!
 //! # Threads
 //!
-//! In a worker, [`answer_requests`] starts one thread, `stats`. It blocks on its socket and
-//! reaches the reactor only through its [`wharf::Handle`], which asks the loop for a copy of
-//! the counters between two polls; connections never leave the reactor thread, which
-//! still does all the serving. Its cost to the loop is one flag check per iteration. (A second
-//! thread does make glibc's `send` and `recv` take their multi-threaded path, which checks
-//! for thread cancellation on every call: a small cost, not measured yet.) It ends when the parent's end is
-//! closed (the parent is gone), or when the worker exits.
+//! A worker runs on exactly one thread, its reactor's (docs/ARCHITECTURE.md, "Signals": a
+//! second thread would put every `send` and `recv` on glibc's cancellation-aware path). The
+//! reporter runs on that thread, inside the loop, so it never waits: the worker's end is
+//! non-blocking, and a line the socket cannot take now (it is full: the parent has stopped
+//! reading, for example because it is stopped) is dropped, and that worker counts as not
+//! answering that round. A line is written whole or not at all: should the socket take only
+//! part of one, the worker shuts the channel down rather than leave a torn line for the
+//! parent to read, and gives no more counters until it is replaced.
 //!
 //! In the parent, one reader thread per worker ([`start_reader`]) turns answers into
-//! [`Event::Stats`] for the main thread, as the stderr relays do with lines; the main thread
-//! only writes requests ([`ask`]), and never waits for the socket to take one.
+//! [`Event::Stats`] for the main thread, as the stderr relays do with lines.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::Sender;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
 use super::relay::Event;
 use super::stats::Counters;
 use crate::sys;
 
-/// The request line, without its `\n`.
-const REQUEST: &str = "stats";
-
 /// The first word of every answer.
 const VERSION: &str = "v1";
-
-/// How long a worker waits for its reactor's counters: less than the parent waits for the
-/// answer (2 s), so that a slow answer still makes the round.
-pub const REACTOR_WAIT: Duration = Duration::from_secs(1);
-
-/// The longest request line a worker reads; a longer one closes the channel.
-const MAX_REQUEST: u64 = 64;
 
 /// The longest answer line the parent reads (a `v1` answer is about 600 bytes); a longer one
 /// closes the channel.
@@ -84,28 +70,9 @@ pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
     Ok((parent, worker))
 }
 
-/// In the parent: asks the worker at the other end of `channel` for its counters. Never
-/// blocks: a worker that has left so many requests unread that its socket is full is not
-/// asked again until it has read some (`Err` of kind `WouldBlock`). Should the socket take
-/// only part of the request, the channel is shut down, since it could no longer be read in
-/// step: that worker gives no more counters until it is replaced.
-pub fn ask(channel: &UnixStream) -> io::Result<()> {
-    let request = format!("{REQUEST}\n");
-    let sent = socket2::SockRef::from(channel)
-        .send_with_flags(request.as_bytes(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)?;
-    if sent < request.len() {
-        let _ = channel.shutdown(Shutdown::Both);
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            "its socket took part of a request: channel closed",
-        ));
-    }
-    Ok(())
-}
-
 /// In the parent: reads the answers of worker `pid` on a thread of its own, and sends each
 /// one with counters to the main thread. The thread ends when the worker's end is closed
-/// (it exited).
+/// (it exited, or shut the channel down).
 pub fn start_reader(
     channel: UnixStream,
     pid: u32,
@@ -140,9 +107,6 @@ pub fn parse_answer(line: &str) -> Result<Counters, String> {
     let Some(rest) = line.strip_prefix(VERSION).and_then(|r| r.strip_prefix(' ')) else {
         return Err(format!("not a {VERSION} answer: {line:?}"));
     };
-    if let Some(why) = rest.strip_prefix("error ") {
-        return Err(why.to_string());
-    }
     let counters = rest
         .split(' ')
         .map(|field| {
@@ -164,34 +128,82 @@ pub fn format_answer(stats: &wharf::Stats) -> String {
     line
 }
 
-/// In a worker: answers the parent's requests on `channel` from a thread of its own (see the
-/// module docs), with the counters `handle`'s reactor gives.
-pub fn answer_requests(channel: UnixStream, handle: wharf::Handle) -> io::Result<()> {
-    thread::Builder::new()
-        .name("stats".into())
-        .spawn(move || answer(channel, &handle))
-        .map(drop)
+/// In a worker: the stats reporter for its reactor ([`wharf::Reactor::set_stats_reporter`]),
+/// which writes the counters on `channel`, its end of the stats channel, without ever
+/// blocking (see the module docs). `Err` if the socket cannot be made non-blocking.
+pub fn report_to(channel: UnixStream) -> io::Result<impl FnMut(&wharf::Stats) + Send + 'static> {
+    let mut reporter = Reporter::new(channel)?;
+    Ok(move |stats: &wharf::Stats| {
+        reporter.report(stats);
+    })
 }
 
-fn answer(channel: UnixStream, handle: &wharf::Handle) {
-    let mut reader = BufReader::new(&channel);
-    let mut writer = &channel;
-    let mut line = Vec::new();
-    // Ends at the end of the stream (the parent is gone), or on a request too long to be one.
-    while let Some(Ok(request)) = read_line(&mut reader, &mut line, MAX_REQUEST) {
-        let answer = if request == REQUEST {
-            match handle.stats(REACTOR_WAIT) {
-                Some(stats) => format_answer(&stats),
-                None => {
-                    log::warn!("stats: the reactor did not answer within {REACTOR_WAIT:?}");
-                    format!("{VERSION} error the reactor did not answer within {REACTOR_WAIT:?}\n")
-                }
-            }
-        } else {
-            format!("{VERSION} error unknown request\n")
+/// A worker's end of the stats channel, while it is still in use.
+struct Reporter {
+    /// `None` once shut down or broken: the worker reports no more.
+    channel: Option<UnixStream>,
+}
+
+/// What became of one answer line.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    /// Written whole.
+    Whole,
+    /// Not written: the socket is full (the parent does not read). The next may go through.
+    Dropped,
+    /// Not written, and no line will be: the channel is shut down or broken.
+    Closed,
+}
+
+impl Reporter {
+    fn new(channel: UnixStream) -> io::Result<Reporter> {
+        channel.set_nonblocking(true)?;
+        Ok(Reporter {
+            channel: Some(channel),
+        })
+    }
+
+    /// Writes `stats` as one answer line, whole or not at all, and never waits.
+    fn report(&mut self, stats: &wharf::Stats) -> Sent {
+        let Some(channel) = &self.channel else {
+            return Sent::Closed;
         };
-        if writer.write_all(answer.as_bytes()).is_err() {
-            break; // the parent is gone
+        let line = format_answer(stats);
+        // Non-blocking twice over: the socket is, and so is this call. No SIGPIPE either,
+        // should the parent be gone.
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        let sent = loop {
+            match socket2::SockRef::from(channel).send_with_flags(line.as_bytes(), flags) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                sent => break sent,
+            }
+        };
+        match sent {
+            Ok(n) if n == line.len() => Sent::Whole,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                log::warn!("stats: the parent is not reading its stats channel: counters dropped");
+                Sent::Dropped
+            }
+            Ok(n) => {
+                // The parent would read the rest of this line with the start of the next:
+                // no more lines rather than a wrong one.
+                let _ = channel.shutdown(Shutdown::Both);
+                log::warn!(
+                    "stats: the stats channel took {n} of {} bytes of a line: channel closed, \
+                     the parent gets no more counters from this worker",
+                    line.len()
+                );
+                self.channel = None;
+                Sent::Closed
+            }
+            Err(error) => {
+                // EPIPE: the parent is gone (this worker gets SIGTERM for that).
+                if error.kind() != io::ErrorKind::BrokenPipe {
+                    log::warn!("stats: cannot write on the stats channel: {error}: channel closed");
+                }
+                self.channel = None;
+                Sent::Closed
+            }
         }
     }
 }
@@ -233,17 +245,14 @@ mod tests {
     }
 
     #[test]
-    fn errors_other_versions_and_garbage_give_no_counters() {
-        assert_eq!(
-            parse_answer("v1 error the reactor did not answer within 1s"),
-            Err("the reactor did not answer within 1s".to_string())
-        );
+    fn other_versions_and_garbage_give_no_counters() {
         for line in [
             "v2 accepted=1",
             "v1",
             "v1 ",
             "v1 accepted=x",
             "v1 accepted=1  active=2",
+            "v1 error the reactor did not answer",
             "accepted=1",
             "[t INFO  wharf::reactor] worker=1 stats: accepted=3 active=1",
         ] {
@@ -268,31 +277,62 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_answers_over_its_end_until_the_parent_closes_its_own() {
+    fn the_reactor_writes_a_line_each_time_it_logs_its_stats_on_its_own_thread() {
         let (parent, worker) = pair().expect("a socket pair");
         let mut reactor =
             wharf::Reactor::new(wharf::Config::default(), wharf::service::Echo).expect("reactor");
+        reactor.set_stats_reporter(report_to(worker).expect("the reporter"));
         let handle = reactor.handle();
-        let stopper = handle.clone();
-        let runner = thread::spawn(move || reactor.run().map_err(|e| e.to_string()));
-        answer_requests(worker, handle).expect("the stats thread");
-        let mut answers = BufReader::new(parent.try_clone().expect("clone"));
-        for _ in 0..2 {
-            ask(&parent).expect("ask");
-            let mut line = String::new();
-            answers.read_line(&mut line).expect("an answer");
-            let counters = parse_answer(line.trim_end()).expect("counters");
-            assert_eq!(counters[0], ("accepted".to_string(), 0));
-        }
-        (&parent).write_all(b"what\n").expect("write");
+        handle.log_stats();
+        handle.stop();
+        // On this thread: the reporter needs no other.
+        reactor.run().expect("run");
+        let mut answers = BufReader::new(parent);
         let mut line = String::new();
         answers.read_line(&mut line).expect("an answer");
-        assert_eq!(line, "v1 error unknown request\n");
-        parent.shutdown(Shutdown::Write).expect("shutdown");
-        // The stats thread ends at the end of the stream, closing its end.
+        let counters = parse_answer(line.trim_end()).expect("counters");
+        assert_eq!(counters[0], ("accepted".to_string(), 0));
+        // The reactor owns the reporter and so the worker's end: once it is gone, nothing
+        // more comes.
+        drop(reactor);
         line.clear();
         assert_eq!(answers.read_line(&mut line).expect("the end"), 0);
-        stopper.stop();
-        runner.join().expect("join").expect("run");
+    }
+
+    #[test]
+    fn a_full_channel_drops_whole_lines_and_never_blocks() {
+        let (parent, worker) = pair().expect("a socket pair");
+        let mut reporter = Reporter::new(worker).expect("the reporter");
+        let mut stats = wharf::Stats::default();
+        // The parent reads nothing: sooner or later the socket is full. Each call returns at
+        // once (a blocking one would hang this test).
+        let mut whole = 0_u64;
+        let outcome = loop {
+            stats.accepted = whole;
+            match reporter.report(&stats) {
+                Sent::Whole => whole += 1,
+                other => break other,
+            }
+            assert!(whole < 1_000_000, "the socket never filled up");
+        };
+        assert!(whole > 0);
+        // Dropped (the usual case) or, had the socket taken part of a line, shut down.
+        if outcome == Sent::Closed {
+            assert_eq!(reporter.report(&stats), Sent::Closed);
+        }
+        // Every line the parent gets is whole, and in order.
+        parent.set_nonblocking(true).expect("non-blocking");
+        let mut received = Vec::new();
+        let _ = (&parent).read_to_end(&mut received);
+        let text = String::from_utf8(received).expect("ASCII");
+        let mut lines = text.split_inclusive('\n');
+        for expected in 0..whole {
+            let line = lines.next().expect("a line");
+            let counters = parse_answer(line.strip_suffix('\n').expect("whole")).expect("counters");
+            assert_eq!(counters[0], ("accepted".to_string(), expected));
+        }
+        if outcome == Sent::Dropped {
+            assert_eq!(lines.next(), None, "a line that was dropped arrived");
+        }
     }
 }

@@ -15,14 +15,13 @@
 //! - starts a new worker when one dies, after a back-off that doubles while workers keep
 //!   dying young, so a crash loop cannot spin the CPU;
 //! - relays each worker's stderr ([`relay`]);
-//! - on SIGUSR1 and every `--stats-interval`, asks every worker for its counters over a Unix
-//!   socket of their own ([`channel`], a format of its own whatever `RUST_LOG` says), and
-//!   sums the answers into one `stats:` line ([`stats`]).
+//! - on SIGUSR1 and every `--stats-interval`, passes SIGUSR1 on to every ready worker, whose
+//!   reactor writes its counters on a Unix socket of their own ([`channel`], a format of its
+//!   own whatever `RUST_LOG` says), and sums the answers into one `stats:` line ([`stats`]).
 //!
 //! The parent uses threads: one for signals, and per worker one stderr relay and one reader
-//! of its stats channel. A worker runs one thread besides its reactor's: the `stats` thread,
-//! which blocks on its end of the stats channel and asks the reactor for its counters through
-//! a [`wharf::Handle`]; every connection stays on the reactor thread (see [`channel`]).
+//! of its stats channel. Workers never do: a worker's reactor writes its counters on the
+//! channel from its loop thread ([`channel`]).
 //! Workers are started from the main thread only, because the death signal that stops a
 //! worker when its parent dies fires when the *thread* that started it ends.
 
@@ -37,7 +36,7 @@ mod relay;
 mod stats;
 mod supervisor;
 
-pub use channel::answer_requests;
+pub use channel::report_to;
 pub use relay::announce_ready;
 
 use supervisor::Supervisor;

@@ -21,7 +21,7 @@ pub enum Event {
     Ready {
         pid: u32,
     },
-    /// The worker with this pid answered a request for its counters (over its stats channel).
+    /// The worker with this pid wrote its counters on its stats channel.
     Stats {
         pid: u32,
         counters: Counters,

@@ -1,7 +1,7 @@
-//! The parent's summed `stats:` line. Asked over its stats channel ([`super::channel`]), every
-//! worker answers with its counters; the channel's reader threads hand those to the parent,
-//! which adds them up field by field once every worker asked has answered, or the wait is
-//! over.
+//! The parent's summed `stats:` line. Asked with SIGUSR1, every worker writes its counters on
+//! its stats channel ([`super::channel`]); the channels' reader threads hand those to the
+//! parent, which adds them up field by field once every worker asked has answered, or the
+//! wait is over.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -1,13 +1,12 @@
 //! The `--workers` parent's main loop: it starts the workers, passes signals on, notices
-//! deaths (SIGCHLD) and replaces the dead after a back-off, asks for counters, and decides
-//! when to exit. Events come from a signal thread, the stderr relays and the stats channels'
-//! readers over one channel, so this state has one owner, the main thread, which is also the
-//! only thread that starts workers.
+//! deaths (SIGCHLD) and replaces the dead after a back-off, sums the workers' counters, and
+//! decides when to exit. Events come from a signal thread, the stderr relays and the stats
+//! channels' readers over one channel, so this state has one owner, the main thread, which is
+//! also the only thread that starts workers.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
@@ -63,8 +62,6 @@ struct Worker {
 enum State {
     Running {
         child: Child,
-        /// The parent's end of its stats channel ([`channel`]).
-        channel: UnixStream,
         started: Instant,
         ready: bool,
         /// Its stderr has reached its end. Its exit is taken only then, so that the parent's
@@ -267,10 +264,8 @@ impl Supervisor {
                 return self.lost(index, Duration::ZERO);
             }
         };
-        match channel
-            .try_clone()
-            .and_then(|reader| channel::start_reader(reader, pid, self.sender.clone()))
-        {
+        // The reader owns the parent's end: the parent writes nothing on it.
+        match channel::start_reader(channel, pid, self.sender.clone()) {
             Ok(reader) => self.relays.push(reader),
             Err(error) => {
                 log::error!("worker={id} pid={pid}: cannot read its stats channel: {error}");
@@ -283,7 +278,6 @@ impl Supervisor {
         self.relays.retain(|relay| !relay.is_finished());
         self.workers[index].state = State::Running {
             child,
-            channel,
             started: Instant::now(),
             ready: false,
             relayed,
@@ -443,42 +437,20 @@ impl Supervisor {
         }
     }
 
-    /// SIGUSR1 or the stats interval: every ready worker is asked for its counters over its
-    /// stats channel, and the parent sums them when all are in. The signal is passed on too,
-    /// so that each worker logs its own `stats:` line (at info level); the sum does not
-    /// depend on those lines.
+    /// SIGUSR1 or the stats interval: SIGUSR1 goes on to every ready worker, whose reactor
+    /// logs its own `stats:` line (at info level) and, whatever the log level, writes its
+    /// counters on its stats channel; the parent sums them when all are in.
     fn ask_for_stats(&mut self) {
-        if !self.running().any(|(_, _, ready)| ready) {
+        let asked: BTreeSet<u32> = self
+            .running()
+            .filter(|(_, _, ready)| *ready)
+            .map(|(_, child, _)| child.id())
+            .collect();
+        if asked.is_empty() {
             log::info!("stats: workers=0 (none is serving)");
             return;
         }
         self.forward(SIGUSR1, true);
-        let mut asked = BTreeSet::new();
-        for worker in &self.workers {
-            let State::Running {
-                child,
-                channel,
-                ready: true,
-                ..
-            } = &worker.state
-            else {
-                continue;
-            };
-            match channel::ask(channel) {
-                Ok(()) => {
-                    asked.insert(child.id());
-                }
-                Err(error) => log::warn!(
-                    "worker={} pid={}: cannot ask for its stats: {error}",
-                    worker.id,
-                    child.id()
-                ),
-            }
-        }
-        if asked.is_empty() {
-            log::info!("stats: workers=0 (none could be asked)");
-            return;
-        }
         match &mut self.stats_round {
             Some(round) => round.ask(asked),
             None => self.stats_round = Some(StatsRound::new(asked)),
