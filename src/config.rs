@@ -22,10 +22,19 @@ use ipnet::IpNet;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Connections served at once. Each connection past this is accepted, sent
-    /// `ERR server full (max N connections)` and closed, so the client learns why instead
-    /// of waiting in the kernel's queue (on a TLS listener it is closed without the line,
-    /// which a TLS client could not read). Default: 10000.
+    /// `full_reply` and closed, so the client learns why instead of waiting in the kernel's
+    /// queue. Default: 10000.
     pub max_conns: usize,
+    /// What a connection refused at `max_conns` is sent before it is closed; on a TLS
+    /// listener nothing, which a TLS client could not read. The library speaks no protocol
+    /// of its own, so by default nothing: the close says it. The `wharf` server sends
+    /// `ERR server full (max N connections)\n`. Default: `None`.
+    pub full_reply: Option<Vec<u8>>,
+    /// What a connection is sent when the process is out of file descriptors: the reactor
+    /// then accepts it with a descriptor held in reserve and closes it at once, so the
+    /// client learns it now instead of waiting in the kernel's queue. The `wharf` server
+    /// sends `ERR server full (out of file descriptors)\n`. Default: `None`.
+    pub out_of_fds_reply: Option<Vec<u8>>,
     /// Access control: when not empty, connections from addresses outside these networks
     /// are closed right after accept, before a byte is read. IPv4-mapped IPv6 peers (IPv4
     /// clients of a `[::]` listener) match IPv4 networks. Default: empty (everyone).
@@ -124,6 +133,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_conns: 10_000,
+            full_reply: None,
+            out_of_fds_reply: None,
             allow: Vec::new(),
             max_conns_per_ip: 0,
             ipv6_prefix: 64,

@@ -133,10 +133,9 @@ pub struct Context<'a> {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ConnView<'a> {
     pub(crate) identity: Option<&'a str>,
-    /// Its socket, while it is open.
-    pub(crate) stream: Option<&'a mio::net::TcpStream>,
-    #[cfg(feature = "tls")]
-    pub(crate) tls: Option<&'a crate::tls::session::TlsSession>,
+    /// The address accept gave, while it is open.
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) tls: crate::transport::TlsInfo<'a>,
 }
 
 impl<'a> Context<'a> {
@@ -183,35 +182,26 @@ impl<'a> Context<'a> {
         self.conn.identity
     }
 
-    /// The current connection's peer address (a system call; `None` once it closed, or if
-    /// the socket cannot tell). [`Handler::on_open`] is also given it.
+    /// The current connection's peer address, as accept gave it (no system call); `None`
+    /// once it closed. [`Handler::on_open`] is also given it.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.conn.stream.and_then(|stream| stream.peer_addr().ok())
+        self.conn.peer
     }
 
     /// Whether the current connection is over TLS.
     pub fn is_tls(&self) -> bool {
-        #[cfg(feature = "tls")]
-        return self.conn.tls.is_some();
-        #[cfg(not(feature = "tls"))]
-        false
+        self.conn.tls.is_tls()
     }
 
     /// The current connection's TLS protocol version (`"TLSv1.3"`, `"TLSv1.2"`), if it is
     /// over TLS.
     pub fn tls_version(&self) -> Option<&'static str> {
-        #[cfg(feature = "tls")]
-        return self.conn.tls.and_then(|tls| tls.version());
-        #[cfg(not(feature = "tls"))]
-        None
+        self.conn.tls.version()
     }
 
     /// The ALPN protocol the current connection negotiated, if any.
     pub fn alpn(&self) -> Option<&[u8]> {
-        #[cfg(feature = "tls")]
-        return self.conn.tls.and_then(|tls| tls.alpn());
-        #[cfg(not(feature = "tls"))]
-        None
+        self.conn.tls.alpn()
     }
 
     /// Whether the current connection's unsent output (queued before this callback, plus

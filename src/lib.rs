@@ -46,17 +46,21 @@
 
 #![warn(missing_docs)]
 
+mod acceptor;
 mod access;
 mod addr;
-mod auth;
+pub mod auth;
 mod buffer;
 mod close_reason;
 mod config;
 mod conn;
 mod conn_id;
+mod event_loop;
+mod handle;
 mod handler;
 mod listener;
 mod log_limit;
+mod output;
 pub mod proto;
 mod reactor;
 pub mod service;
@@ -65,6 +69,8 @@ mod sys;
 mod timer;
 #[cfg(feature = "tls")]
 mod tls;
+mod transport;
+mod udp;
 
 pub use addr::{AddrError, HostPort};
 pub use auth::{Authenticator, Tokens, TokensError, MAX_TOKEN, MIN_TOKEN};
@@ -72,9 +78,10 @@ pub use buffer::Buffer;
 pub use close_reason::CloseReason;
 pub use config::Config;
 pub use conn_id::ConnId;
+pub use handle::Handle;
 pub use handler::{Context, Handler};
 pub use listener::{bind_udp, ListenError, ListenOptions, Listener, Reservation};
-pub use reactor::{Handle, Reactor};
+pub use reactor::Reactor;
 #[cfg(feature = "tls")]
 pub use rustls;
 pub use stats::Stats;

@@ -1,10 +1,10 @@
-//! Listening sockets, built with libc so that every option is the caller's choice.
+//! Listening sockets, built by hand so that every option is the caller's choice.
 //!
 //! `std::net::TcpListener::bind` hides the backlog (it always asks for 128) and offers no
 //! SO_REUSEPORT and no control of IPV6_V6ONLY, and those are what an operator tunes. So the
-//! socket is made by hand: `socket` (non-blocking, close-on-exec), `setsockopt`, `bind`,
-//! `listen(fd, backlog)`, and only then handed to mio. This file and nothing else in the crate
-//! calls libc for sockets; every `unsafe` block says why it holds.
+//! socket is made step by step: `socket` (non-blocking, close-on-exec), `setsockopt`,
+//! `bind`, `listen(fd, backlog)`, and only then handed to mio. The system calls themselves
+//! are in [`crate::sys::socket`], the only place the crate calls libc for sockets.
 //!
 //! Defaults are conservative: SO_REUSEADDR on (a restarted server can bind while old
 //! connections sit in TIME_WAIT), SO_REUSEPORT off (two servers on one port by accident would
@@ -13,10 +13,11 @@
 
 use std::fmt;
 use std::io;
-use std::mem;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
+
+use crate::sys::socket;
 
 /// How a listening socket is set up.
 ///
@@ -80,19 +81,17 @@ impl Listener {
     /// Errors name the address and say what to do about it; see [`ListenError`].
     pub fn bind(addr: SocketAddr, options: &ListenOptions) -> Result<Listener, ListenError> {
         let fail = |step: &'static str| move |error| ListenError::from_os(addr, step, error);
-        let fd = new_socket(&addr).map_err(fail("socket"))?;
-        set_address_options(&fd, &addr, options).map_err(|(step, error)| fail(step)(error))?;
+        let fd = socket::stream(&addr).map_err(fail("socket"))?;
+        socket::set_address_options(&fd, &addr, options.reuseport, options.v6only)
+            .map_err(|(step, error)| fail(step)(error))?;
         // Set on the listening socket, these are inherited by every accepted socket on Linux,
         // which saves two or three system calls per connection; elsewhere they are set again
         // after accept (see `Listener::prepare`).
-        set_stream_options(fd.as_raw_fd(), options).map_err(fail("setsockopt(TCP options)"))?;
-        bind(&fd, &addr).map_err(fail("bind"))?;
+        socket::set_stream_options(fd.as_raw_fd(), options.nodelay, options.keepalive)
+            .map_err(fail("setsockopt(TCP options)"))?;
+        socket::bind(&fd, &addr).map_err(fail("bind"))?;
         warn_if_backlog_capped(options.backlog);
-        let backlog = options.backlog.min(i32::MAX as u32) as i32;
-        // SAFETY: `fd` is a valid, bound socket we own; listen takes no pointers.
-        if unsafe { libc::listen(fd.as_raw_fd(), backlog) } != 0 {
-            return Err(fail("listen")(io::Error::last_os_error()));
-        }
+        socket::listen(&fd, options.backlog).map_err(fail("listen"))?;
         let socket = mio::net::TcpListener::from_std(StdListener::from(fd));
         let local_addr = socket.local_addr().map_err(fail("getsockname"))?;
         Ok(Listener {
@@ -108,7 +107,8 @@ impl Listener {
         if cfg!(any(target_os = "linux", target_os = "android")) {
             return Ok(()); // inherited from the listening socket
         }
-        set_stream_options(stream.as_raw_fd(), &self.options)
+        let options = &self.options;
+        socket::set_stream_options(stream.as_raw_fd(), options.nodelay, options.keepalive)
     }
 
     /// The address actually bound: with port 0 in the request, this holds the port chosen.
@@ -157,9 +157,10 @@ impl Reservation {
     /// `v6only` matter.
     pub fn bind(addr: SocketAddr, options: &ListenOptions) -> Result<Reservation, ListenError> {
         let fail = |step: &'static str| move |error| ListenError::from_os(addr, step, error);
-        let fd = new_socket(&addr).map_err(fail("socket"))?;
-        set_address_options(&fd, &addr, options).map_err(|(step, error)| fail(step)(error))?;
-        bind(&fd, &addr).map_err(fail("bind"))?;
+        let fd = socket::stream(&addr).map_err(fail("socket"))?;
+        socket::set_address_options(&fd, &addr, options.reuseport, options.v6only)
+            .map_err(|(step, error)| fail(step)(error))?;
+        socket::bind(&fd, &addr).map_err(fail("bind"))?;
         // std's listener type only to ask for the address: this socket never listens.
         let socket = StdListener::from(fd);
         let local_addr = socket.local_addr().map_err(fail("getsockname"))?;
@@ -266,157 +267,6 @@ impl std::error::Error for ListenError {
             ListenError::Os { source, .. } => Some(source),
             _ => None,
         }
-    }
-}
-
-/// The flags `socket(2)` takes in its type argument on this system, to make the socket
-/// non-blocking and close-on-exec as it is created; 0 where it takes none (macOS), and
-/// `fcntl` sets both right after.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
-const SOCKET_FLAGS: libc::c_int = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-)))]
-const SOCKET_FLAGS: libc::c_int = 0;
-
-/// A new non-blocking, close-on-exec stream socket for `addr`'s family.
-fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    let kind = libc::SOCK_STREAM | SOCKET_FLAGS;
-    // SAFETY: socket takes no pointers; a non-negative result is a new fd we now own.
-    let fd = unsafe { libc::socket(domain, kind, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if SOCKET_FLAGS == 0 {
-        // No SOCK_NONBLOCK/SOCK_CLOEXEC (macOS): set both flags right after creation.
-        // SAFETY: fcntl on an fd we own, with integer arguments only.
-        let ok = unsafe {
-            libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) == 0
-                && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) == 0
-        };
-        if !ok {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(fd)
-}
-
-/// SO_REUSEADDR always, SO_REUSEPORT and IPV6_V6ONLY as `options` ask: what decides who else
-/// may bind the address.
-/// Fails with the option that could not be set.
-fn set_address_options(
-    fd: &OwnedFd,
-    addr: &SocketAddr,
-    options: &ListenOptions,
-) -> Result<(), (&'static str, io::Error)> {
-    set_flag(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, true)
-        .map_err(|e| ("setsockopt(SO_REUSEADDR)", e))?;
-    if options.reuseport {
-        set_flag(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, true)
-            .map_err(|e| ("setsockopt(SO_REUSEPORT)", e))?;
-    }
-    if addr.is_ipv6() {
-        set_flag(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, options.v6only)
-            .map_err(|e| ("setsockopt(IPV6_V6ONLY)", e))?;
-    }
-    Ok(())
-}
-
-/// TCP_NODELAY and keepalive, as `options` ask (nothing is set for what is off).
-fn set_stream_options(fd: RawFd, options: &ListenOptions) -> io::Result<()> {
-    if options.nodelay {
-        set_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-    }
-    if let Some(idle) = options.keepalive {
-        set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-        // Linux refuses TCP_KEEPIDLE above 32767 s (MAX_TCP_KEEPIDLE); nine hours is as
-        // good as "rarely" for a keepalive.
-        let seconds = idle.as_secs().clamp(1, 32767) as libc::c_int;
-        #[cfg(any(target_os = "macos", target_os = "ios"))]
-        set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPALIVE, seconds)?;
-        #[cfg(not(any(target_os = "macos", target_os = "ios")))]
-        set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, seconds)?;
-    }
-    Ok(())
-}
-
-fn set_flag(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, on: bool) -> io::Result<()> {
-    set_int(fd.as_raw_fd(), level, name, on.into())
-}
-
-fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: the pointer and length describe `value`, a live c_int, for the whole call; a
-    // bad descriptor makes setsockopt fail with EBADF, nothing worse.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn bind(fd: &OwnedFd, addr: &SocketAddr) -> io::Result<()> {
-    // SAFETY: sockaddr_storage is plain data for which all-zero bytes are a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr type.
-            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_addr.s6_addr = v6.ip().octets();
-            sin6.sin6_flowinfo = v6.flowinfo();
-            sin6.sin6_scope_id = v6.scope_id();
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    // SAFETY: `storage` holds a sockaddr of the family and length given, alive for the call.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -552,22 +402,8 @@ mod tests {
     /// (TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE) of a socket.
     #[cfg(target_os = "linux")]
     fn socket_options(stream: &mio::net::TcpStream) -> (bool, bool, libc::c_int) {
-        let get = |level, name| {
-            let mut value: libc::c_int = 0;
-            let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: value and len are live locals of the sizes given.
-            let rc = unsafe {
-                libc::getsockopt(
-                    stream.as_raw_fd(),
-                    level,
-                    name,
-                    (&mut value as *mut libc::c_int).cast(),
-                    &mut len,
-                )
-            };
-            assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
-            value
-        };
+        let get =
+            |level, name| socket::get_int(stream.as_raw_fd(), level, name).expect("getsockopt");
         (
             get(libc::IPPROTO_TCP, libc::TCP_NODELAY) != 0,
             get(libc::SOL_SOCKET, libc::SO_KEEPALIVE) != 0,

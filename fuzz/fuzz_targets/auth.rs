@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wharf::proto::auth::{first_line, AuthStep, MAX_AUTH_LINE};
+use wharf::auth::line::{first_line, AuthStep, MAX_AUTH_LINE};
 use wharf::{Authenticator, Tokens};
 
 fuzz_target!(|data: &[u8]| {

@@ -47,6 +47,8 @@ pub(crate) struct Timeouts {
     pub(crate) linger: Tick,
     /// Close a connection whose unfinished message has waited this long.
     pub(crate) message: Option<Tick>,
+    /// Close a TLS connection whose handshake has not completed in this long.
+    pub(crate) handshake: Tick,
 }
 
 /// Which deadline a connection reached.
@@ -320,6 +322,7 @@ mod deadlines {
         write: Some(20),
         linger: 50,
         message: Some(60),
+        handshake: 100,
     };
 
     /// A connection to a real loopback listener, for the fields around its socket.
@@ -389,6 +392,7 @@ mod deadlines {
             write: None,
             linger: 50,
             message: None,
+            handshake: 100,
         };
         assert_eq!(conn.deadline(off), None);
     }

@@ -140,11 +140,18 @@ impl Stage {
     }
 
     /// The TLS handshake completed and an `AUTH` line is still required, by `by`.
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))] // until TLS is a layer
     pub(crate) fn authenticate_by(self, by: Tick) -> Stage {
         match self {
             Stage::Handshaking { .. } => Stage::Authenticating { by, misses: 0 },
             other => other,
+        }
+    }
+
+    /// Lines other than `AUTH` answered at the door so far.
+    pub(crate) fn auth_misses(self) -> u8 {
+        match self {
+            Stage::Authenticating { misses, .. } => misses,
+            _ => 0,
         }
     }
 

@@ -12,7 +12,13 @@
 //! waiting partial line has been searched already (otherwise a 64 KiB line arriving a byte at
 //! a time would cost gigabytes of scanning).
 
+use std::net::SocketAddr;
+use std::time::Instant;
+
 use memchr::memchr_iter;
+
+use crate::handler::{Context, Handler};
+use crate::log_limit::LogLimit;
 
 /// The line-echo protocol.
 ///
@@ -120,6 +126,77 @@ impl LineEcho {
 impl Default for LineEcho {
     fn default() -> Self {
         LineEcho::new(DEFAULT_MAX_LINE)
+    }
+}
+
+/// Line echo: complete lines back byte-exact; an overlong line gets an error and a close.
+///
+/// ```
+/// # use wharf::{Config, Reactor, service::Line};
+/// let reactor = Reactor::new(Config::default(), Line::new(1024))?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Line {
+    protocol: LineEcho,
+    /// Overlong lines are a client's doing: at most one log line per second about them.
+    overlong_log: LogLimit,
+}
+
+impl Line {
+    /// Line echo that accepts lines of at most `max_line` bytes before the `\n`.
+    pub fn new(max_line: usize) -> Line {
+        Line {
+            protocol: LineEcho::new(max_line),
+            overlong_log: LogLimit::per_second(),
+        }
+    }
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        Line::new(DEFAULT_MAX_LINE)
+    }
+}
+
+impl Handler for Line {
+    type Session = LineCursor;
+
+    fn on_open(&mut self, _ctx: &mut Context<'_>, _peer: SocketAddr) -> LineCursor {
+        LineCursor::default()
+    }
+
+    fn on_data(&mut self, ctx: &mut Context<'_>, cursor: &mut LineCursor, input: &[u8]) -> usize {
+        match self.protocol.on_input(cursor, input) {
+            LineStep::Echo(lines) => {
+                ctx.write(lines);
+                lines.len()
+            }
+            LineStep::TooLong { lines } => {
+                ctx.write(lines);
+                refuse_overlong_line(ctx, &self.protocol, &mut self.overlong_log);
+                input.len()
+            }
+        }
+    }
+
+    fn on_peer_closed(&mut self, ctx: &mut Context<'_>, _: &mut LineCursor, unconsumed: &[u8]) {
+        ctx.write(self.protocol.on_peer_closed(unconsumed));
+    }
+}
+
+/// Line mode's rule for a line over the limit, shared by line echo and chat: the error line,
+/// a close once it is sent, and a log line at most once a second (a client can trigger it
+/// at will).
+pub(crate) fn refuse_overlong_line(ctx: &mut Context<'_>, framing: &LineEcho, log: &mut LogLimit) {
+    ctx.write(framing.error_line());
+    ctx.close();
+    if let Some(count) = log.hit(Instant::now()) {
+        log::info!(
+            "conn={} closing: line longer than {} bytes ({count} such in the last second)",
+            ctx.id(),
+            framing.max_line()
+        );
     }
 }
 

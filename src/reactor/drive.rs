@@ -1,39 +1,20 @@
-//! Driving one connection: flush, read, hand input to the handler, write its reply, queue
-//! its mail, settle the phase, close; and the flush of every connection's queued output
-//! once per loop iteration.
-//!
-//! The output path, in one place:
-//! - **A reply** (what a callback writes to the connection it is about) goes out at once,
-//!   straight from the shared reply buffer, when nothing is queued for that connection. It
-//!   answers a read just made, so writes never outnumber reads, and a request/response
-//!   round trip costs one `write` and no copy. Otherwise it joins the queue.
-//! - **Mail** (writes to other connections) is only queued: copied bytes, or a shared chunk
-//!   by reference; over TLS, sealed for the recipient. The recipient goes on the pending
-//!   list once.
-//! - **The flush**: before the loop polls again, the oldest connections on the pending list
-//!   (a slice: `flush_budget`, or a quarter of the list) each write their whole queue with
-//!   one `writev` and settle (Redis's pending-writes list, which it flushes before
-//!   sleeping). So a member of a busy room gets one write per turn of the list, whatever
-//!   number of lines reached it.
-//! - **The bound**: a queue that passes `high_water` (memory held, overhead included) is
-//!   written at once; if the socket does not take enough, a recipient of mail is dropped as a
-//!   slow reader, and the connection being served is throttled (its handler saw
-//!   [`Context::backlogged`](crate::Context::backlogged) and left its input buffered).
+//! Driving one connection through an event: write what it owes, read, hand the input to
+//! the handler (through the door and the transport first), send its reply, settle its
+//! stage, close. How output is queued and flushed is in `flush.rs`.
 
 use std::io;
-use std::ops::Range;
-use std::sync::Arc;
 
-use super::{Core, Readiness};
+use super::Server;
 use crate::close_reason::CloseReason;
 use crate::conn::{Next, Stage};
 use crate::conn_id::{ConnId, Source};
-use crate::handler::{ConnView, Context, Handler, Letter};
+use crate::event_loop::Readiness;
+use crate::handler::{ConnView, Context, Handler};
 use crate::timer::{self, NEVER};
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Server<H> {
     /// Serves one readiness event (or a resumption) of a live connection.
-    pub(super) fn drive(&mut self, id: ConnId, ready: Readiness) {
+    pub(crate) fn drive(&mut self, id: ConnId, ready: Readiness) {
         self.handed_back = false;
         // Output first: room in the socket may lift throttling and let reading resume.
         if ready.writable && !self.flush(id) {
@@ -71,24 +52,6 @@ impl<H: Handler> Core<H> {
         conn.stage().reads() && conn.output.held() <= self.water.high
     }
 
-    /// Writes queued output; false if that closed the connection.
-    pub(super) fn flush(&mut self, id: ConnId) -> bool {
-        if self.conns[id.key()].output.is_empty() {
-            return true;
-        }
-        self.stats.writes += 1;
-        match self.conns[id.key()].flush(self.clock.tick()) {
-            Ok(written) => {
-                self.stats.bytes_out += written as u64;
-                true
-            }
-            Err(error) => {
-                self.close(id, CloseReason::from_error(&error));
-                false
-            }
-        }
-    }
-
     pub(super) fn read_input(&mut self, id: ConnId, read_to_would_block: bool) {
         let mut budget = self.config.read_budget;
         loop {
@@ -107,10 +70,7 @@ impl<H: Handler> Core<H> {
                 }
             } else {
                 self.stats.bytes_in += n as u64;
-                #[cfg(feature = "tls")]
-                self.receive_tls(id, n); // plain connections go on to `deliver`
-                #[cfg(not(feature = "tls"))]
-                self.deliver(id, n);
+                self.receive(id, n); // TLS or plain, on to `deliver`
                 if !self.is_live(id) || std::mem::take(&mut self.handed_back) {
                     return; // closed, or its input waits on the resume list
                 }
@@ -170,7 +130,7 @@ impl<H: Handler> Core<H> {
         let Some(session) = conn.session.as_mut() else {
             return;
         };
-        let view = self.extras.view(id.key(), Some(&conn.stream));
+        let view = super::peers::view(&self.peers, &self.transports, id.key());
         let input = fresh.unwrap_or(conn.input.as_slice());
         self.outbox.begin(id, true, conn.output.held());
         let consumed = self
@@ -216,7 +176,7 @@ impl<H: Handler> Core<H> {
                 // so it cannot refill the queues faster than they drain and the others'
                 // lines wait behind one turn, not many.
                 if self.outbox.yield_rest {
-                    self.yielded.push(id);
+                    self.output.wait_for_flush(id);
                 } else {
                     self.resume.push(Source::Conn(id));
                 }
@@ -241,7 +201,7 @@ impl<H: Handler> Core<H> {
     /// The TCP stream ended. On a TLS connection that is a truncation: a peer that finished
     /// cleanly sent close_notify first, which ended its stream already (`receive_tls`).
     fn end_of_stream(&mut self, id: ConnId) {
-        if !self.extras.is_tls(id.key()) {
+        if !self.transports.is_tls(id.key()) {
             return self.input_ended(id);
         }
         let conn = &mut self.conns[id.key()];
@@ -308,7 +268,7 @@ impl<H: Handler> Core<H> {
         self.outbox.begin(id, true, conn.output.held());
         // A connection that never authenticated has no session: nothing to tell.
         if let Some(session) = conn.session.as_mut() {
-            let view = self.extras.view(id.key(), Some(&conn.stream));
+            let view = super::peers::view(&self.peers, &self.transports, id.key());
             self.handler.on_peer_closed(
                 &mut Context::new(&mut self.outbox, &self.stats).about(view),
                 session,
@@ -343,157 +303,6 @@ impl<H: Handler> Core<H> {
         // The caller settles the connection once its event is done (not per callback).
     }
 
-    /// Queues the writes that callbacks addressed to other connections, and performs their
-    /// closes. Nothing is written here (unless a queue passes the limit): the flush before
-    /// the next poll writes each connection once.
-    pub(super) fn deliver_mail(&mut self) {
-        if self.delivering {
-            return; // the outer call picks up what was added
-        }
-        self.delivering = true;
-        while self.outbox.has_mail() {
-            let mut mail = std::mem::take(&mut self.outbox.mail);
-            let bytes = std::mem::take(&mut self.outbox.mail_bytes);
-            let mut offset = 0;
-            for (to, letter) in mail.drain(..) {
-                let open = self.is_live(to) && self.conns[to.key()].stage().accepts_output();
-                match letter {
-                    Letter::Bytes(len) => {
-                        let data = &bytes[offset..offset + len];
-                        offset += len;
-                        if open {
-                            self.queue_to(to, data);
-                        }
-                    }
-                    Letter::Shared(chunk, range) if open => self.queue_shared_to(to, chunk, range),
-                    Letter::Shared(..) => continue,
-                }
-                if open {
-                    self.bound_mail(to);
-                }
-            }
-            for to in std::mem::take(&mut self.outbox.closes) {
-                if self.is_live(to) {
-                    self.conns[to.key()].begin_closing();
-                    self.settle(to);
-                }
-            }
-            if self.outbox.mail.is_empty() {
-                self.outbox.mail = mail; // keep the allocations
-                let mut bytes = bytes;
-                bytes.clear();
-                self.outbox.mail_bytes = bytes;
-            }
-        }
-        self.delivering = false;
-    }
-
-    /// Queues `data` for `id` to go out with the next flush: encrypted first on TLS.
-    fn queue_to(&mut self, id: ConnId, data: &[u8]) {
-        #[cfg(feature = "tls")]
-        let sealed = self.queue_sealed(id, data);
-        #[cfg(not(feature = "tls"))]
-        let sealed = false;
-        if !sealed {
-            self.conns[id.key()].queue(data, self.clock.tick());
-        }
-        self.mark_pending(id);
-    }
-
-    /// Queues a shared chunk for `id` by reference (over TLS each recipient's copy is
-    /// encrypted anyway).
-    fn queue_shared_to(&mut self, id: ConnId, chunk: Arc<[u8]>, range: Range<usize>) {
-        if self.extras.is_tls(id.key()) {
-            return self.queue_to(id, &chunk[range]);
-        }
-        self.conns[id.key()].queue_shared(chunk, range, self.clock.tick());
-        self.mark_pending(id);
-    }
-
-    /// Puts `id` on the list of connections to flush before the next poll, once.
-    fn mark_pending(&mut self, id: ConnId) {
-        let conn = &mut self.conns[id.key()];
-        if !conn.flush_pending {
-            conn.flush_pending = true;
-            self.pending.push_back(id);
-        }
-    }
-
-    /// What others send is bounded by the high-water mark: not reading from the recipient
-    /// cannot slow the senders down. A queue past it is written now (it may be a fast reader
-    /// that was sent a lot in one iteration); a reader still that far behind is dropped.
-    fn bound_mail(&mut self, id: ConnId) {
-        if self.conns[id.key()].output.held() <= self.water.high || !self.flush(id) {
-            return;
-        }
-        if self.conns[id.key()].output.held() > self.water.high {
-            self.drop_slow_reader(id);
-        }
-    }
-
-    /// Writes what was queued, before the loop waits again: first what the handler batched
-    /// ([`Handler::on_flush`]), then each pending connection's queue with one `writev`, and
-    /// it settles; oldest first, at most `flush_budget` connections or a quarter of those
-    /// waiting (the rest next time round, after reading). Closes on the way may queue more; that joins the list, and a
-    /// callback on the way may leave the handler holding batched work again, so the loop
-    /// does not sleep then (see `poll_timeout`).
-    pub(super) fn flush_pending(&mut self) {
-        self.outbox.begin_unattached();
-        self.handler
-            .on_flush(&mut Context::new(&mut self.outbox, &self.stats));
-        self.outbox.reply.clear();
-        // Callbacks from here on (a connection closing as it is flushed, and the room told
-        // of it) set it again: the loop then polls without sleeping and comes back here.
-        self.outbox.unflushed = false;
-        if self.outbox.has_mail() {
-            self.deliver_mail();
-        }
-        let mut budget = self.config.flush_budget.max(self.pending.len() / 4);
-        while budget > 0 {
-            let Some(id) = self.pending.pop_front() else {
-                break;
-            };
-            if !self.is_live(id) {
-                continue; // closed since it was queued
-            }
-            budget -= 1;
-            self.conns[id.key()].flush_pending = false;
-            if self.flush(id) {
-                self.settle(id);
-            }
-        }
-        // Everything queued is written: handlers that yielded get their next turn.
-        if self.pending.is_empty() && !self.yielded.is_empty() {
-            let yielded = self.yielded.drain(..).map(Source::Conn);
-            self.resume.extend(yielded);
-        }
-        self.outbox.shrink_after_spike();
-    }
-
-    /// Sends `data` to connection `id` now (queued behind what is already queued):
-    /// encrypted first if it is a TLS connection.
-    fn send_to(&mut self, id: ConnId, data: &[u8]) -> io::Result<usize> {
-        if self.conns[id.key()].output.is_empty() {
-            self.stats.writes += 1;
-        }
-        #[cfg(feature = "tls")]
-        if let Some(result) = self.send_sealed(id, data) {
-            return result;
-        }
-        self.conns[id.key()].send(data, self.clock.tick())
-    }
-
-    fn drop_slow_reader(&mut self, id: ConnId) {
-        if let Some(count) = self.write_timeout_log.hit(self.clock.now()) {
-            log::info!(
-                "conn={id} dropped: a slow reader, over {} bytes behind ({count} such drops \
-                 in the last second)",
-                self.water.high
-            );
-        }
-        self.close(id, CloseReason::SlowReader);
-    }
-
     /// Moves the connection to its next stage and keeps the poller interest in step.
     pub(super) fn settle(&mut self, id: ConnId) {
         match self.conns[id.key()].settle(self.water) {
@@ -502,7 +311,6 @@ impl<H: Handler> Core<H> {
             Next::ShutdownWrite => {
                 // TLS says goodbye before the TCP one: close_notify first, flushed (the
                 // connection stays `Closing` until it is, and comes back here).
-                #[cfg(feature = "tls")]
                 match self.queue_close_notify(id) {
                     Err(error) => return self.close(id, CloseReason::from_error(&error)),
                     Ok(true) if !self.conns[id.key()].output.is_empty() => {
@@ -547,30 +355,23 @@ impl<H: Handler> Core<H> {
         // no deregister call needed.
         let conn = self.conns.remove(id.key());
         self.stats.count_close(reason);
-        if let Some(ip) = self.peer_ips.get_mut(id.key()).and_then(Option::take) {
-            self.release_ip(ip);
-        }
+        self.acceptor.release(self.peers.peer(id.key()).ip());
         log::debug!("conn={id} closed: {reason}");
-        #[allow(unused_mut)]
-        let mut forgotten = self.extras.forget(id.key());
-        #[cfg(feature = "tls")]
-        if let Some(tls) = forgotten.tls.as_mut() {
-            // A clean close_notify only when nothing owed is being dropped: after lost output
-            // it would tell the client the stream ended cleanly (a truncation attack's
-            // disguise), so then the socket just closes.
-            if !matches!(reason, CloseReason::Error(_)) && conn.output.is_empty() {
-                super::tls::farewell(tls, &conn.stream, &mut self.sealed);
-            }
-        }
+        let identity = self.peers.forget(id.key());
+        // A clean close_notify only when nothing owed is being dropped: after lost output it
+        // would tell the client the stream ended cleanly (a truncation attack's disguise),
+        // so then the socket just closes.
+        let clean = !matches!(reason, CloseReason::Error(_)) && conn.output.is_empty();
+        self.transports.close(id.key(), &conn.stream, clean);
         drop(conn.stream);
-        if self.accept_paused {
+        if self.acceptor.paused() {
             self.resume_listeners(); // a descriptor is free again
         }
         let Some(session) = conn.session else {
             return; // it never authenticated: the handler never heard of it
         };
         let view = ConnView {
-            identity: forgotten.identity.as_deref(),
+            identity: identity.as_deref(),
             ..ConnView::default()
         };
         self.outbox.begin(id, false, 0);

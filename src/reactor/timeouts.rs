@@ -1,14 +1,14 @@
 //! Deadlines: connection timeouts from the timer heap, and the reactor's own periodic work
 //! (accept retries, stats lines). See [`crate::timer`] for how the heap stays lazy.
 
-use super::Core;
+use super::Server;
 use crate::close_reason::CloseReason;
 use crate::conn::{Expiry, Stage};
 use crate::conn_id::{ConnId, Source};
 use crate::handler::Handler;
-use crate::timer::{self, Tick, NEVER};
+use crate::timer::{Tick, NEVER};
 
-impl<H: Handler> Core<H> {
+impl<H: Handler> Server<H> {
     /// Makes sure the timer heap will look at `id` no later than its current deadline.
     /// Called whenever a connection settles; costs a few comparisons unless the deadline
     /// moved earlier (output became pending, lingering began), which pushes one entry.
@@ -39,7 +39,7 @@ impl<H: Handler> Core<H> {
     }
 
     /// Closes the connections whose deadline has passed, and runs the periodic work due.
-    pub(super) fn expire_timers(&mut self) {
+    pub(crate) fn expire_timers(&mut self) {
         let now = self.clock.tick();
         // At most one live entry per connection: past twice that (and a floor, so small
         // servers never bother), drop the stale ones. Amortised O(1) per entry pushed.
@@ -70,21 +70,8 @@ impl<H: Handler> Core<H> {
                 None => {}
             }
         }
-        if self.accept_retry_at <= now {
-            self.accept_retry_at = NEVER;
+        if self.acceptor.on_time(now, &mut self.stats) {
             self.resume_listeners();
-        }
-        if self.access_sweep_at <= now {
-            self.access.expire(now);
-            self.stats.offenders = self.access.offenders() as u64;
-            self.access_sweep_at = NEVER;
-            self.plan_access_sweep();
-        }
-        if self.next_stats_at <= now {
-            self.report_stats();
-            // From the planned tick, not from now: the lines keep their rhythm.
-            let every = timer::ticks(self.config.stats_interval).unwrap_or(NEVER);
-            self.next_stats_at = self.next_stats_at.saturating_add(every).max(now + 1);
         }
     }
 
@@ -96,7 +83,7 @@ impl<H: Handler> Core<H> {
             }
             Expiry::Write => {
                 let pending = self.conns[id.key()].output.len();
-                if let Some(count) = self.write_timeout_log.hit(self.clock.now()) {
+                if let Some(count) = self.slow_reader_log.hit(self.clock.now()) {
                     log::info!(
                         "conn={id} dropped: {pending} bytes of output did not move for {:?}, \
                          the peer stopped reading ({count} such drops in the last second)",
@@ -139,12 +126,7 @@ impl<H: Handler> Core<H> {
 
     /// Puts every listener on the resume list (accepting was paused).
     pub(super) fn resume_listeners(&mut self) {
-        self.accept_paused = false;
-        if self.spare_fd.is_none() {
-            // Lost when the process ran out of descriptors: shedding needs it back.
-            self.spare_fd = std::fs::File::open("/dev/null").ok();
-        }
-        self.resume
-            .extend((0..self.listeners.len()).map(Source::Listener));
+        let listeners = self.acceptor.resume();
+        self.resume.extend(listeners.map(Source::Listener));
     }
 }

@@ -1,5 +1,6 @@
-//! Operating-system glue that is not sockets (those are in `listener.rs`): signals, which
-//! talk to the OS through `unsafe` calls, each with its reason, and file permissions.
+//! Operating-system glue: the socket system calls behind [`crate::Listener`], signals, and
+//! file permissions. Every `unsafe` call of the library is here, each with its reason.
 
 pub(crate) mod files;
 pub(crate) mod signal;
+pub(crate) mod socket;

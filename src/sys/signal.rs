@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
-use crate::reactor::{Handle, Request};
+use crate::handle::{Handle, Request};
 
 /// SIGINT and SIGTERM: the first drains, any later one stops. SIGUSR1: log the counters.
 /// SIGHUP: reload the TLS certificates.

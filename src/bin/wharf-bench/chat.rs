@@ -2,7 +2,8 @@
 //! --chat`, or any server that delivers each line a client sends to every other client, with
 //! a prefix of its own before it.
 //!
-//! A run has three phases, on one thread and one poller ([`room`]):
+//! A run has three phases, on one thread and the client loop (`client.rs`, the clients'
+//! scenario in [`room`]):
 //! 1. **Join.** CONNS clients connect, at most `--join-concurrency` at a time. Then a barrier
 //!    that does not depend on how a server announces joins (wharf may batch its notices,
 //!    ncat words them differently): one client sends `sync <k>` every [`SYNC_EVERY`] until
@@ -28,6 +29,7 @@ mod room;
 use std::time::{Duration, Instant};
 
 use crate::cli::ChatArgs;
+use crate::client::Client;
 use crate::dial::Dialer;
 use crate::error::BenchError;
 use crate::limits::preflight;
@@ -36,7 +38,7 @@ use crate::report::{ChatReport, RunId, ServerFigures};
 use crate::server::ServerProbe;
 
 use self::line::Line;
-use self::room::{Room, Sent};
+use self::room::{Census, Room, Sent};
 
 /// Longest wait for events in one turn, when no line is due sooner.
 const TURN: Duration = Duration::from_millis(50);
@@ -69,24 +71,26 @@ pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
     let target = args.target();
     let conns = args.conns as usize;
     preflight(&target, conns as u64)?;
-    let probe = args.server_pid.map(ServerProbe::new).transpose()?;
-    let mut room = Room::new(Dialer::new(args.addr, args.src.as_ref()), conns)?;
+    let probe = ServerProbe::of(args.peer.server_pid)?;
+    let mut room = Room::new(Dialer::new(args.peer.addr, args.peer.src.as_ref()), conns)?;
 
     let join_secs = join(&mut room, args)?;
-    let joined = room.census().ready;
+    let joined = room.scenario.census().ready;
 
     let before = probe.as_ref().map(ServerProbe::sample).transpose()?;
     let sending = measure(&mut room, args)?;
     let drain_secs = drain(&mut room, sending.expected)?;
     let after = probe.as_ref().map(ServerProbe::sample).transpose()?;
 
-    let deliveries = &room.deliveries;
+    let Room {
+        deliveries, tally, ..
+    } = room.scenario;
     let seconds = args.duration.as_secs_f64();
     let server = ServerFigures::between(probe.as_ref(), before, after, deliveries.received);
     let undelivered = sending.expected.saturating_sub(deliveries.received);
-    let connection_errors = room.tally.total();
+    let connection_errors = tally.total();
     Ok(ChatReport {
-        id: RunId::named("chat", args.addr, &args.output),
+        id: RunId::new("chat", args.peer.addr, &args.output),
         conns: conns as u64,
         joined: joined as u64,
         join_secs,
@@ -117,50 +121,51 @@ pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
         server,
         connection_errors,
         errors: undelivered + deliveries.out_of_order + sending.unsent + connection_errors,
-        errors_by_kind: room.tally.clone(),
+        errors_by_kind: tally,
     })
 }
 
 /// Phase 1: connects every client and passes the barrier; returns the seconds it took.
 /// Clients not in the room by `--timeout` are dropped and counted as timeouts.
-fn join(room: &mut Room, args: &ChatArgs) -> Result<f64, BenchError> {
+fn join(room: &mut Client<Room>, args: &ChatArgs) -> Result<f64, BenchError> {
     let conns = args.conns as usize;
     let start = Instant::now();
-    let deadline = start + args.timeout;
     let mut next_sync = start;
     let mut syncs = 0;
-    loop {
+    let all_connected = |census: Census| census.dialed == conns && census.connecting == 0;
+    let all_in = |census: Census| all_connected(census) && census.waiting == 0 && census.ready >= 2;
+    room.run_until(start + args.timeout, |room, now| {
         room.dial_more(args.join_concurrency as usize);
-        let census = room.census();
-        let all_connected = census.dialed == conns && census.connecting == 0;
-        if all_connected && census.waiting == 0 && census.ready >= 2 {
-            break;
+        let census = room.scenario.census();
+        if all_in(census) || (all_connected(census) && census.alive() < 2) {
+            return None;
         }
-        let now = Instant::now();
-        if now >= deadline || (all_connected && census.alive() < 2) {
-            room.drop_unready("not in the room (no barrier line received) within --timeout");
-            break;
+        if !all_connected(census) {
+            return Some(TURN);
         }
-        if all_connected && (now >= next_sync || room.only_the_syncer_waits()) {
+        if now >= next_sync || room.only_the_syncer_waits() {
             room.send_sync(syncs);
             syncs += 1;
             next_sync = now + SYNC_EVERY;
         }
-        let wait = if all_connected {
-            next_sync.saturating_duration_since(now)
-        } else {
-            TURN
-        };
-        room.turn(wait.min(deadline - now))?;
+        Some(next_sync.saturating_duration_since(now))
+    })?;
+    if !all_in(room.scenario.census()) {
+        room.drop_unready("not in the room (no barrier line received) within --timeout");
     }
-    let census = room.census();
+    let census = room.scenario.census();
     if census.ready < 2 {
-        let first = room.tally.first.as_deref().unwrap_or("no failure seen");
+        let first = room
+            .scenario
+            .tally
+            .first
+            .as_deref()
+            .unwrap_or("no failure seen");
         return Err(BenchError::NoRoom(format!(
             "no chat room formed at {addr}: {ready} of {conns} clients got into it (first \
              failure: {first}). Is a line chat server listening there, e.g. `wharf chat \
              --listen {addr}`? If clients were still joining, raise --timeout (now {secs} s)",
-            addr = args.addr,
+            addr = args.peer.addr,
             ready = census.ready,
             secs = args.timeout.as_secs_f64(),
         )));
@@ -169,27 +174,65 @@ fn join(room: &mut Room, args: &ChatArgs) -> Result<f64, BenchError> {
 }
 
 /// Phase 2: sends on the schedule for `--duration`, reading all the while.
-fn measure(room: &mut Room, args: &ChatArgs) -> Result<Sending, BenchError> {
-    let conns = u64::from(args.conns);
-    let interval_ns = 1e9 / args.rate;
-    let window_ns = u64::try_from(args.duration.as_nanos()).unwrap_or(u64::MAX);
+fn measure(room: &mut Client<Room>, args: &ChatArgs) -> Result<Sending, BenchError> {
     let progress = Progress::new("chat", args.duration);
-    let start_ns = room.now_ns();
-    let end_ns = start_ns.saturating_add(window_ns);
+    let start = Instant::now();
+    let schedule = Schedule::new(room.scenario.now_ns(), args);
     let mut sending = Sending::default();
-    loop {
-        // Everything due by now goes out, however late: an open loop does not skip.
-        let mut now_ns = room.now_ns();
+    room.run_until(start + args.duration, |room, _| {
+        let now_ns = schedule.send_due(room, &mut sending);
+        let elapsed = Duration::from_nanos(now_ns - schedule.start_ns);
+        let room = &room.scenario;
+        let errors = (room.tally.total(), "errors");
+        progress.rate(elapsed, room.deliveries.received, "deliveries", errors);
+        let wait_ns = schedule.due_ns(sending.due).saturating_sub(now_ns);
+        Some(Duration::from_nanos(wait_ns).min(TURN))
+    })?;
+    // The lines that fell due during the last turn.
+    schedule.send_due(room, &mut sending);
+    progress.finish();
+    Ok(sending)
+}
+
+/// When each line of the window is due, and from which client.
+struct Schedule {
+    conns: u64,
+    start_ns: u64,
+    end_ns: u64,
+    interval_ns: f64,
+}
+
+impl Schedule {
+    /// The schedule of a window starting at `start_ns` on the room's clock.
+    fn new(start_ns: u64, args: &ChatArgs) -> Schedule {
+        let window_ns = u64::try_from(args.duration.as_nanos()).unwrap_or(u64::MAX);
+        Schedule {
+            conns: u64::from(args.conns),
+            start_ns,
+            end_ns: start_ns.saturating_add(window_ns),
+            interval_ns: 1e9 / args.rate,
+        }
+    }
+
+    /// When line `k` of the run is due.
+    fn due_ns(&self, k: u64) -> u64 {
+        self.start_ns + (k as f64 * self.interval_ns) as u64
+    }
+
+    /// Sends every line of the window due by now, however late: an open loop does not skip.
+    /// Returns the time now.
+    fn send_due(&self, room: &mut Client<Room>, sending: &mut Sending) -> u64 {
+        let mut now_ns = room.scenario.now_ns();
         loop {
-            let due_ns = start_ns + (sending.due as f64 * interval_ns) as u64;
-            if due_ns > now_ns || due_ns >= end_ns {
-                break;
+            let due_ns = self.due_ns(sending.due);
+            if due_ns > now_ns || due_ns >= self.end_ns {
+                return now_ns;
             }
             let k = sending.due;
             sending.due += 1;
-            let sender = k % conns;
-            now_ns = room.now_ns();
-            let line = Line::measured(sender, k / conns, now_ns);
+            let sender = k % self.conns;
+            now_ns = room.scenario.now_ns();
+            let line = Line::measured(sender, k / self.conns, now_ns);
             match room.send(sender as usize, &line) {
                 Sent::Written => sending.written += 1,
                 Sent::Queued => sending.queued += 1,
@@ -198,36 +241,19 @@ fn measure(room: &mut Room, args: &ChatArgs) -> Result<Sending, BenchError> {
                     continue;
                 }
             }
-            sending.expected += room.census().ready.saturating_sub(1) as u64;
+            sending.expected += room.scenario.census().ready.saturating_sub(1) as u64;
             sending.max_lag_ns = sending.max_lag_ns.max(now_ns - due_ns);
         }
-        if now_ns >= end_ns {
-            break;
-        }
-        let next_due_ns = start_ns + (sending.due as f64 * interval_ns) as u64;
-        let wait_ns = next_due_ns.min(end_ns).saturating_sub(now_ns);
-        room.turn(Duration::from_nanos(wait_ns).min(TURN))?;
-        let elapsed = Duration::from_nanos(now_ns - start_ns);
-        progress.update(elapsed, || {
-            let rate = room.deliveries.received as f64 / elapsed.as_secs_f64().max(1e-3);
-            format!("{rate:.0} deliveries/s, {} errors", room.tally.total())
-        });
     }
-    progress.finish();
-    Ok(sending)
 }
 
 /// Phase 3: reads until every expected delivery is in or [`DRAIN`] has passed; returns the
 /// seconds it took.
-fn drain(room: &mut Room, expected: u64) -> Result<f64, BenchError> {
+fn drain(room: &mut Client<Room>, expected: u64) -> Result<f64, BenchError> {
     let start = Instant::now();
-    let end = start + DRAIN;
-    while room.deliveries.received < expected && room.census().alive() > 0 {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        room.turn((end - now).min(TURN))?;
-    }
+    room.run_until(start + DRAIN, |room, _| {
+        let room = &room.scenario;
+        (room.deliveries.received < expected && room.census().alive() > 0).then_some(TURN)
+    })?;
     Ok(start.elapsed().as_secs_f64())
 }

@@ -1,6 +1,6 @@
 //! The command line: subcommands and their flags, with defaults and help text.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,17 +74,8 @@ pub enum Command {
 /// Where to connect, and what to call the run.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// The server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or PORT (loopback).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
-    pub addr: SocketAddr,
-    /// Source addresses to spread connections over (bind before connect), each bringing
-    /// its own range of local ports: 127.0.0.2, 127.0.0.1-127.0.0.16 or a comma list.
-    #[arg(long, value_name = "ADDRS", value_parser = parse_sources)]
-    pub src: Option<Sources>,
-    /// Process id of the server: reports its CPU time per operation and its memory, from
-    /// /proc, summed over PID and every process descended from it (a server's workers).
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    #[command(flatten)]
+    pub peer: Peer,
     /// An exchange (or handshake) without a whole answer for this long counts as a timeout.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
     pub timeout: Duration,
@@ -94,6 +85,30 @@ pub struct Target {
     pub connect_pace: u32,
     #[command(flatten)]
     pub output: Output,
+}
+
+/// The server, the addresses to reach it from, and its process (every TCP mode).
+#[derive(Args, Debug, Clone)]
+pub struct Peer {
+    /// The server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or PORT (loopback).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
+    pub addr: SocketAddr,
+    /// Source addresses to spread connections over (bind before connect), each bringing
+    /// its own range of local ports: 127.0.0.2, 127.0.0.1-127.0.0.16 or a comma list.
+    #[arg(long, value_name = "ADDRS", value_parser = parse_sources)]
+    pub src: Option<Sources>,
+    /// Process id of the server: reports its CPU time per operation (a round trip, a
+    /// connection, a chat delivery) and its memory, from /proc, summed over PID and every
+    /// process descended from it (a server's workers).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+}
+
+impl Peer {
+    /// The source addresses of `--src`; none when the kernel picks.
+    pub fn sources(&self) -> &[IpAddr] {
+        self.src.as_ref().map_or(&[], |sources| &sources.0)
+    }
 }
 
 /// How a run reports, and what it is called in the report.
@@ -280,9 +295,8 @@ pub struct SweepArgs {
 /// `chat` flags.
 #[derive(Args, Debug, Clone)]
 pub struct ChatArgs {
-    /// The chat server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or PORT (loopback).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
-    pub addr: SocketAddr,
+    #[command(flatten)]
+    pub peer: Peer,
     /// Chat clients in the room.
     #[arg(short = 'c', long = "conns", value_name = "CONNS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(2..))]
@@ -295,14 +309,6 @@ pub struct ChatArgs {
     /// How long to send, in seconds (after every client has joined).
     #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub duration: Duration,
-    /// Source addresses to spread connections over (bind before connect), each bringing
-    /// its own range of local ports: 127.0.0.2, 127.0.0.1-127.0.0.16 or a comma list.
-    #[arg(long, value_name = "ADDRS", value_parser = parse_sources)]
-    pub src: Option<Sources>,
-    /// Process id of the server: reports its CPU time per delivery and its memory, from
-    /// /proc, summed over PID and every process descended from it.
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
     /// Most connects in flight at once while joining, so the server's SYN and accept queues
     /// are not overrun. A server that accepts slowly behind a short listen backlog leaves
     /// the connections beyond it half-open, never joined: for `ncat --chat` use 8.
@@ -320,9 +326,7 @@ impl ChatArgs {
     /// The run's target, for the checks every mode makes before it starts.
     pub fn target(&self) -> Target {
         Target {
-            addr: self.addr,
-            src: self.src.clone(),
-            server_pid: self.server_pid,
+            peer: self.peer.clone(),
             timeout: self.timeout,
             connect_pace: self.join_concurrency,
             output: self.output.clone(),

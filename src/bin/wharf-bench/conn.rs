@@ -1,18 +1,17 @@
-//! One client connection: which phase of its exchange it is in, and the socket I/O that moves
-//! it on. The driver (`client.rs`) owns the poller and decides what a connection does next;
-//! this file only reads, writes and checks bytes.
+//! One round-trip connection (`echo.rs`): which phase of its exchange it is in, and the
+//! socket I/O that moves it on. The loop (`client.rs`) owns the poller and the scenario
+//! decides what a connection does next; this file only reads, writes and checks bytes.
 //!
 //! Hot path: a round trip is one `write` (or `writev` in line mode) and one `read` into the
 //! driver's shared scratch buffer, compared in place; nothing is allocated. Over TLS the
 //! same calls go through rustls (`stream.rs`, `tls_stream.rs`), which adds its own copies and
 //! the cipher, and still one `writev` and one `read` per round trip.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
-use mio::net::TcpStream;
-
+use crate::client::{nonblocking, Readiness};
+use crate::dial::connected;
 use crate::failure::{Failure, FailureKind};
 use crate::message::Message;
 use crate::stream::Stream;
@@ -33,29 +32,10 @@ enum Phase {
     Idle,
 }
 
-/// Readiness flags of one event, taken apart once.
-#[derive(Debug, Clone, Copy)]
-pub struct Readiness {
-    readable: bool,
-    writable: bool,
-    /// End of stream or an error: reads must go on until they say which.
-    hangup: bool,
-}
-
-impl From<&Event> for Readiness {
-    fn from(event: &Event) -> Readiness {
-        Readiness {
-            readable: event.is_readable(),
-            writable: event.is_writable(),
-            hangup: event.is_read_closed() || event.is_write_closed() || event.is_error(),
-        }
-    }
-}
-
 /// A client connection and its exchange in flight.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket (or the TLS session over it), registered with the driver's poller.
+    /// The socket (or the TLS session over it), registered with the loop's poller.
     pub stream: Stream,
     phase: Phase,
     /// Which message is in flight: selects its bytes (see [`Message`]).
@@ -107,7 +87,7 @@ impl Conn {
                 if !(readiness.writable || readiness.hangup) {
                     return Ok(None);
                 }
-                match finish_connect(self.stream.tcp()) {
+                match connected(self.stream.tcp()) {
                     Ok(false) => return Ok(None),
                     Ok(true) if self.stream.is_tls() => {
                         // Out goes the ClientHello. The server cannot have answered it yet, so
@@ -195,9 +175,10 @@ impl Conn {
             return Ok(false);
         };
         loop {
-            match self.stream.read(scratch) {
-                Ok(0) => return Err(Failure::new(FailureKind::Closed, None)),
-                Ok(n) => {
+            match nonblocking(|| self.stream.read(scratch)).map_err(Failure::from_io)? {
+                None => return Ok(false),
+                Some(0) => return Err(Failure::new(FailureKind::Closed, None)),
+                Some(n) => {
                     if !message.matches(self.seq, received, &scratch[..n]) {
                         return Err(Failure::mismatch(received, &scratch[..n]));
                     }
@@ -210,47 +191,26 @@ impl Conn {
                         return Ok(false);
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(Failure::from_io(error)),
             }
         }
-    }
-}
-
-/// Whether a non-blocking connect has completed: `Ok(false)` while it is still under way.
-fn finish_connect(stream: &TcpStream) -> io::Result<bool> {
-    if let Some(error) = stream.take_error()? {
-        return Err(error);
-    }
-    match stream.peer_addr() {
-        Ok(_) => Ok(true),
-        Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(false),
-        Err(error) => Err(error),
     }
 }
 
 /// An idle connection was reported readable: nothing was asked, so any byte is a mismatch,
 /// and the end of stream or an error means the server dropped it.
 fn check_idle(stream: &mut Stream, scratch: &mut [u8]) -> Result<(), Failure> {
-    loop {
-        match stream.read(scratch) {
-            Ok(0) => return Err(Failure::new(FailureKind::Closed, None)),
-            Ok(n) => return Err(Failure::mismatch(0, &scratch[..n])),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(Failure::from_io(error)),
-        }
+    match nonblocking(|| stream.read(scratch)).map_err(Failure::from_io)? {
+        None => Ok(()),
+        Some(0) => Err(Failure::new(FailureKind::Closed, None)),
+        Some(n) => Err(Failure::mismatch(0, &scratch[..n])),
     }
 }
 
 /// Sends what the stream holds back (TLS records the socket refused before).
 fn flush(stream: &mut Stream) -> Result<(), Failure> {
-    match stream.flush() {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
-        Err(error) => Err(Failure::from_io(error)),
-    }
+    nonblocking(|| stream.flush())
+        .map(drop)
+        .map_err(Failure::from_io)
 }
 
 /// Writes what remains of message `seq` until it is all sent or the socket is full; returns
@@ -264,19 +224,19 @@ fn write_some(
     while sent < message.size() {
         let (body, tail) = message.unsent(seq, sent);
         // A plain write when there is one slice, so the common case is the cheapest call.
-        let result = if tail.is_empty() {
-            stream.write(body)
-        } else if body.is_empty() {
-            stream.write(tail)
-        } else {
-            stream.write_vectored(&[IoSlice::new(body), IoSlice::new(tail)])
-        };
-        match result {
-            Ok(0) => return Err(Failure::new(FailureKind::Closed, None)),
-            Ok(n) => sent += n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(Failure::from_io(error)),
+        let written = nonblocking(|| {
+            if tail.is_empty() {
+                stream.write(body)
+            } else if body.is_empty() {
+                stream.write(tail)
+            } else {
+                stream.write_vectored(&[IoSlice::new(body), IoSlice::new(tail)])
+            }
+        });
+        match written.map_err(Failure::from_io)? {
+            None => break,
+            Some(0) => return Err(Failure::new(FailureKind::Closed, None)),
+            Some(n) => sent += n,
         }
     }
     Ok(sent)

@@ -13,11 +13,9 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::ConnectArgs;
-use crate::client::{Client, Next, Outcome};
 use crate::dial::Dialer;
+use crate::echo::{Echo, Next};
 use crate::error::BenchError;
-use crate::failure::Tally;
-use crate::latency::Latencies;
 use crate::limits::preflight;
 use crate::message::Message;
 use crate::progress::Progress;
@@ -33,71 +31,47 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
     let target = &args.target;
     let concurrency = u64::from(args.concurrency);
     preflight(target, concurrency)?;
-    let tls = tls_config(&args.tls, target.addr)?;
-    let probe = target.server_pid.map(ServerProbe::new).transpose()?;
-    let dialer = Dialer::new(target.addr, target.src.as_ref());
-    let mut client = Client::new(dialer, Message::probe(), target.timeout, tls)?;
-    let mut tally = Tally::default();
-    let mut latencies = Latencies::new();
+    let tls = tls_config(&args.tls, target.peer.addr)?;
+    let probe = ServerProbe::of(target.peer.server_pid)?;
+    let dialer = Dialer::new(target.peer.addr, target.peer.src.as_ref());
+    let mut client = Echo::new(dialer, Message::probe(), target.timeout, tls)?;
+    client.scenario.then = Next::Close;
 
     let progress = Progress::new("connect", args.duration);
     let before = probe.as_ref().map(ServerProbe::sample).transpose()?;
     let start = Instant::now();
-    let end = start + args.duration;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        // Refill the slots that closed. Dial only between turns (see `Client::turn`).
+    client.run_until(start + args.duration, |client, now| {
+        // Refill the slots that closed. Dial only between turns (see `client.rs`).
         for _ in client.open() as u64..concurrency {
-            if let Err(failure) = client.dial() {
-                tally.record(&failure);
-            }
+            client.dial();
         }
-        client.turn((end - now).min(TURN), &mut |_, outcome| {
-            match outcome {
-                Outcome::RoundTrip { latency, .. } => latencies.record(latency),
-                Outcome::Failed { failure, .. } => tally.record(&failure),
-            }
-            Next::Close
-        })?;
-        let elapsed = now - start;
-        progress.update(elapsed, || {
-            let rate = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3);
-            format!("{rate:.0} connections/s, {} errors", tally.total())
-        });
-    }
+        let echo = &client.scenario;
+        let errors = (echo.tally.total(), "errors");
+        progress.rate(now - start, echo.latencies.len(), "connections", errors);
+        Some(TURN)
+    })?;
     let elapsed = start.elapsed();
     let after = probe.as_ref().map(ServerProbe::sample).transpose()?;
     progress.finish();
     client.close_all();
+    client.reached()?;
 
-    let connections = latencies.len();
-    if connections == 0 {
-        if let Some(error) = BenchError::unreachable(target.addr, &tally) {
-            return Err(error);
-        }
-    }
-    let server = match (&probe, before, after) {
-        (Some(probe), Some(before), Some(after)) => ServerFigures::measured(
-            probe.pid(),
-            probe.cost(&before, &after, connections),
-            &after,
-        ),
-        _ => ServerFigures::default(),
-    };
+    let echo = client.scenario;
+    let connections = echo.latencies.len();
     Ok(ConnectReport {
-        id: RunId::new("connect", target),
+        id: RunId::new("connect", target.peer.addr, &target.output),
         concurrency,
         duration_s: elapsed.as_secs_f64(),
         connections,
         connections_per_s: connections as f64 / elapsed.as_secs_f64(),
-        latency: latencies.summary(),
-        errors: tally.total(),
-        connects_failed: tally.connect_failed,
-        errors_by_kind: tally,
-        tls: TlsFigures::of(&client),
-        server,
+        latency: echo.latencies.summary(),
+        errors: echo.tally.total(),
+        connects_failed: echo.tally.connect_failed,
+        tls: TlsFigures {
+            tls: args.tls.tls,
+            tls_version: echo.tls_version,
+        },
+        errors_by_kind: echo.tally,
+        server: ServerFigures::between(probe.as_ref(), before, after, connections),
     })
 }

@@ -65,6 +65,18 @@ impl Dialer {
     }
 }
 
+/// Whether a non-blocking connect has completed: `Ok(false)` while it is still under way.
+pub fn connected(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(error) = stream.take_error()? {
+        return Err(error);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// The source addresses of `--src`, in the order connections take them.
 #[derive(Debug, Clone, Default)]
 pub struct Sources(pub Vec<IpAddr>);

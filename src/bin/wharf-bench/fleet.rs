@@ -1,6 +1,7 @@
 //! The parent side of a `--procs` run: starting the client processes, waiting for each step
 //! of the protocol (see `procs.rs`) with a deadline, collecting their reports, and killing
-//! whatever is left when the run ends early.
+//! whatever is left when the run ends early. [`spread`] is the whole of it, for `pingpong`
+//! and `hold` alike.
 
 use std::env;
 use std::ffi::OsString;
@@ -12,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use crate::cli::Target;
 use crate::error::BenchError;
-use crate::procs::{ChildOf, Step};
+use crate::procs::{self, ChildOf, Step};
+use crate::progress::Progress;
 use crate::sys;
 use crate::EXIT_ERRORS_COUNTED;
 
@@ -22,6 +25,34 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// How long a child that closed its stdout may take to exit.
 const EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `mode` for `duration` over `procs` client processes sharing `connections` to
+/// `target`: waits until every connection of every process is up, calls `at` with
+/// [`Step::Established`], lets them measure, calls `at` with [`Step::Measured`] while every
+/// connection is still open, then releases them. `at` is where the server is read. Returns
+/// their reports, which they must give within [`procs::close_within`] of their release.
+pub fn spread<T: DeserializeOwned>(
+    target: &Target,
+    connections: u64,
+    procs: u32,
+    (mode, duration): (&str, Duration),
+    mut at: impl FnMut(Step) -> Result<(), BenchError>,
+) -> Result<Vec<T>, BenchError> {
+    let mut fleet = Fleet::spawn(procs)?;
+    let within = procs::establish_within(target, connections, procs);
+    fleet.await_all(Step::Established, within, || {})?;
+    at(Step::Established)?;
+    fleet.answer_all(Step::Established)?;
+    let progress = Progress::new(mode, duration);
+    let start = Instant::now();
+    fleet.await_all(Step::Measured, duration + procs::SLACK, || {
+        progress.update(start.elapsed(), || format!("{procs} client processes"));
+    })?;
+    at(Step::Measured)?;
+    progress.finish();
+    fleet.answer_all(Step::Measured)?;
+    fleet.reports(procs::close_within(connections))
+}
 
 /// One child, as the parent sees it.
 struct ClientProc {
@@ -32,7 +63,7 @@ struct ClientProc {
 
 /// The parent side: the running children, and what they say. Dropping it kills and reaps
 /// every child still running, so an early return leaves no process behind.
-pub struct Fleet {
+struct Fleet {
     procs: Vec<ClientProc>,
     /// Lines from the children's stdouts, by child slot; `None` when one closes.
     said: Receiver<(usize, Option<String>)>,
@@ -40,7 +71,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts `procs` copies of this program with this process's arguments and `--child`.
-    pub fn spawn(procs: u32) -> Result<Fleet, BenchError> {
+    fn spawn(procs: u32) -> Result<Fleet, BenchError> {
         let program = env::current_exe().map_err(|error| {
             BenchError::io("finding this program to start client processes", error)
         })?;
@@ -90,14 +121,9 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// Children in the run.
-    pub fn len(&self) -> usize {
-        self.procs.len()
-    }
-
     /// Waits until every child has reached `step`, for at most `within`, calling `tick` a
     /// few times a second meanwhile.
-    pub fn await_all(
+    fn await_all(
         &mut self,
         step: Step,
         within: Duration,
@@ -136,7 +162,7 @@ impl Fleet {
     }
 
     /// Tells every child to go on past `step`.
-    pub fn answer_all(&mut self, step: Step) -> Result<(), BenchError> {
+    fn answer_all(&mut self, step: Step) -> Result<(), BenchError> {
         for slot in 0..self.procs.len() {
             let stdin = self.procs[slot].child.stdin.as_mut();
             let sent = stdin
@@ -151,7 +177,7 @@ impl Fleet {
     /// Waits for every child's JSON report and exit, for at most `within`; the reports come
     /// in child order. A child that exits with other than 0 or 3 (errors counted) fails the
     /// run.
-    pub fn reports<T: DeserializeOwned>(&mut self, within: Duration) -> Result<Vec<T>, BenchError> {
+    fn reports<T: DeserializeOwned>(&mut self, within: Duration) -> Result<Vec<T>, BenchError> {
         let deadline = Instant::now() + within;
         let mut reports: Vec<Option<T>> = self.procs.iter().map(|_| None).collect();
         let mut open = self.procs.len();

@@ -12,82 +12,89 @@
 //! holding theirs when the memory is read, so a run can hold more connections than one
 //! process may open files.
 
-use std::time::{Duration, Instant};
-
-use serde::Deserialize;
-
-use crate::cli::{HoldArgs, Target};
-use crate::client::{Client, Next, Outcome};
-use crate::dial::Dialer;
+use crate::cli::HoldArgs;
+use crate::echo::Next;
 use crate::error::BenchError;
-use crate::establish::establish;
-use crate::failure::Tally;
-use crate::fleet::Fleet;
 use crate::kernel;
-use crate::limits::{preflight, preflight_spread};
 use crate::message::Message;
-use crate::procs::{self, Parent, Role, Step};
-use crate::progress::Progress;
+use crate::procs::{Plan, Step};
 use crate::report::{HoldReport, RunId, TlsFigures};
 use crate::server::{ServerProbe, ServerSample};
-use crate::stream::{tls_config, TlsConfig};
-
-/// Longest wait for events in one turn while holding.
-const TURN: Duration = Duration::from_millis(100);
+use crate::session;
+use crate::stream::tls_config;
 
 /// Runs `hold` as the command line asks: in this process, spread over client processes, or
-/// as one of them.
+/// as one of them. Memory is read before any connection is opened (before any client
+/// process starts), and again once every connection of every process has been held for
+/// the whole `--duration`, before any closes.
 pub fn run(args: &HoldArgs) -> Result<HoldReport, BenchError> {
-    let connections = u64::from(args.conns);
     // Read (and so checked) before any client process starts.
-    let tls = tls_config(&args.tls, args.target.addr)?;
-    match procs::role(&args.spread, connections) {
-        Role::Alone => {
-            let target = &args.target;
-            preflight_spread(target, connections, 1)?;
-            let probe = target.server_pid.map(ServerProbe::new).transpose()?;
-            let before = Memory::sample(probe.as_ref())?;
-            let held = hold(
-                target,
-                connections,
-                args.duration,
-                tls,
-                probe.as_ref(),
-                None,
-            )?;
-            Ok(report(target, connections, &held, probe.as_ref(), before))
+    let tls = tls_config(&args.tls, args.target.peer.addr)?;
+    let plan = Plan::new(&args.spread, &args.target, u64::from(args.conns))?;
+    let id = RunId::new("hold", plan.target.peer.addr, &args.target.output);
+    let client_procs = plan.procs();
+    let probe = ServerProbe::of(plan.target.peer.server_pid)?;
+    let before = Memory::sample(probe.as_ref())?;
+    let mut holding = Memory::default();
+    let mode = ("hold", args.duration);
+    let held = session::run(plan, Message::probe(), tls, mode, Next::Idle, |step| {
+        if step == Step::Measured {
+            // Read while every connection is still open: this is the figure the run is for.
+            holding = Memory::sample(probe.as_ref())?;
         }
-        Role::Parent { procs } => spread(args, procs),
-        Role::Child(child) => {
-            let target = child.target(&args.target);
-            let share = child.share(connections);
-            preflight(&target, share)?;
-            let parent = &mut Parent::new();
-            let held = hold(&target, share, args.duration, tls, None, Some(parent))?;
-            Ok(report(&target, share, &held, None, Memory::default()))
+        Ok(())
+    })?;
+    let per_conn = |before: Option<u64>, holding: Option<u64>| match (before, holding) {
+        (Some(before), Some(holding)) if held.open > 0 => {
+            Some((holding as f64 - before as f64) / held.open as f64)
+        }
+        _ => None,
+    };
+    if probe.is_some() && held.open < MIN_MEMORY_SAMPLE {
+        eprintln!(
+            "wharf-bench: warning: {} connections are too few for a memory figure per \
+             connection: memory moves in 4 KiB pages and allocator arenas, so hold at least \
+             {MIN_MEMORY_SAMPLE} (10,000 for a figure good to a few bytes)",
+            held.open
+        );
+    }
+    if let (Some(before), Some(holding)) = (before.server, holding.server) {
+        if before.processes != holding.processes {
+            eprintln!(
+                "wharf-bench: warning: the server had {} processes before the hold and {} \
+                 during it, so its memory per connection compares different processes",
+                before.processes, holding.processes
+            );
         }
     }
+    let rss = |memory: Memory| memory.server.map(|sample| sample.rss_bytes);
+    Ok(HoldReport {
+        id,
+        connections: u64::from(args.conns),
+        established: held.open,
+        connects_failed: held.connects_failed,
+        errors: held.errors_by_kind.total(),
+        establish_s: held.establish_s,
+        hold_s: held.seconds,
+        errors_by_kind: held.errors_by_kind,
+        client_procs,
+        tls: TlsFigures {
+            tls: args.tls.tls,
+            tls_version: held.tls_version,
+        },
+        server_pid: probe.as_ref().map(ServerProbe::pid),
+        server_procs: holding.server.map(|sample| sample.processes),
+        server_rss_before_bytes: rss(before),
+        server_rss_holding_bytes: rss(holding),
+        server_rss_per_conn_bytes: per_conn(rss(before), rss(holding)),
+        kernel_slab_before_bytes: before.slab_bytes,
+        kernel_slab_holding_bytes: holding.slab_bytes,
+        kernel_slab_per_conn_bytes: per_conn(before.slab_bytes, holding.slab_bytes),
+    })
 }
 
-/// What the connections of one process did over a hold (or, added up, of all of them); a
-/// client process's report gives these figures to its parent.
-#[derive(Debug, Deserialize)]
-struct Held {
-    /// Connections up and still open at the end of the hold.
-    established: u64,
-    connects_failed: u64,
-    establish_s: f64,
-    hold_s: f64,
-    errors_by_kind: Tally,
-    /// Client processes that held them.
-    client_procs: u32,
-    /// Whether they spoke TLS, and the version.
-    #[serde(flatten)]
-    tls: TlsFigures,
-    /// The memory read while they were all open.
-    #[serde(skip)]
-    holding: Memory,
-}
+/// Fewer connections than this make a per-connection memory figure mostly page rounding.
+const MIN_MEMORY_SAMPLE: u64 = 1000;
 
 /// The memory a hold is about, at one moment.
 #[derive(Debug, Default, Clone, Copy)]
@@ -104,185 +111,5 @@ impl Memory {
             server: probe.map(ServerProbe::sample).transpose()?,
             slab_bytes: kernel::slab_bytes(),
         })
-    }
-}
-
-/// Opens and holds `connections` connections to `target` in this process, and reads the
-/// memory (of the server `probe` reads, and the kernel's) at the end of the hold. As a client
-/// process of a `--procs` run (`parent`), it waits for the parent before and after the hold
-/// instead, and the parent reads the memory.
-fn hold(
-    target: &Target,
-    connections: u64,
-    duration: Duration,
-    tls: Option<TlsConfig>,
-    probe: Option<&ServerProbe>,
-    mut parent: Option<&mut Parent>,
-) -> Result<Held, BenchError> {
-    let dialer = Dialer::new(target.addr, target.src.as_ref());
-    let mut client = Client::new(dialer, Message::probe(), target.timeout, tls)?;
-    let mut tally = Tally::default();
-    let established = establish(
-        &mut client,
-        connections,
-        u64::from(target.connect_pace),
-        &mut tally,
-    )?;
-    if let Some(parent) = parent.as_deref_mut() {
-        parent.reach(Step::Established)?;
-    }
-
-    let progress = match parent {
-        Some(_) => Progress::hidden(),
-        None => Progress::new("hold", duration),
-    };
-    let start = Instant::now();
-    let end = start + duration;
-    loop {
-        let now = Instant::now();
-        if now >= end || client.open() == 0 {
-            break;
-        }
-        // Idle connections only raise events when the server drops them (or talks unasked).
-        client.turn((end - now).min(TURN), &mut |_, outcome| {
-            if let Outcome::Failed { failure, .. } = outcome {
-                tally.record(&failure);
-            }
-            Next::Close
-        })?;
-        let open = client.open();
-        progress.update(now - start, || {
-            format!("{open} open, {} errors", tally.total())
-        });
-    }
-    let hold_s = start.elapsed().as_secs_f64();
-    // Read while every connection is still open: this is the figure the run is for.
-    let holding = match parent {
-        Some(parent) => {
-            parent.reach(Step::Measured)?;
-            Memory::default()
-        }
-        None => Memory::sample(probe)?,
-    };
-    progress.finish();
-    let open = client.open() as u64;
-    let tls = TlsFigures::of(&client);
-    client.close_all();
-    Ok(Held {
-        established: open,
-        connects_failed: established.failed,
-        establish_s: established.elapsed.as_secs_f64(),
-        hold_s,
-        errors_by_kind: tally,
-        client_procs: 1,
-        tls,
-        holding,
-    })
-}
-
-/// A hold over `procs` client processes: memory is read before any of them starts, and
-/// again once every one has held its connections for the whole `--duration`, before any
-/// closes one.
-fn spread(args: &HoldArgs, procs: u32) -> Result<HoldReport, BenchError> {
-    let target = &args.target;
-    let connections = u64::from(args.conns);
-    preflight_spread(target, connections, procs)?;
-    let probe = target.server_pid.map(ServerProbe::new).transpose()?;
-    let before = Memory::sample(probe.as_ref())?;
-    let mut fleet = Fleet::spawn(procs)?;
-    let within = procs::establish_within(target, connections, procs);
-    fleet.await_all(Step::Established, within, || {})?;
-    fleet.answer_all(Step::Established)?;
-
-    let progress = Progress::new("hold", args.duration);
-    let start = Instant::now();
-    fleet.await_all(Step::Measured, args.duration + procs::SLACK, || {
-        progress.update(start.elapsed(), || format!("{procs} client processes"));
-    })?;
-    let holding = Memory::sample(probe.as_ref())?;
-    progress.finish();
-    fleet.answer_all(Step::Measured)?;
-    let shares: Vec<Held> = fleet.reports(procs::close_within(connections))?;
-
-    let mut held = Held {
-        established: 0,
-        connects_failed: 0,
-        establish_s: 0.0,
-        hold_s: 0.0,
-        errors_by_kind: Tally::default(),
-        client_procs: fleet.len() as u32,
-        tls: TlsFigures::merged(
-            args.tls.tls,
-            shares.iter().map(|share| share.tls.tls_version.as_deref()),
-        ),
-        holding,
-    };
-    for share in &shares {
-        held.established += share.established;
-        held.connects_failed += share.connects_failed;
-        held.establish_s = held.establish_s.max(share.establish_s);
-        held.hold_s = held.hold_s.max(share.hold_s);
-        held.errors_by_kind.add(&share.errors_by_kind);
-    }
-    Ok(report(target, connections, &held, probe.as_ref(), before))
-}
-
-/// Fewer connections than this make a per-connection memory figure mostly page rounding.
-const MIN_MEMORY_SAMPLE: u64 = 1000;
-
-/// The report of a hold of `connections` to `target`, with the memory `before` it.
-fn report(
-    target: &Target,
-    connections: u64,
-    held: &Held,
-    probe: Option<&ServerProbe>,
-    before: Memory,
-) -> HoldReport {
-    let per_conn = |before: Option<u64>, holding: Option<u64>| match (before, holding) {
-        (Some(before), Some(holding)) if held.established > 0 => {
-            Some((holding as f64 - before as f64) / held.established as f64)
-        }
-        _ => None,
-    };
-    if probe.is_some() && held.established < MIN_MEMORY_SAMPLE {
-        eprintln!(
-            "wharf-bench: warning: {} connections are too few for a memory figure per \
-             connection: memory moves in 4 KiB pages and allocator arenas, so hold at least \
-             {MIN_MEMORY_SAMPLE} (10,000 for a figure good to a few bytes)",
-            held.established
-        );
-    }
-    let rss_before = before.server.map(|sample| sample.rss_bytes);
-    let rss_holding = held.holding.server.map(|sample| sample.rss_bytes);
-    let slab_before = before.slab_bytes;
-    let slab_holding = held.holding.slab_bytes;
-    if let (Some(before), Some(holding)) = (before.server, held.holding.server) {
-        if before.processes != holding.processes {
-            eprintln!(
-                "wharf-bench: warning: the server had {} processes before the hold and {} \
-                 during it, so its memory per connection compares different processes",
-                before.processes, holding.processes
-            );
-        }
-    }
-    HoldReport {
-        id: RunId::new("hold", target),
-        connections,
-        established: held.established,
-        connects_failed: held.connects_failed,
-        errors: held.errors_by_kind.total(),
-        establish_s: held.establish_s,
-        hold_s: held.hold_s,
-        errors_by_kind: held.errors_by_kind.clone(),
-        client_procs: held.client_procs,
-        tls: held.tls.clone(),
-        server_pid: probe.map(ServerProbe::pid),
-        server_procs: held.holding.server.map(|sample| sample.processes),
-        server_rss_before_bytes: rss_before,
-        server_rss_holding_bytes: rss_holding,
-        server_rss_per_conn_bytes: per_conn(rss_before, rss_holding),
-        kernel_slab_before_bytes: slab_before,
-        kernel_slab_holding_bytes: slab_holding,
-        kernel_slab_per_conn_bytes: per_conn(slab_before, slab_holding),
     }
 }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The longest latency the histogram distinguishes; longer ones are recorded as this.
 const MAX_TRACKED_NS: u64 = 60 * 60 * 1_000_000_000;
@@ -16,8 +16,10 @@ const MAX_TRACKED_NS: u64 = 60 * 60 * 1_000_000_000;
 /// Significant decimal digits kept per value: 0.1 % precision at any scale.
 const SIGNIFICANT_DIGITS: u8 = 3;
 
-/// Latencies of one run. Recording allocates nothing; the histogram is sized up front.
-#[derive(Debug)]
+/// Latencies of one run. Recording allocates nothing; the histogram is sized up front. Read
+/// back from JSON as [`Latencies::recorded`] wrote it.
+#[derive(Debug, Deserialize)]
+#[serde(from = "Vec<(u64, u64)>")]
 pub struct Latencies {
     histogram: Histogram<u64>,
 }
@@ -61,10 +63,10 @@ impl Latencies {
             .collect()
     }
 
-    /// Adds the buckets of another run's [`Latencies::recorded`]. Both histograms have the
-    /// same bounds and precision, so each value lands in the bucket it came from.
-    pub fn add_recorded(&mut self, recorded: &[(u64, u64)]) {
-        for &(ns, count) in recorded {
+    /// Adds the latencies of another run. Both histograms have the same bounds and
+    /// precision, so each value lands in the bucket it came from.
+    pub fn add(&mut self, other: &Latencies) {
+        for (ns, count) in other.recorded() {
             self.histogram.saturating_record_n(ns.max(1), count);
         }
     }
@@ -87,6 +89,22 @@ impl Latencies {
             max_us: us(self.histogram.max()),
             mean_us: self.histogram.mean() / 1000.0,
         }
+    }
+}
+
+impl Default for Latencies {
+    fn default() -> Latencies {
+        Latencies::new()
+    }
+}
+
+impl From<Vec<(u64, u64)>> for Latencies {
+    fn from(recorded: Vec<(u64, u64)>) -> Latencies {
+        let mut latencies = Latencies::new();
+        for (ns, count) in recorded {
+            latencies.histogram.saturating_record_n(ns.max(1), count);
+        }
+        latencies
     }
 }
 
@@ -118,9 +136,8 @@ mod tests {
                 even.record(latency)
             }
         }
-        let mut merged = Latencies::new();
-        merged.add_recorded(&odd.recorded());
-        merged.add_recorded(&even.recorded());
+        let mut merged = Latencies::from(odd.recorded());
+        merged.add(&even);
         assert_eq!(merged.len(), all.len());
         let (merged, all) = (merged.summary(), all.summary());
         assert_eq!(merged.p50_us, all.p50_us);

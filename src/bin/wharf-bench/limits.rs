@@ -51,17 +51,15 @@ pub fn preflight_spread(target: &Target, connections: u64, procs: u32) -> Result
 }
 
 fn check_families(target: &Target) -> Result<(), BenchError> {
-    let sources = target
-        .src
-        .as_ref()
-        .map_or(&[][..], |sources| &sources.0[..]);
-    if let Some(source) = sources
+    let peer = &target.peer;
+    if let Some(source) = peer
+        .sources()
         .iter()
-        .find(|source| source.is_ipv4() != target.addr.is_ipv4())
+        .find(|source| source.is_ipv4() != peer.addr.is_ipv4())
     {
         return Err(BenchError::Usage(format!(
             "source address {source} and server address {} are of different IP versions",
-            target.addr
+            target.peer.addr
         )));
     }
     Ok(())
@@ -70,9 +68,9 @@ fn check_families(target: &Target) -> Result<(), BenchError> {
 /// Ports are checked for all `connections` together: the kernel hands out local ports per
 /// (source, server) pair to every process alike.
 fn check_ports_and_server(target: &Target, connections: u64) -> Result<(), BenchError> {
-    let sources = target.src.as_ref().map_or(0, |sources| sources.0.len());
+    let sources = target.peer.sources().len();
     ensure_ports(connections, sources)?;
-    if let Some(pid) = target.server_pid {
+    if let Some(pid) = target.peer.server_pid {
         warn_if_server_limited(pid, connections);
     }
     Ok(())

@@ -8,13 +8,22 @@
 //! combine the results of several servers, `chat` (fan-out through a chat room) and `udp`
 //! (datagram round trips).
 //!
-//! Files: `cli` (flags), `limits` (checks before a run), `dial` (sockets), `client` (the event
-//! loop) and `conn` (one connection's I/O), `stream` (plain TCP or TLS under it), `tls` (the
-//! client's TLS settings) and `tls_stream` (one TLS session, sans-IO; both feature `tls`), `message` (the bytes and their check),
-//! `establish` (paced connecting), one file per subcommand, `procs` and `fleet` (spreading a
-//! run over client processes), `latency`, `failure`, `server` (/proc of the server), `kernel` (its
-//! slab memory), `report`, `progress`, `plot`, `summary`, `error`, and `sys` (the only unsafe
-//! code).
+//! Files: `cli` (flags), `limits` (checks before a run), `dial` (sockets), and `client`,
+//! the one event loop every scenario runs on, through its `Scenario` trait:
+//! - `echo`, the round trips of `pingpong`, `hold` and `connect`, with `conn` (one
+//!   connection's I/O), `stream` (plain TCP or TLS under it), `tls` (the client's TLS
+//!   settings) and `tls_stream` (one TLS session, sans-IO; both feature `tls`), `message`
+//!   (the bytes and their check) and `session` (paced connecting, then the measured
+//!   interval of `pingpong` and `hold`, here or over client processes);
+//! - `chat/room` (the chat clients; `chat/line` their lines, sans-IO);
+//! - `udp` (the datagram flows).
+//!
+//! Then one file per subcommand (`pingpong`, `hold`, `connect`, `sweep`, `chat`, `udp`),
+//! which runs the loop and fills its report; `procs` and `fleet` (spreading a run over client
+//! processes), `latency`, `failure`, `server` (/proc of the server), `kernel` (its slab
+//! memory), `progress`, `error`, `sys` (the only unsafe code), and `report`, every format of
+//! the results, kept apart from measuring: each report's text and JSON, `sweep`'s table, CSV
+//! and plot, and `summary`.
 
 mod chat;
 mod cli;
@@ -22,8 +31,8 @@ mod client;
 mod conn;
 mod connect;
 mod dial;
+mod echo;
 mod error;
-mod establish;
 mod failure;
 mod fleet;
 mod hold;
@@ -32,13 +41,12 @@ mod latency;
 mod limits;
 mod message;
 mod pingpong;
-mod plot;
 mod procs;
 mod progress;
 mod report;
 mod server;
+mod session;
 mod stream;
-mod summary;
 mod sweep;
 mod sys;
 #[cfg(feature = "tls")]
@@ -53,7 +61,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 use crate::error::BenchError;
-use crate::report::{to_json, Report};
+use crate::report::{plot, print, summary, Report};
 
 /// Exit status of a run that finished but counted failures.
 pub const EXIT_ERRORS_COUNTED: u8 = 3;
@@ -103,14 +111,4 @@ fn execute(command: &Command) -> Result<u64, BenchError> {
         Command::Chat(args) => print(&chat::run(args)?, args.output.json),
         Command::Udp(args) => print(&udp::run(args)?, args.output.json),
     }
-}
-
-/// Prints a report as text or as one line of JSON; returns its failure count.
-fn print(report: &impl Report, json: bool) -> Result<u64, BenchError> {
-    if json {
-        println!("{}", to_json(report)?);
-    } else {
-        print!("{}", report.text());
-    }
-    Ok(report.errors())
 }

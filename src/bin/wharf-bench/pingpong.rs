@@ -9,50 +9,29 @@
 //!
 //! With `--procs N` the connections are spread over N client processes (see `procs.rs`),
 //! which all start measuring once every connection of every process is up; the parent adds
-//! up their round trips and merges their latency histograms.
-
-use std::time::{Duration, Instant};
-
-use serde::Deserialize;
+//! up their round trips and merges their latency histograms (`session.rs`). The server is
+//! sampled after every connection of every process is up and before they start, and again
+//! once all of them have stopped, so its CPU time is divided by the round trips of all of
+//! them over one interval.
 
 use crate::cli::{Load, PingpongArgs, Target};
-use crate::client::{Client, Next, Outcome};
-use crate::dial::Dialer;
+use crate::echo::Next;
 use crate::error::BenchError;
-use crate::establish::establish;
-use crate::failure::Tally;
-use crate::fleet::Fleet;
-use crate::latency::Latencies;
-use crate::limits::{preflight, preflight_spread};
+use crate::limits::preflight;
 use crate::message::Message;
-use crate::procs::{self, Parent, Role, Step};
-use crate::progress::Progress;
+use crate::procs::{Plan, Role, Step};
 use crate::report::{PingpongReport, RunId, ServerFigures, TlsFigures};
 use crate::server::ServerProbe;
+use crate::session::{self, Share};
 use crate::stream::{tls_config, TlsConfig};
-
-/// Longest wait for events in one turn: how late the end of the run may be noticed.
-const TURN: Duration = Duration::from_millis(50);
 
 /// Runs `pingpong` as the command line asks: in this process, spread over client processes,
 /// or as one of them.
 pub fn run(args: &PingpongArgs) -> Result<PingpongReport, BenchError> {
-    let connections = u64::from(args.conns);
     // Read (and so checked) before any client process starts.
-    let tls = tls_config(&args.tls, args.target.addr)?;
-    match procs::role(&args.spread, connections) {
-        Role::Alone => {
-            preflight_spread(&args.target, connections, 1)?;
-            measure(&args.target, connections, &args.load, tls, None)
-        }
-        Role::Parent { procs } => spread(args, procs),
-        Role::Child(child) => {
-            let target = child.target(&args.target);
-            let share = child.share(connections);
-            preflight(&target, share)?;
-            measure(&target, share, &args.load, tls, Some(&mut Parent::new()))
-        }
-    }
+    let tls = tls_config(&args.tls, args.target.peer.addr)?;
+    let plan = Plan::new(&args.spread, &args.target, u64::from(args.conns))?;
+    measure(plan, &args.load, tls)
 }
 
 /// Runs pingpong over `connections` connections to `target` in this process (the step of
@@ -63,169 +42,55 @@ pub fn run_at(
     load: &Load,
 ) -> Result<PingpongReport, BenchError> {
     preflight(target, connections)?;
-    measure(target, connections, load, None, None)
+    measure(
+        Plan::here(target.clone(), connections, Role::Alone),
+        load,
+        None,
+    )
 }
 
-/// Pingpong in this process. As a client process of a `--procs` run (`parent`), it waits
-/// for the parent before and after the measured interval, and its report carries its
-/// latency histogram.
-fn measure(
-    target: &Target,
-    connections: u64,
-    load: &Load,
-    tls: Option<TlsConfig>,
-    mut parent: Option<&mut Parent>,
-) -> Result<PingpongReport, BenchError> {
-    let probe = target.server_pid.map(ServerProbe::new).transpose()?;
-    let dialer = Dialer::new(target.addr, target.src.as_ref());
+/// Pingpong as `plan` says. A client process of a `--procs` run gives its latency histogram
+/// in its report, for the parent to merge.
+fn measure(plan: Plan, load: &Load, tls: Option<TlsConfig>) -> Result<PingpongReport, BenchError> {
+    let id = RunId::new("pingpong", plan.target.peer.addr, &plan.target.output);
+    let (connections, client_procs) = (plan.connections, plan.procs());
+    let child = matches!(plan.role, Role::Child(_));
+    let probe = ServerProbe::of(plan.target.peer.server_pid)?;
+    let (mut before, mut after) = (None, None);
     let message = Message::new(load.size as usize, load.line);
-    let mut client = Client::new(dialer, message, target.timeout, tls)?;
-    let mut tally = Tally::default();
-    let established = establish(
-        &mut client,
-        connections,
-        u64::from(target.connect_pace),
-        &mut tally,
-    )?;
-
-    if let Some(parent) = parent.as_deref_mut() {
-        parent.reach(Step::Established)?;
-    }
-
-    let mut latencies = Latencies::new();
-    let progress = match parent {
-        Some(_) => Progress::hidden(),
-        None => Progress::new("pingpong", load.duration),
-    };
-    let before = probe.as_ref().map(ServerProbe::sample).transpose()?;
-    let start = Instant::now();
-    let end = start + load.duration;
-    client.send_idle(start);
-    loop {
-        let now = Instant::now();
-        if now >= end || client.open() == 0 {
-            break;
+    let size = message.size() as u64;
+    let tls_asked = tls.is_some();
+    let mode = ("pingpong", load.duration);
+    let share: Share = session::run(plan, message, tls, mode, Next::Send, |step| {
+        let sample = probe.as_ref().map(ServerProbe::sample).transpose()?;
+        match step {
+            Step::Established => before = sample,
+            Step::Measured => after = sample,
         }
-        client.turn((end - now).min(TURN), &mut |_, outcome| match outcome {
-            Outcome::RoundTrip { latency, .. } => {
-                latencies.record(latency);
-                Next::Send
-            }
-            Outcome::Failed { failure, .. } => {
-                tally.record(&failure);
-                Next::Close
-            }
-        })?;
-        let elapsed = now - start;
-        progress.update(elapsed, || {
-            let rate = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3);
-            format!("{rate:.0} round trips/s, {} errors", tally.total())
-        });
-    }
-    let elapsed = start.elapsed();
-    let after = probe.as_ref().map(ServerProbe::sample).transpose()?;
-    progress.finish();
-    if let Some(parent) = parent.as_deref_mut() {
-        parent.reach(Step::Measured)?;
-    }
-    client.close_all();
-
-    let round_trips = latencies.len();
-    let seconds = elapsed.as_secs_f64();
-    let size = client.message().size() as u64;
+        Ok(())
+    })?;
+    let round_trips = share.round_trips;
     Ok(PingpongReport {
-        id: RunId::new("pingpong", target),
+        id,
         connections,
         size,
         line: load.line,
-        duration_s: seconds,
+        duration_s: share.seconds,
         round_trips,
-        round_trips_per_s: round_trips as f64 / seconds,
-        mb_per_s: (round_trips * size) as f64 / seconds / 1e6,
-        latency: latencies.summary(),
-        errors: tally.total(),
-        connects_established: established.open,
-        connects_failed: established.failed,
-        establish_s: established.elapsed.as_secs_f64(),
-        errors_by_kind: tally,
-        client_procs: 1,
-        tls: TlsFigures::of(&client),
+        round_trips_per_s: share.round_trips_per_s,
+        mb_per_s: share.round_trips_per_s * size as f64 / 1e6,
+        latency: share.latencies.summary(),
+        errors: share.errors_by_kind.total(),
+        connects_established: share.up,
+        connects_failed: share.connects_failed,
+        establish_s: share.establish_s,
+        tls: TlsFigures {
+            tls: tls_asked,
+            tls_version: share.tls_version,
+        },
+        errors_by_kind: share.errors_by_kind,
+        client_procs,
         server: ServerFigures::between(probe.as_ref(), before, after, round_trips),
-        latency_histogram: parent.is_some().then(|| latencies.recorded()),
-    })
-}
-
-/// What the parent of a `--procs` run reads from the report of each client process.
-#[derive(Debug, Deserialize)]
-struct Share {
-    duration_s: f64,
-    round_trips: u64,
-    round_trips_per_s: f64,
-    connects_established: u64,
-    connects_failed: u64,
-    establish_s: f64,
-    errors_by_kind: Tally,
-    #[serde(default)]
-    tls_version: Option<String>,
-    latency_histogram: Vec<(u64, u64)>,
-}
-
-/// Pingpong over `procs` client processes. The server is sampled after every connection of
-/// every process is up and before they start, and again once all of them have stopped, so
-/// its CPU time is divided by the round trips of all of them over one interval.
-fn spread(args: &PingpongArgs, procs: u32) -> Result<PingpongReport, BenchError> {
-    let target = &args.target;
-    let connections = u64::from(args.conns);
-    preflight_spread(target, connections, procs)?;
-    let probe = target.server_pid.map(ServerProbe::new).transpose()?;
-    let mut fleet = Fleet::spawn(procs)?;
-    let within = procs::establish_within(target, connections, procs);
-    fleet.await_all(Step::Established, within, || {})?;
-
-    let before = probe.as_ref().map(ServerProbe::sample).transpose()?;
-    fleet.answer_all(Step::Established)?;
-    let progress = Progress::new("pingpong", args.load.duration);
-    let start = Instant::now();
-    fleet.await_all(Step::Measured, args.load.duration + procs::SLACK, || {
-        progress.update(start.elapsed(), || format!("{procs} client processes"));
-    })?;
-    let after = probe.as_ref().map(ServerProbe::sample).transpose()?;
-    progress.finish();
-    fleet.answer_all(Step::Measured)?;
-    let shares: Vec<Share> = fleet.reports(procs::SLACK)?;
-
-    let mut latencies = Latencies::new();
-    let mut tally = Tally::default();
-    for share in &shares {
-        latencies.add_recorded(&share.latency_histogram);
-        tally.add(&share.errors_by_kind);
-    }
-    let max = |figure: fn(&Share) -> f64| shares.iter().map(figure).fold(0.0, f64::max);
-    let round_trips = shares.iter().map(|share| share.round_trips).sum();
-    // Each process timed its own interval; they ran side by side, so their rates add up.
-    let round_trips_per_s: f64 = shares.iter().map(|share| share.round_trips_per_s).sum();
-    let size = u64::from(args.load.size);
-    Ok(PingpongReport {
-        id: RunId::new("pingpong", target),
-        connections,
-        size,
-        line: args.load.line,
-        duration_s: max(|share| share.duration_s),
-        round_trips,
-        round_trips_per_s,
-        mb_per_s: round_trips_per_s * size as f64 / 1e6,
-        latency: latencies.summary(),
-        errors: tally.total(),
-        connects_established: shares.iter().map(|share| share.connects_established).sum(),
-        connects_failed: shares.iter().map(|share| share.connects_failed).sum(),
-        establish_s: max(|share| share.establish_s),
-        errors_by_kind: tally,
-        client_procs: fleet.len() as u32,
-        tls: TlsFigures::merged(
-            args.tls.tls,
-            shares.iter().map(|share| share.tls_version.as_deref()),
-        ),
-        server: ServerFigures::between(probe.as_ref(), before, after, round_trips),
-        latency_histogram: None,
+        latency_histogram: child.then(|| share.latencies.recorded()),
     })
 }

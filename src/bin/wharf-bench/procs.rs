@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use crate::cli::{Spread, Target};
 use crate::error::BenchError;
+use crate::limits::{preflight, preflight_spread};
 
 /// How much longer than its own schedule a child may take to reach a step before the run is
 /// called off. Generous: a loaded two-core machine can stall a process for seconds, and
@@ -54,32 +55,60 @@ pub const SLACK: Duration = Duration::from_secs(30);
 const LONGEST_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How this process takes part in a run.
-#[derive(Debug, Clone, Copy)]
 pub enum Role {
     /// One process does everything (`--procs 1`, the default).
     Alone,
-    /// This process starts `procs` client processes and merges what they report.
-    Parent {
-        /// Client processes to start: `--procs`, at most one per connection.
-        procs: u32,
-    },
-    /// This process is one of the client processes of a parent.
-    Child(ChildOf),
+    /// This process starts this many client processes and merges what they report.
+    Parent(u32),
+    /// This process is one of the client processes of a parent, and answers to it.
+    Child(Parent),
 }
 
-/// The role `spread` gives a run of `connections` connections. A process per connection is
-/// the most that makes sense, so `--procs` is cut down to `-c`.
-pub fn role(spread: &Spread, connections: u64) -> Role {
-    if let Some(child) = spread.child {
-        return Role::Child(child);
-    }
-    let procs = u64::from(spread.procs).min(connections);
-    if procs > 1 {
-        Role::Parent {
-            procs: procs as u32,
+/// A run of `--procs`-capable mode, as this process takes part in it: what it connects to,
+/// how many connections (its share, in a client process), and its role.
+pub struct Plan {
+    pub target: Target,
+    pub connections: u64,
+    pub role: Role,
+}
+
+impl Plan {
+    /// The plan for `connections` connections to `target` spread as `spread` says, after the
+    /// checks before a run ([`preflight_spread`] in the process that splits the run, so its
+    /// refusal can say how many processes would do). A process per connection is the most
+    /// that makes sense, so `--procs` is cut down to `-c`.
+    pub fn new(spread: &Spread, target: &Target, connections: u64) -> Result<Plan, BenchError> {
+        if let Some(child) = spread.child {
+            let (target, connections) = (child.target(target), child.share(connections));
+            preflight(&target, connections)?;
+            let role = Role::Child(Parent::new());
+            return Ok(Plan::here(target, connections, role));
         }
-    } else {
-        Role::Alone
+        let procs = u64::from(spread.procs).min(connections) as u32;
+        preflight_spread(target, connections, procs)?;
+        let role = if procs > 1 {
+            Role::Parent(procs)
+        } else {
+            Role::Alone
+        };
+        Ok(Plan::here(target.clone(), connections, role))
+    }
+
+    /// The plan of a run already checked.
+    pub fn here(target: Target, connections: u64, role: Role) -> Plan {
+        Plan {
+            target,
+            connections,
+            role,
+        }
+    }
+
+    /// Client processes in the run: 1 unless this process is their parent.
+    pub fn procs(&self) -> u32 {
+        match self.role {
+            Role::Parent(procs) => procs,
+            _ => 1,
+        }
     }
 }
 
@@ -149,12 +178,12 @@ impl ChildOf {
     pub fn target(&self, target: &Target) -> Target {
         let mut target = target.clone();
         target.connect_pace = self.share(u64::from(target.connect_pace)).max(1) as u32;
-        if let Some(sources) = &mut target.src {
+        if let Some(sources) = &mut target.peer.src {
             let count = sources.0.len();
             let offset = (self.index - 1) as usize * count / self.procs as usize;
             sources.0.rotate_left(offset);
         }
-        target.server_pid = None;
+        target.peer.server_pid = None;
         target
     }
 }
@@ -259,11 +288,14 @@ mod tests {
             unreachable!("parsed a hold")
         };
         let second = ChildOf { index: 2, procs: 2 }.target(&args.target);
-        let sources = second.src.expect("sources").0;
+        let sources = second.peer.src.expect("sources").0;
         assert_eq!(sources.len(), 4, "every child uses every address");
         assert_eq!(sources[0].to_string(), "127.0.0.3");
         assert_eq!(second.connect_pace, 2, "5 = 3 + 2");
-        assert_eq!(second.server_pid, None, "only the parent probes the server");
+        assert_eq!(
+            second.peer.server_pid, None,
+            "only the parent probes the server"
+        );
     }
 
     #[test]

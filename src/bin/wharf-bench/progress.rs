@@ -66,6 +66,15 @@ impl Progress {
         bar.set_message(message());
     }
 
+    /// Moves the bar to `elapsed` and shows the rate of `count` `things` so far, then the
+    /// `problems` counted, e.g. "5000 round trips/s, 0 errors".
+    pub fn rate(&self, elapsed: Duration, count: u64, things: &str, problems: (u64, &str)) {
+        self.update(elapsed, || {
+            let rate = count as f64 / elapsed.as_secs_f64().max(1e-3);
+            format!("{rate:.0} {things}/s, {} {}", problems.0, problems.1)
+        });
+    }
+
     /// Removes the bar, leaving the terminal as it was.
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use crate::error::BenchError;
 use crate::kernel::kib_field;
+use crate::report::ServerFigures;
 use crate::sys;
 
 /// Reads the counters of one server: a process and every process descended from it.
@@ -36,17 +37,6 @@ pub struct ServerSample {
     pub processes: u32,
 }
 
-/// Server CPU time per operation between two samples, in nanoseconds.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerCost {
-    /// Time in user space (the server's own code), per operation.
-    pub user_ns_per_op: f64,
-    /// Time in the kernel on the server's behalf (its syscalls), per operation.
-    pub sys_ns_per_op: f64,
-    /// Total on-CPU time per operation, measured to the nanosecond.
-    pub cpu_ns_per_op: Option<f64>,
-}
-
 impl ServerProbe {
     /// A probe of process `pid` and its descendants; fails at once if there is no such
     /// process to read.
@@ -57,6 +47,11 @@ impl ServerProbe {
         };
         probe.sample()?;
         Ok(probe)
+    }
+
+    /// A probe of `--server-pid`, if it was given.
+    pub fn of(pid: Option<u32>) -> Result<Option<ServerProbe>, BenchError> {
+        pid.map(ServerProbe::new).transpose()
     }
 
     /// The process id given (the root of the processes summed).
@@ -82,18 +77,23 @@ impl ServerProbe {
         Ok(sample)
     }
 
-    /// CPU time per operation between `before` and `after`, `ops` operations apart.
-    pub fn cost(&self, before: &ServerSample, after: &ServerSample, ops: u64) -> ServerCost {
+    /// The server's figures between `before` and `after`, `ops` operations apart: CPU time
+    /// per operation (in user space, the server's own code; in the kernel on its behalf,
+    /// its syscalls; and in all, to the nanosecond), and its memory at the end.
+    pub fn figures(&self, before: &ServerSample, after: &ServerSample, ops: u64) -> ServerFigures {
         let ops = ops.max(1) as f64;
         let ns_per_tick = 1e9 / self.ticks_per_second as f64;
-        let per_op = |ticks: u64| ticks as f64 * ns_per_tick / ops;
-        ServerCost {
-            user_ns_per_op: per_op(after.user_ticks.saturating_sub(before.user_ticks)),
-            sys_ns_per_op: per_op(after.system_ticks.saturating_sub(before.system_ticks)),
-            cpu_ns_per_op: match (before.runtime_ns, after.runtime_ns) {
+        let per_op = |ticks: u64| Some(ticks as f64 * ns_per_tick / ops);
+        ServerFigures {
+            server_pid: Some(self.pid),
+            server_procs: Some(after.processes),
+            server_user_ns_per_op: per_op(after.user_ticks.saturating_sub(before.user_ticks)),
+            server_sys_ns_per_op: per_op(after.system_ticks.saturating_sub(before.system_ticks)),
+            server_cpu_ns_per_op: match (before.runtime_ns, after.runtime_ns) {
                 (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / ops),
                 _ => None,
             },
+            server_rss_bytes: Some(after.rss_bytes),
         }
     }
 

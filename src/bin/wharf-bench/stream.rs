@@ -79,6 +79,15 @@ impl Stream {
         }
     }
 
+    /// The socket, to register with the poller.
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            #[cfg(feature = "tls")]
+            Stream::Tls(tls) => tls.tcp_mut(),
+        }
+    }
+
     /// Whether a handshake follows the TCP one.
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))

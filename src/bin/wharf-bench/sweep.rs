@@ -1,21 +1,17 @@
 //! `sweep`: pingpong at each connection count in turn, against one server; writes
 //! `results.csv`, `results.json` and `plot.svg` (throughput and p99 latency against the
-//! connection count) into the output directory.
+//! connection count) into the output directory. Their formats are `report/sweep.rs` and
+//! `report/plot.rs`.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
 use crate::cli::SweepArgs;
 use crate::error::BenchError;
 use crate::pingpong;
-use crate::plot::{self, Series};
+use crate::report::plot::{self, Series};
+use crate::report::sweep::{csv, table_header, table_row};
 use crate::report::{to_json, to_json_pretty, PingpongReport};
-
-/// Columns of `results.csv`, in order.
-const CSV_HEADER: &str = "label,connections,size,line,duration_s,round_trips,round_trips_per_s,\
-mb_per_s,p50_us,p99_us,p999_us,max_us,errors,server_user_ns_per_op,server_sys_ns_per_op,\
-server_cpu_ns_per_op";
 
 /// Runs the sweep; returns its reports, one per connection count, after writing the files.
 pub fn run(args: &SweepArgs) -> Result<Vec<PingpongReport>, BenchError> {
@@ -43,7 +39,7 @@ pub fn run(args: &SweepArgs) -> Result<Vec<PingpongReport>, BenchError> {
         .output
         .label
         .clone()
-        .unwrap_or_else(|| args.target.addr.to_string());
+        .unwrap_or_else(|| args.target.peer.addr.to_string());
     let title = format!("pingpong {} B, {label}", args.load.size);
     plot::draw(
         &out.join("plot.svg"),
@@ -55,72 +51,6 @@ pub fn run(args: &SweepArgs) -> Result<Vec<PingpongReport>, BenchError> {
         out.display()
     );
     Ok(reports)
-}
-
-fn table_header() -> String {
-    format!(
-        "{:>7} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",
-        "conns",
-        "round trip/s",
-        "MB/s",
-        "p50 us",
-        "p99 us",
-        "p99.9 us",
-        "max us",
-        "errors",
-        "srv usr ns",
-        "srv sys ns"
-    )
-}
-
-fn table_row(report: &PingpongReport) -> String {
-    let ns = |value: Option<f64>| value.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
-    format!(
-        "{:>7} {:>12.0} {:>9.2} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>7} {:>10} {:>10}",
-        report.connections,
-        report.round_trips_per_s,
-        report.mb_per_s,
-        report.latency.p50_us,
-        report.latency.p99_us,
-        report.latency.p999_us,
-        report.latency.max_us,
-        report.errors,
-        ns(report.server.server_user_ns_per_op),
-        ns(report.server.server_sys_ns_per_op),
-    )
-}
-
-/// The reports as CSV, one row per connection count.
-fn csv(reports: &[PingpongReport]) -> String {
-    let mut text = format!("{CSV_HEADER}\n");
-    let optional = |value: Option<f64>| value.map(|v| format!("{v:.1}")).unwrap_or_default();
-    for r in reports {
-        let label =
-            r.id.label
-                .as_deref()
-                .unwrap_or_default()
-                .replace('"', "\"\"");
-        let _ = writeln!(
-            text,
-            "\"{label}\",{},{},{},{:.3},{},{:.1},{:.3},{:.1},{:.1},{:.1},{:.1},{},{},{},{}",
-            r.connections,
-            r.size,
-            r.line,
-            r.duration_s,
-            r.round_trips,
-            r.round_trips_per_s,
-            r.mb_per_s,
-            r.latency.p50_us,
-            r.latency.p99_us,
-            r.latency.p999_us,
-            r.latency.max_us,
-            r.errors,
-            optional(r.server.server_user_ns_per_op),
-            optional(r.server.server_sys_ns_per_op),
-            optional(r.server.server_cpu_ns_per_op),
-        );
-    }
-    text
 }
 
 fn write(path: &Path, text: &str) -> Result<(), BenchError> {

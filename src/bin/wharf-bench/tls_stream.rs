@@ -59,6 +59,11 @@ impl TlsStream {
         &self.tcp
     }
 
+    /// The socket, to register with the poller.
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+
     /// Whether the last [`Read::read`] left the socket drained (see the module docs).
     pub fn drained(&self) -> bool {
         self.drained

@@ -11,27 +11,24 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use mio::event::Source;
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::Interest;
 
 use crate::cli::UdpArgs;
+use crate::client::{nonblocking, After, Client, Key, Readiness, Scenario};
 use crate::error::BenchError;
+use crate::failure::Failure;
 use crate::latency::Latencies;
 use crate::limits::ensure_open_files;
 use crate::progress::Progress;
 use crate::report::{RunId, UdpReport};
 
-/// Longest wait for events in one turn: the precision of the loss timeout and of the end.
+/// Longest wait for events in one turn: how late the end of the run may be noticed.
 const TURN: Duration = Duration::from_millis(10);
-
-/// Readiness events taken per `epoll_wait`.
-const EVENTS_PER_POLL: usize = 1024;
 
 /// Bytes of the sequence number at the start of each datagram.
 const SEQ_BYTES: usize = 8;
-
-/// Room for the largest datagram, so a too-long echo is seen whole (and as a mismatch).
-const SCRATCH_BYTES: usize = 65_536;
 
 /// One socket and its datagram in flight.
 struct Flow {
@@ -46,9 +43,12 @@ struct Flow {
     sent: bool,
 }
 
-/// What a run has counted so far.
-#[derive(Default)]
-struct Counts {
+/// The flows' scenario on the client loop, and what a run has counted so far.
+struct Flows {
+    loss_timeout: Duration,
+    /// The end of the measured interval: echoes after it are not timed, and nothing is sent.
+    end: Instant,
+    latencies: Latencies,
     lost: u64,
     late: u64,
     mismatches: u64,
@@ -56,95 +56,118 @@ struct Counts {
     first_error: Option<String>,
 }
 
-impl Counts {
+impl Flows {
     fn error(&mut self, what: String) {
         if self.first_error.is_none() {
             self.first_error = Some(what);
         }
     }
+
+    /// A send or a receive failed.
+    fn socket_error(&mut self, what: String) {
+        self.socket_errors += 1;
+        self.error(what);
+    }
+}
+
+impl Scenario for Flows {
+    type Conn = Flow;
+
+    /// Every turn: the turn is short ([`TURN`]), and so the loss timeout is precise.
+    const TICK: Option<Duration> = Some(Duration::ZERO);
+
+    fn source(flow: &mut Flow) -> &mut dyn Source {
+        &mut flow.socket
+    }
+
+    fn on_ready(
+        &mut self,
+        key: Key,
+        flow: &mut Flow,
+        _readiness: Readiness,
+        scratch: &mut [u8],
+    ) -> Result<After, Failure> {
+        receive(self, flow, key, scratch);
+        Ok(After::Stay)
+    }
+
+    /// A datagram without its echo for the loss timeout is lost: the flow sends the next.
+    fn on_tick(&mut self, key: Key, flow: &mut Flow, now: Instant) -> Result<(), Failure> {
+        if now.duration_since(flow.sent_at) >= self.loss_timeout {
+            if flow.sent {
+                self.lost += 1;
+                self.error(format!(
+                    "datagram {} of flow {key} not echoed within {:?}",
+                    flow.seq, self.loss_timeout
+                ));
+            }
+            send_next(self, flow, key, now);
+        }
+        Ok(())
+    }
+
+    /// Flows never fail (their errors are counted, and the flow goes on) and are closed
+    /// only at the end.
+    fn on_closed(&mut self, _key: Key, _flow: &mut Flow, _failure: Option<Failure>) {}
 }
 
 /// Runs `udp` as the command line asks.
 pub fn run(args: &UdpArgs) -> Result<UdpReport, BenchError> {
-    let flows_wanted = u64::from(args.flows);
-    ensure_open_files(flows_wanted)?;
+    let flows = u64::from(args.flows);
+    ensure_open_files(flows)?;
     let size = args.size as usize;
-    let mut poll = Poll::new().map_err(|error| BenchError::io("creating the poller", error))?;
-    let mut events = Events::with_capacity(EVENTS_PER_POLL);
-    let mut flows = Vec::with_capacity(args.flows as usize);
-    for index in 0..args.flows as usize {
-        let mut socket = open(args.addr).map_err(|error| {
+    let mut client = Client::new(Flows {
+        loss_timeout: args.loss_timeout,
+        end: Instant::now(),
+        latencies: Latencies::new(),
+        lost: 0,
+        late: 0,
+        mismatches: 0,
+        socket_errors: 0,
+        first_error: None,
+    })?;
+    for _ in 0..flows {
+        let socket = open(args.addr).map_err(|error| {
             BenchError::io(format!("opening a UDP socket to {}", args.addr), error)
         })?;
-        poll.registry()
-            .register(&mut socket, Token(index), Interest::READABLE)
-            .map_err(|error| BenchError::io("registering a UDP socket", error))?;
-        flows.push(Flow {
+        let flow = Flow {
             socket,
             seq: 0,
             expected: vec![0; size],
             sent_at: Instant::now(),
             sent: false,
-        });
+        };
+        client
+            .add(flow, Interest::READABLE)
+            .map_err(|error| BenchError::io("registering a UDP socket", error))?;
     }
 
-    let mut counts = Counts::default();
-    let mut latencies = Latencies::new();
-    let mut scratch = vec![0u8; SCRATCH_BYTES].into_boxed_slice();
     let progress = Progress::new("udp", args.duration);
     let start = Instant::now();
-    let end = start + args.duration;
-    for (index, flow) in flows.iter_mut().enumerate() {
-        send_next(flow, index, start, &mut counts);
-    }
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        match poll.poll(&mut events, Some((end - now).min(TURN))) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(BenchError::io("waiting for events (epoll_wait)", error)),
-        }
-        for event in events.iter() {
-            let index = event.token().0;
-            let Some(flow) = flows.get_mut(index) else {
-                continue;
-            };
-            receive(flow, index, &mut scratch, &mut latencies, &mut counts, end);
-        }
-        let now = Instant::now();
-        for (index, flow) in flows.iter_mut().enumerate() {
-            if now.duration_since(flow.sent_at) >= args.loss_timeout {
-                if flow.sent {
-                    counts.lost += 1;
-                    counts.error(format!(
-                        "datagram {} of flow {index} not echoed within {:?}",
-                        flow.seq, args.loss_timeout
-                    ));
-                }
-                send_next(flow, index, now, &mut counts);
-            }
-        }
-        let elapsed = now - start;
-        progress.update(elapsed, || {
-            let rate = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-3);
-            format!("{rate:.0} round trips/s, {} lost", counts.lost)
-        });
-    }
+    client.scenario.end = start + args.duration;
+    client.each(|flows, key, flow| {
+        send_next(flows, flow, key, start);
+        Ok(())
+    });
+    client.run_until(start + args.duration, |client, now| {
+        let flows = &client.scenario;
+        let lost = (flows.lost, "lost");
+        progress.rate(now - start, flows.latencies.len(), "round trips", lost);
+        Some(TURN)
+    })?;
     let seconds = start.elapsed().as_secs_f64();
     progress.finish();
 
-    let round_trips = latencies.len();
+    let counts = client.scenario;
+    let round_trips = counts.latencies.len();
     Ok(UdpReport {
-        id: RunId::named("udp", args.addr, &args.output),
-        flows: flows_wanted,
+        id: RunId::new("udp", args.addr, &args.output),
+        flows,
         size: size as u64,
         duration_s: seconds,
         round_trips,
         round_trips_per_s: round_trips as f64 / seconds,
-        latency: latencies.summary(),
+        latency: counts.latencies.summary(),
         errors: counts.lost + counts.mismatches + counts.socket_errors,
         lost: counts.lost,
         late: counts.late,
@@ -167,53 +190,40 @@ fn open(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// Sends the flow's next datagram, numbered one past the last.
-fn send_next(flow: &mut Flow, index: usize, now: Instant, counts: &mut Counts) {
+fn send_next(counts: &mut Flows, flow: &mut Flow, index: usize, now: Instant) {
     flow.seq += 1;
     fill(&mut flow.expected, index, flow.seq);
     flow.sent_at = now;
-    match flow.socket.send(&flow.expected) {
-        Ok(n) if n == flow.expected.len() => flow.sent = true,
-        Ok(n) => {
-            flow.sent = false;
-            counts.socket_errors += 1;
-            counts.error(format!("sent {n} of {} bytes", flow.expected.len()));
-        }
-        Err(error) => {
-            flow.sent = false;
-            counts.socket_errors += 1;
-            counts.error(format!("send: {error}"));
-        }
+    let failed = match flow.socket.send(&flow.expected) {
+        Ok(n) if n == flow.expected.len() => None,
+        Ok(n) => Some(format!("sent {n} of {} bytes", flow.expected.len())),
+        Err(error) => Some(format!("send: {error}")),
+    };
+    flow.sent = failed.is_none();
+    if let Some(what) = failed {
+        counts.socket_error(what);
     }
 }
 
 /// Reads every datagram waiting on the flow's socket (readiness is edge-triggered), checks
 /// each against the one in flight, and sends the next after an answer.
-fn receive(
-    flow: &mut Flow,
-    index: usize,
-    scratch: &mut [u8],
-    latencies: &mut Latencies,
-    counts: &mut Counts,
-    end: Instant,
-) {
+fn receive(counts: &mut Flows, flow: &mut Flow, index: usize, scratch: &mut [u8]) {
     loop {
-        let n = match flow.socket.recv(scratch) {
-            Ok(n) => n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+        let n = match nonblocking(|| flow.socket.recv(scratch)) {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
             Err(error) => {
                 // For example ECONNREFUSED from an ICMP port unreachable: the datagram in
                 // flight is left to the loss timeout.
-                counts.socket_errors += 1;
-                counts.error(format!("receive: {error}"));
+                counts.socket_error(format!("receive: {error}"));
                 continue;
             }
         };
         let got = &scratch[..n];
         let now = Instant::now();
         if got == &flow.expected[..] {
-            if now < end {
-                latencies.record(now.duration_since(flow.sent_at));
+            if now < counts.end {
+                counts.latencies.record(now.duration_since(flow.sent_at));
             }
         } else if is_earlier(got, flow) {
             counts.late += 1;
@@ -230,8 +240,8 @@ fn receive(
                 flow.expected.len()
             ));
         }
-        if now < end {
-            send_next(flow, index, now, counts);
+        if now < counts.end {
+            send_next(counts, flow, index, now);
         }
     }
 }

@@ -326,6 +326,11 @@ impl ServerArgs {
             } else {
                 self.max_conns
             },
+            // The refusals' words are this server's protocol, not the library's.
+            full_reply: Some(
+                format!("ERR server full (max {} connections)\n", self.max_conns).into_bytes(),
+            ),
+            out_of_fds_reply: Some(b"ERR server full (out of file descriptors)\n".to_vec()),
             allow: self.allow.clone(),
             max_conns_per_ip: self.max_conns_per_ip(),
             max_accept_rate: self.max_accept_rate,

@@ -1,19 +1,28 @@
 //! What a run reports: one struct per mode, printed as text for people or as one JSON object
 //! per line (`--json`) for scripts. JSON keys are stable; figures that were not measured
 //! (no `--server-pid`) are `null`, never missing.
+//!
+//! Everything that formats results lives under here, apart from the code that measures
+//! them (which fills the plain structs of `tcp.rs`, `chat.rs` and `udp.rs`): the text of
+//! each report, the JSON, `sweep`'s table and CSV (`sweep.rs`) and plot (`plot.rs`), and
+//! `summary`'s table of many runs (`summary.rs`).
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::cli::{Output, Target};
-use crate::client::Client;
+use std::net::SocketAddr;
+
+use crate::cli::Output;
 use crate::error::BenchError;
 use crate::failure::Tally;
 use crate::latency::LatencySummary;
-use crate::server::{ServerCost, ServerProbe, ServerSample};
+use crate::server::{ServerProbe, ServerSample};
 
 mod chat;
+pub mod plot;
+pub mod summary;
+pub mod sweep;
 mod tcp;
 mod udp;
 
@@ -43,18 +52,8 @@ pub struct RunId {
 }
 
 impl RunId {
-    /// The identity of a `mode` run against `target`.
-    pub fn new(mode: &'static str, target: &Target) -> RunId {
-        RunId {
-            mode,
-            label: target.output.label.clone(),
-            scenario: target.output.scenario.clone(),
-            addr: target.addr.to_string(),
-        }
-    }
-
-    /// The identity of a `mode` run against `addr`, for modes without a [`Target`].
-    pub fn named(mode: &'static str, addr: std::net::SocketAddr, output: &Output) -> RunId {
+    /// The identity of a `mode` run against `addr`, named as `output` says.
+    pub fn new(mode: &'static str, addr: SocketAddr, output: &Output) -> RunId {
         RunId {
             mode,
             label: output.label.clone(),
@@ -90,18 +89,6 @@ pub struct ServerFigures {
 }
 
 impl ServerFigures {
-    /// Figures of server `pid` from its CPU `cost` and its sample at the end.
-    pub fn measured(pid: u32, cost: ServerCost, end: &ServerSample) -> ServerFigures {
-        ServerFigures {
-            server_pid: Some(pid),
-            server_procs: Some(end.processes),
-            server_user_ns_per_op: Some(cost.user_ns_per_op),
-            server_sys_ns_per_op: Some(cost.sys_ns_per_op),
-            server_cpu_ns_per_op: cost.cpu_ns_per_op,
-            server_rss_bytes: Some(end.rss_bytes),
-        }
-    }
-
     /// Figures of the server `probe` reads, from its samples at the two ends of an interval
     /// of `ops` operations; all `null` without a probe.
     pub fn between(
@@ -111,9 +98,7 @@ impl ServerFigures {
         ops: u64,
     ) -> ServerFigures {
         match (probe, before, after) {
-            (Some(probe), Some(before), Some(after)) => {
-                ServerFigures::measured(probe.pid(), probe.cost(&before, &after, ops), &after)
-            }
+            (Some(probe), Some(before), Some(after)) => probe.figures(&before, &after, ops),
             _ => ServerFigures::default(),
         }
     }
@@ -138,10 +123,8 @@ impl ServerFigures {
     }
 }
 
-/// Whether a run spoke TLS, and what its handshakes agreed on (also read back from the
-/// reports of the client processes of a `--procs` run).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
+/// Whether a run spoke TLS, and what its handshakes agreed on.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TlsFigures {
     /// `--tls`: every connection made a full TLS handshake (the client resumes no session)
     /// before its first round trip.
@@ -152,29 +135,6 @@ pub struct TlsFigures {
 }
 
 impl TlsFigures {
-    /// The figures of a run over `client`'s connections.
-    pub fn of(client: &Client) -> TlsFigures {
-        TlsFigures {
-            tls: client.tls(),
-            tls_version: client.tls_version().map(str::to_string),
-        }
-    }
-
-    /// The figures of a run spread over client processes, from theirs.
-    pub fn merged<'a>(tls: bool, versions: impl Iterator<Item = Option<&'a str>>) -> TlsFigures {
-        let mut agreed: Option<&str> = None;
-        for version in versions.flatten() {
-            agreed = match agreed {
-                Some(seen) if seen != version => Some("mixed"),
-                _ => Some(version),
-            };
-        }
-        TlsFigures {
-            tls,
-            tls_version: agreed.map(str::to_string),
-        }
-    }
-
     /// "TLS 1.3", or "TLS" before any handshake completed; `None` for plain TCP.
     fn name(&self) -> Option<String> {
         if !self.tls {
@@ -240,6 +200,16 @@ pub(super) fn errors_text(out: &mut String, errors: u64, tally: &Tally) {
     if let Some(first) = &tally.first {
         let _ = writeln!(out, "  first error   {first}");
     }
+}
+
+/// Prints a report as text or as one line of JSON; returns its failure count.
+pub fn print(report: &impl Report, json: bool) -> Result<u64, BenchError> {
+    if json {
+        println!("{}", to_json(report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(report.errors())
 }
 
 /// A value as one line of JSON (the `--json` output).

@@ -1,5 +1,6 @@
 //! [`Handle`]: controlling a running reactor from other threads and from signal handlers.
-//! Requests are flags the loop reads at the top of each iteration; a [`mio::Waker`] wakes it.
+//! Requests are flags the loop reads at the top of each iteration ([`Requests`]); a
+//! [`mio::Waker`] wakes it.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -23,42 +24,33 @@ use crate::stats::Stats;
 /// ```
 #[derive(Clone)]
 pub struct Handle {
-    pub(super) shared: Arc<Shared>,
+    pub(crate) requests: Arc<Requests>,
 }
 
-pub(super) struct Shared {
-    pub(super) stop: AtomicBool,
-    pub(super) drain: AtomicBool,
-    pub(super) log_stats: AtomicBool,
-    pub(super) reload: AtomicBool,
+/// What handles have asked of one reactor, read by its loop between polls: flags, the
+/// signal that set them, and the waker that ends the loop's wait.
+pub(crate) struct Requests {
+    stop: AtomicBool,
+    drain: AtomicBool,
+    log_stats: AtomicBool,
+    reload: AtomicBool,
     /// Someone waits in [`Handle::stats`] for a copy of the counters.
-    pub(super) stats_wanted: AtomicBool,
-    pub(super) stats_reply: Mutex<StatsReply>,
+    stats: AtomicBool,
+    stats_reply: Mutex<StatsReply>,
     /// Notified each time the loop puts a copy in `stats_reply`.
-    pub(super) stats_ready: Condvar,
+    stats_ready: Condvar,
     /// The last signal that made a request (0: none), named in the reactor's log lines.
-    pub(super) signal: AtomicI32,
-    pub(super) waker: Waker,
+    signal: AtomicI32,
+    waker: Waker,
 }
 
 /// The loop's answers to [`Handle::stats`]: requests are numbered, so that each caller waits
 /// for a copy taken after it asked.
 #[derive(Default)]
-pub(super) struct StatsReply {
-    pub(super) asked: u64,
-    pub(super) answered: u64,
-    pub(super) stats: Stats,
-}
-
-impl Shared {
-    /// In the loop: answers every [`Handle::stats`] waiting, with `stats`.
-    pub(super) fn answer_stats(&self, stats: &Stats) {
-        // A poisoned lock only means an asker panicked: the counters are still whole.
-        let mut reply = self.stats_reply.lock().unwrap_or_else(|e| e.into_inner());
-        reply.stats.clone_from(stats);
-        reply.answered = reply.asked;
-        self.stats_ready.notify_all();
-    }
+struct StatsReply {
+    asked: u64,
+    answered: u64,
+    stats: Stats,
 }
 
 /// What a [`Handle`] can ask of the reactor.
@@ -68,13 +60,79 @@ pub(crate) enum Request {
     Drain,
     LogStats,
     Reload,
+    /// A copy of the counters, for [`Handle::stats`].
+    Stats,
+}
+
+impl Requests {
+    pub(crate) fn new(waker: Waker) -> Requests {
+        Requests {
+            stop: AtomicBool::new(false),
+            drain: AtomicBool::new(false),
+            log_stats: AtomicBool::new(false),
+            reload: AtomicBool::new(false),
+            stats: AtomicBool::new(false),
+            stats_reply: Mutex::default(),
+            stats_ready: Condvar::new(),
+            signal: AtomicI32::new(0),
+            waker,
+        }
+    }
+
+    fn flag(&self, request: Request) -> &AtomicBool {
+        match request {
+            Request::Stop => &self.stop,
+            Request::Drain => &self.drain,
+            Request::LogStats => &self.log_stats,
+            Request::Reload => &self.reload,
+            Request::Stats => &self.stats,
+        }
+    }
+
+    /// Whether `request` was made (it stays made: stop and drain).
+    pub(crate) fn made(&self, request: Request) -> bool {
+        self.flag(request).load(Ordering::Acquire)
+    }
+
+    /// Whether `request` was made since the last time it was taken (log stats, reload, a
+    /// copy of the stats: each request is served once).
+    pub(crate) fn take(&self, request: Request) -> bool {
+        self.flag(request).swap(false, Ordering::AcqRel)
+    }
+
+    /// The name of the last signal that made a request, if one did.
+    pub(crate) fn signal(&self) -> Option<&'static str> {
+        match self.signal.load(Ordering::Acquire) {
+            0 => None,
+            signal => Some(crate::sys::signal::name(signal)),
+        }
+    }
+
+    /// In the loop: answers every [`Handle::stats`] waiting, with `stats`.
+    pub(crate) fn answer_stats(&self, stats: &Stats) {
+        // A poisoned lock only means an asker panicked: the counters are still whole.
+        let mut reply = self.stats_reply.lock().unwrap_or_else(|e| e.into_inner());
+        reply.stats.clone_from(stats);
+        reply.answered = reply.asked;
+        self.stats_ready.notify_all();
+    }
+
+    /// Makes `request` and wakes the loop; only atomics and the waker's write, which are
+    /// async-signal-safe, so signal handlers use it too. `signal`: the signal that made it
+    /// (0: code did).
+    fn make(&self, request: Request, signal: i32) -> io::Result<()> {
+        if matches!(request, Request::Stop | Request::Drain) {
+            self.signal.store(signal, Ordering::Release);
+        }
+        self.flag(request).store(true, Ordering::Release);
+        self.waker.wake()
+    }
 }
 
 impl Handle {
     /// Stops the reactor now: [`Reactor::run`](crate::Reactor::run) closes every connection and returns.
     pub fn stop(&self) {
-        self.shared.signal.store(0, Ordering::Release); // asked by code, not by a signal
-        self.request(&self.shared.stop);
+        self.request(Request::Stop);
     }
 
     /// Stops the reactor gracefully: the listeners close at once, connections get up to
@@ -82,13 +140,12 @@ impl Handle {
     /// connections are flushed and closed), then the rest are closed and [`Reactor::run`](crate::Reactor::run)
     /// returns. It returns sooner when the last connection closes.
     pub fn drain(&self) {
-        self.shared.signal.store(0, Ordering::Release); // asked by code, not by a signal
-        self.request(&self.shared.drain);
+        self.request(Request::Drain);
     }
 
     /// Asks the reactor to log one line of [`Stats`](crate::Stats) (at info level).
     pub fn log_stats(&self) {
-        self.request(&self.shared.log_stats);
+        self.request(Request::LogStats);
     }
 
     /// A copy of the reactor's [`Stats`], taken by the loop between two polls; `None` if the
@@ -112,14 +169,17 @@ impl Handle {
     /// ```
     pub fn stats(&self, timeout: Duration) -> Option<Stats> {
         let deadline = Instant::now() + timeout;
-        let shared = &self.shared;
-        let mut reply = shared.stats_reply.lock().unwrap_or_else(|e| e.into_inner());
+        let requests = &self.requests;
+        let mut reply = requests
+            .stats_reply
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         reply.asked += 1;
         let ticket = reply.asked;
-        self.request(&shared.stats_wanted);
+        self.request(Request::Stats);
         while reply.answered < ticket {
             let left = deadline.checked_duration_since(Instant::now())?;
-            reply = match shared.stats_ready.wait_timeout(reply, left) {
+            reply = match requests.stats_ready.wait_timeout(reply, left) {
                 Ok((reply, _)) => reply,
                 Err(poisoned) => poisoned.into_inner().0,
             };
@@ -132,7 +192,7 @@ impl Handle {
     /// the reload use the new pair, established connections keep theirs, and a pair that
     /// does not load is logged and the old one kept.
     pub fn reload_tls(&self) {
-        self.request(&self.shared.reload);
+        self.request(Request::Reload);
     }
 
     /// Installs process-wide signal handlers that drive this reactor: the first SIGINT or
@@ -146,26 +206,14 @@ impl Handle {
         crate::sys::signal::install(self)
     }
 
-    fn request(&self, flag: &AtomicBool) {
-        flag.store(true, Ordering::Release);
-        if let Err(error) = self.shared.waker.wake() {
+    fn request(&self, request: Request) {
+        if let Err(error) = self.requests.make(request, 0) {
             log::error!("cannot wake the reactor: {error}");
         }
     }
 
-    /// [`Handle::request`] for signal handlers: only atomics and the waker's write, which
-    /// are async-signal-safe, and no logging.
+    /// [`Handle::request`] for signal handlers: async-signal-safe, and no logging.
     pub(crate) fn request_from_signal(&self, signal: i32, request: Request) {
-        if !matches!(request, Request::LogStats | Request::Reload) {
-            self.shared.signal.store(signal, Ordering::Release);
-        }
-        let flag = match request {
-            Request::Stop => &self.shared.stop,
-            Request::Drain => &self.shared.drain,
-            Request::LogStats => &self.shared.log_stats,
-            Request::Reload => &self.shared.reload,
-        };
-        flag.store(true, Ordering::Release);
-        let _ = self.shared.waker.wake();
+        let _ = self.requests.make(request, signal);
     }
 }

@@ -23,64 +23,65 @@ enum Fold {
     Sum,
 }
 
-/// A row of the table: which key of a run, under what name.
-#[derive(Debug, Clone, Copy)]
-struct Metric {
-    key: &'static str,
-    name: &'static str,
-    fold: Fold,
-}
+/// A row of the table: which key of a run, under what name, folded how.
+type Metric = (&'static str, &'static str, Fold);
 
-const fn median(key: &'static str, name: &'static str) -> Metric {
-    Metric {
-        key,
-        name,
-        fold: Fold::Median,
-    }
-}
-
-const fn sum(key: &'static str, name: &'static str) -> Metric {
-    Metric {
-        key,
-        name,
-        fold: Fold::Sum,
-    }
-}
+use Fold::{Median, Sum};
 
 const PINGPONG: &[Metric] = &[
-    median("round_trips_per_s", "round trips/s"),
-    median("p99_us", "p99 latency, us"),
-    median("server_user_ns_per_op", "server user ns / round trip"),
-    median("server_sys_ns_per_op", "server sys ns / round trip"),
-    median("server_cpu_ns_per_op", "server CPU ns / round trip"),
-    sum("errors", "errors (all rounds)"),
+    ("round_trips_per_s", "round trips/s", Median),
+    ("p99_us", "p99 latency, us", Median),
+    (
+        "server_user_ns_per_op",
+        "server user ns / round trip",
+        Median,
+    ),
+    ("server_sys_ns_per_op", "server sys ns / round trip", Median),
+    ("server_cpu_ns_per_op", "server CPU ns / round trip", Median),
+    ("errors", "errors (all rounds)", Sum),
 ];
 
 const HOLD: &[Metric] = &[
-    median("established", "connections held"),
-    median("server_rss_per_conn_bytes", "server RSS bytes / connection"),
-    sum("errors", "errors (all rounds)"),
+    ("established", "connections held", Median),
+    (
+        "server_rss_per_conn_bytes",
+        "server RSS bytes / connection",
+        Median,
+    ),
+    ("errors", "errors (all rounds)", Sum),
 ];
 
 const CONNECT: &[Metric] = &[
-    median("connections_per_s", "connections/s"),
-    median("server_user_ns_per_op", "server user ns / connection"),
-    median("server_sys_ns_per_op", "server sys ns / connection"),
-    median("server_cpu_ns_per_op", "server CPU ns / connection"),
-    sum("errors", "errors (all rounds)"),
+    ("connections_per_s", "connections/s", Median),
+    (
+        "server_user_ns_per_op",
+        "server user ns / connection",
+        Median,
+    ),
+    ("server_sys_ns_per_op", "server sys ns / connection", Median),
+    ("server_cpu_ns_per_op", "server CPU ns / connection", Median),
+    ("errors", "errors (all rounds)", Sum),
 ];
 
 const CHAT: &[Metric] = &[
-    median("offered_deliveries_per_s", "offered deliveries/s"),
-    median("delivered_deliveries_per_s", "delivered deliveries/s"),
-    median("delivered_fraction", "fraction delivered"),
-    median("p50_us", "p50 fan-out latency, us"),
-    median("p99_us", "p99 fan-out latency, us"),
-    median("server_cpu_ns_per_delivery", "server CPU ns / delivery"),
-    median("join_secs", "join, s"),
-    sum("undelivered", "undelivered (all rounds)"),
-    sum("out_of_order", "out of order (all rounds)"),
-    sum("errors", "errors (all rounds)"),
+    ("offered_deliveries_per_s", "offered deliveries/s", Median),
+    (
+        "delivered_deliveries_per_s",
+        "delivered deliveries/s",
+        Median,
+    ),
+    ("delivered_fraction", "fraction delivered", Median),
+    ("p50_us", "p50 fan-out latency, us", Median),
+    ("p99_us", "p99 fan-out latency, us", Median),
+    (
+        "server_cpu_ns_per_delivery",
+        "server CPU ns / delivery",
+        Median,
+    ),
+    ("join_secs", "join, s", Median),
+    ("undelivered", "undelivered (all rounds)", Sum),
+    ("out_of_order", "out of order (all rounds)", Sum),
+    ("errors", "errors (all rounds)", Sum),
 ];
 
 /// Runs of one scenario, in file order.
@@ -171,7 +172,7 @@ fn table(runs: &[Value], ratio: Option<(&str, &str)>) -> String {
                 String::new()
             };
             first_row = false;
-            let _ = write!(out, "| {name} | {} |", metric.name);
+            let _ = write!(out, "| {name} | {} |", metric.1);
             for figure in &figures {
                 let _ = write!(out, " {} |", figure.map_or("-".to_string(), number));
             }
@@ -183,7 +184,7 @@ fn table(runs: &[Value], ratio: Option<(&str, &str)>) -> String {
                         .and_then(|i| figures[i])
                 };
                 let cell = match (pick(a), pick(b)) {
-                    (Some(a), Some(b)) if b != 0.0 && metric.fold == Fold::Median => {
+                    (Some(a), Some(b)) if b != 0.0 && metric.2 == Median => {
                         format!("{:.2}", a / b)
                     }
                     _ => "-".to_string(),
@@ -201,12 +202,12 @@ fn fold(runs: &[Value], label: &str, metric: &Metric) -> Option<f64> {
     let mut values: Vec<f64> = runs
         .iter()
         .filter(|run| text_of(run, "label") == label)
-        .filter_map(|run| run.get(metric.key)?.as_f64())
+        .filter_map(|run| run.get(metric.0)?.as_f64())
         .collect();
     if values.is_empty() {
         return None;
     }
-    Some(match metric.fold {
+    Some(match metric.2 {
         Fold::Sum => values.iter().sum(),
         Fold::Median => {
             values.sort_by(f64::total_cmp);

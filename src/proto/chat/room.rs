@@ -1,42 +1,5 @@
-//! A line-based chat room, in the spirit of `ncat --chat`, as a sans-IO state machine.
-//!
-//! The room knows its members and their names, and turns what they do (join, send lines,
-//! leave) into [`Delivery`]s: a message and who gets it. It never sees a socket, and the
-//! only clock it reads is the one it is given. A message for many recipients is built once,
-//! as one shared `Arc<[u8]>`: a broadcast to a thousand members costs one allocation, not a
-//! thousand copies.
-//!
-//! The protocol, line by line (lines end with `\n`; a `\r` before it is dropped):
-//! - on joining, a member is named `userN`, or by the name it authenticated as
-//!   ([`Room::join_as`]), and the others get `* NAME joined`;
-//! - a line is delivered to every *other* member as `<NAME> line`, never echoed to its sender,
-//!   with control characters other than TAB shown in caret notation, as `cat -v` shows them
-//!   (`\r` as `^M`, ESC as `^[`, NUL as `^@`, DEL as `^?`; a C1 control encoded in UTF-8 as
-//!   `M-^[` and so on), so that no member can forge a line, move a cursor or clear a screen;
-//! - `/nick NAME` renames (1–32 of `A-Z a-z 0-9 _ -`, not taken); everyone, the sender
-//!   included, gets `* OLD is now NEW`; a bad or taken name gets an `ERR` line, to the
-//!   sender only; a member named by authentication keeps its name (`ERR` to `/nick`); at
-//!   most one rename a second is taken per member (`ERR /nick is allowed once a second`);
-//! - names have owners: a member that authenticates as NAME gets NAME even when a member
-//!   who did not authenticate took it with `/nick`; that one is renamed `userN`, and
-//!   everyone gets `* NAME is now userN`;
-//! - `/who` answers the sender with `* online: NAME NAME ...`, each name once, sorted, at
-//!   most [`WHO_MAX_NAMES`] of them (then `(and N more)`); at most one `/who` a second is
-//!   answered per member, others get `ERR /who ...`;
-//! - another line starting with `/` gets `ERR unknown command`;
-//! - on leaving, the others get `* NAME left`.
-//!
-//! **Batches.** Lines are collected, whoever sent them, into one message until
-//! [`Room::flush`], which the caller makes once per loop iteration (or until the batch
-//! reaches [`MAX_BATCH`]): one allocation for the whole batch, and one queued chunk per
-//! recipient, or a few for a member who sent some of the lines, which its copy leaves out
-//! ([`Recipients::AllBut`]). However many members speak at once, each member gets one
-//! message per loop iteration. Join, leave and rename notices are batched the same way, so
-//! that a thousand members joining cost each member one message, not a thousand. Nothing is
-//! reordered: a pending batch is handed over before any other delivery, and a member that
-//! joined during a batch gets only the notices after its own ([`Recipients::AllSince`]).
-//!
-//! Line framing and the line-length limit are the line protocol's ([`super::line`]).
+//! The room itself: members, names, batches and the rules of the protocol (see
+//! [`super`]), sans-IO.
 
 use std::collections::BTreeMap;
 use std::ops::Range;

@@ -4,7 +4,7 @@
 //! With an authenticator installed ([`crate::Reactor::set_authenticator`]), a connection must
 //! send `AUTH <token>` as its first line before the handler hears of it: the reactor answers
 //! `OK <NAME>` and only then calls [`crate::Handler::on_open`], with the name available as
-//! [`crate::Context::identity`]. The wire protocol is [`crate::proto::auth`]; what happens
+//! [`crate::Context::identity`]. The wire protocol is [`crate::auth::line`]; what happens
 //! to failures (lockout) is [`crate::Config`]'s business.
 //!
 //! Tokens are compared in constant time: the time a comparison takes depends neither on how

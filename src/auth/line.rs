@@ -49,7 +49,7 @@ pub enum AuthStep<'a> {
 /// Reads the first line of `input`, the bytes received and not yet consumed.
 ///
 /// ```
-/// use wharf::proto::auth::{first_line, AuthStep};
+/// use wharf::auth::line::{first_line, AuthStep};
 ///
 /// assert_eq!(first_line(b"AUTH s3cret\r\nhello"), AuthStep::Token { token: b"s3cret", consumed: 13 });
 /// assert_eq!(first_line(b"hello\n"), AuthStep::NotAuth { consumed: 6 });

@@ -5,12 +5,14 @@
 use std::fs;
 use std::path::Path;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
 
+use super::PingpongReport;
 use crate::cli::PlotArgs;
 use crate::error::BenchError;
-use crate::report::PingpongReport;
 
 /// Plot size in pixels.
 const SIZE: (u32, u32) = (900, 760);
@@ -24,6 +26,12 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
 ];
+
+/// Why plotters could not draw.
+type Failed = DrawingAreaErrorKind<std::io::Error>;
+
+/// A chart on the SVG file.
+type Chart<'a, X, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>;
 
 /// One measured point of a sweep.
 #[derive(Debug, Clone, Copy)]
@@ -108,11 +116,9 @@ pub fn run(args: &PlotArgs) -> Result<(), BenchError> {
 
 /// Draws `series` into an SVG file at `path`.
 pub fn draw(path: &Path, title: &str, series: &[Series]) -> Result<(), BenchError> {
-    let failed = |error: String| {
-        BenchError::io(
-            format!("drawing {}", path.display()),
-            std::io::Error::other(error),
-        )
+    let failed = |error: Failed| {
+        let error = std::io::Error::other(error.to_string());
+        BenchError::io(format!("drawing {}", path.display()), error)
     };
     let points = || series.iter().flat_map(|s| s.points.iter());
     if points().next().is_none() {
@@ -126,82 +132,26 @@ pub fn draw(path: &Path, title: &str, series: &[Series]) -> Result<(), BenchErro
     let (p99_low, p99_high) = widen((p99_low / 1.5, p99_high * 1.5));
 
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| failed(e.to_string()))?;
-    let root = root
-        .titled(title, ("sans-serif", 22))
-        .map_err(|e| failed(e.to_string()))?;
+    root.fill(&WHITE).map_err(failed)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(failed)?;
     let (top, bottom) = root.split_vertically(SIZE.1 / 2 - 20);
-
-    let mut throughput = ChartBuilder::on(&top)
-        .margin(12)
-        .margin_right(30)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d((x_low..x_high).log_scale(), 0.0..rps_high * 1.15)
-        .map_err(|e| failed(e.to_string()))?;
-    throughput
-        .configure_mesh()
-        .x_desc("connections")
-        .y_desc("round trips/s")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| si(*y))
-        .draw()
-        .map_err(|e| failed(e.to_string()))?;
-
-    let mut latency = ChartBuilder::on(&bottom)
-        .margin(12)
-        .margin_right(30)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d((x_low..x_high).log_scale(), (p99_low..p99_high).log_scale())
-        .map_err(|e| failed(e.to_string()))?;
-    latency
-        .configure_mesh()
-        .x_desc("connections")
-        .y_desc("p99 latency (us)")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| si(*y))
-        .draw()
-        .map_err(|e| failed(e.to_string()))?;
-
+    let x = || (x_low..x_high).log_scale();
+    let mut throughput = chart(&top, x(), 0.0..rps_high * 1.15, "round trips/s").map_err(failed)?;
+    let p99_range = (p99_low..p99_high).log_scale();
+    let mut latency = chart(&bottom, x(), p99_range, "p99 latency (us)").map_err(failed)?;
     for (index, series) in series.iter().enumerate() {
         let colour = COLOURS[index % COLOURS.len()];
-        let rps: Vec<(f64, f64)> = series
+        let rps = series
             .points
             .iter()
-            .map(|p| (p.connections, p.round_trips_per_s))
-            .collect();
-        let p99: Vec<(f64, f64)> = series
+            .map(|p| (p.connections, p.round_trips_per_s));
+        let label = Some(series.label.as_str());
+        plot(&mut throughput, rps.collect(), colour, label).map_err(failed)?;
+        let p99 = series
             .points
             .iter()
-            .map(|p| (p.connections, p.p99_us.max(1.0)))
-            .collect();
-        throughput
-            .draw_series(LineSeries::new(rps.iter().copied(), colour.stroke_width(2)))
-            .map_err(|e| failed(e.to_string()))?
-            .label(series.label.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
-        throughput
-            .draw_series(PointSeries::of_element(
-                rps,
-                4,
-                colour.filled(),
-                &|c, s, st| Circle::new(c, s, st),
-            ))
-            .map_err(|e| failed(e.to_string()))?;
-        latency
-            .draw_series(LineSeries::new(p99.iter().copied(), colour.stroke_width(2)))
-            .map_err(|e| failed(e.to_string()))?;
-        latency
-            .draw_series(PointSeries::of_element(
-                p99,
-                4,
-                colour.filled(),
-                &|c, s, st| Circle::new(c, s, st),
-            ))
-            .map_err(|e| failed(e.to_string()))?;
+            .map(|p| (p.connections, p.p99_us.max(1.0)));
+        plot(&mut latency, p99.collect(), colour, None).map_err(failed)?;
     }
     throughput
         .configure_series_labels()
@@ -209,8 +159,63 @@ pub fn draw(path: &Path, title: &str, series: &[Series]) -> Result<(), BenchErro
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(|e| failed(e.to_string()))?;
-    root.present().map_err(|e| failed(e.to_string()))?;
+        .map_err(failed)?;
+    root.present().map_err(failed)?;
+    Ok(())
+}
+
+/// One of the two charts: connections across on a logarithmic axis `x`, `y` up.
+fn chart<'a, X, Y>(
+    area: &DrawingArea<SVGBackend<'a>, Shift>,
+    x: X,
+    y: Y,
+    y_desc: &str,
+) -> Result<Chart<'a, X::CoordDescType, Y::CoordDescType>, Failed>
+where
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .margin_right(30)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc("connections")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| si(*y))
+        .draw()?;
+    Ok(chart)
+}
+
+/// One series on one chart: a line through its points, each marked with a dot, and in the
+/// legend when it has a `label`.
+fn plot<X, Y>(
+    chart: &mut Chart<'_, X, Y>,
+    points: Vec<(f64, f64)>,
+    colour: RGBColor,
+    label: Option<&str>,
+) -> Result<(), Failed>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let line = chart.draw_series(LineSeries::new(
+        points.iter().copied(),
+        colour.stroke_width(2),
+    ))?;
+    if let Some(label) = label {
+        line.label(label).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+        });
+    }
+    let dot = |c, s, st| Circle::new(c, s, st);
+    chart.draw_series(PointSeries::of_element(points, 4, colour.filled(), &dot))?;
     Ok(())
 }
 

@@ -1,0 +1,442 @@
+//! The door: listening sockets and what happens at accept, before a connection exists.
+//!
+//! [`Acceptor`] owns the listeners, the access rules ([`crate::access`]: allow-list,
+//! per-address limit, lockout, accept rate), the connection limit and its refusal, the
+//! spare descriptor that lets the server refuse cleanly when it is out of descriptors, and
+//! the pause and retry after accept itself failed. It hands the reactor each connection it
+//! admits; the reactor makes it a [`crate::conn::Conn`].
+//!
+//! What a refused client hears is configuration (`Config::full_reply`,
+//! `Config::out_of_fds_reply`): the library speaks no protocol of its own.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::access::{Access, Refusal};
+use crate::config::Config;
+use crate::listener::Listener;
+use crate::log_limit::LogLimit;
+use crate::stats::Stats;
+use crate::timer::{self, Clock, Tick, NEVER};
+
+/// How long accepting pauses when it failed and no spare descriptor could make room.
+const ACCEPT_RETRY_TICKS: u32 = 10; // 1 s
+
+/// Input read from a refused connection before it closes: one read's worth, as the reactor
+/// reads.
+const DRAIN_SIZE: usize = 64 * 1024;
+
+/// How often the lockout and rate tables drop what expired.
+const ACCESS_SWEEP_TICKS: u32 = 10; // 1 s
+
+/// What one accept came to.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    /// A connection the rules admit.
+    Conn(TcpStream, SocketAddr),
+    /// A connection refused (and closed): go on accepting.
+    Refused,
+    /// Nothing more to accept now: the queue is empty, or accepting is paused.
+    Done,
+}
+
+/// One listening socket and whether it speaks TLS (then a refusal is a close, not a line a
+/// TLS client could not read).
+#[derive(Debug)]
+struct Entrance {
+    listener: Listener,
+    tls: bool,
+}
+
+/// Listeners, access rules, the connection limit and what refusing costs. See the module
+/// docs.
+#[derive(Debug)]
+pub(crate) struct Acceptor {
+    entrances: Vec<Entrance>,
+    access: Access,
+    max_conns: u64,
+    full_reply: Box<[u8]>,
+    out_of_fds_reply: Box<[u8]>,
+    /// Accepting failed for lack of resources (descriptors, memory): retried when a
+    /// connection closes or at `retry_at`, since no new edge comes for connections already
+    /// queued.
+    paused: bool,
+    retry_at: Tick,
+    /// When the lockout and rate tables next drop what expired ([`NEVER`]: they are empty).
+    sweep_at: Tick,
+    /// A descriptor held in reserve: closed to make room to accept and refuse a connection
+    /// when the process is out of descriptors, then reopened.
+    spare_fd: Option<File>,
+    /// Input a refused client sent at once, read and dropped so the close is not a reset
+    /// (allocated at the first refusal).
+    drain: Vec<u8>,
+    access_log: LogLimit,
+    reject_log: LogLimit,
+    error_log: LogLimit,
+    lockout_log: LogLimit,
+    /// For the lockout's log line: failures, window, duration.
+    lockout: (u32, std::time::Duration, std::time::Duration),
+}
+
+impl Acceptor {
+    pub(crate) fn new(config: &Config) -> Acceptor {
+        let reply = |text: &Option<Vec<u8>>| text.clone().unwrap_or_default().into_boxed_slice();
+        Acceptor {
+            entrances: Vec::new(),
+            access: Access::new(config),
+            max_conns: config.max_conns as u64,
+            full_reply: reply(&config.full_reply),
+            out_of_fds_reply: reply(&config.out_of_fds_reply),
+            paused: false,
+            retry_at: NEVER,
+            sweep_at: NEVER,
+            spare_fd: spare_descriptor(),
+            drain: Vec::new(),
+            access_log: LogLimit::per_second(),
+            reject_log: LogLimit::per_second(),
+            error_log: LogLimit::per_second(),
+            lockout_log: LogLimit::per_second(),
+            lockout: (
+                config.lockout_failures,
+                config.lockout_window,
+                config.lockout_duration,
+            ),
+        }
+    }
+
+    /// Starts listening on `listener` (registered with `token`); returns its index.
+    pub(crate) fn add(
+        &mut self,
+        mut listener: Listener,
+        tls: bool,
+        registry: &Registry,
+        token: impl FnOnce(usize) -> Token,
+    ) -> io::Result<usize> {
+        let index = self.entrances.len();
+        registry.register(listener.socket_mut(), token(index), Interest::READABLE)?;
+        self.entrances.push(Entrance { listener, tls });
+        Ok(index)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entrances.len()
+    }
+
+    pub(crate) fn local_addr(&self, index: usize) -> Option<SocketAddr> {
+        self.entrances.get(index).map(|e| e.listener.local_addr())
+    }
+
+    /// Closes every listener (a drain, or the end): no new connections.
+    pub(crate) fn close(&mut self) {
+        self.entrances.clear();
+    }
+
+    /// Accepts one connection from listener `index` and applies the rules: the access rules
+    /// first (they need no buffer and no byte), then the connection limit (`active` are
+    /// open). `Done` once nothing waits, the listener is gone, or accepting paused.
+    pub(crate) fn accept(
+        &mut self,
+        index: usize,
+        active: u64,
+        stats: &mut Stats,
+        clock: &Clock,
+    ) -> Accepted {
+        let Some(entrance) = self.entrances.get_mut(index) else {
+            return Accepted::Done; // closed by a drain since it was put on the resume list
+        };
+        match entrance.listener.socket_mut().accept() {
+            Ok((stream, peer)) => {
+                let admitted = self.access.admit(peer.ip(), clock.tick());
+                self.plan_sweep(clock.tick());
+                if let Err(refusal) = admitted {
+                    self.refuse_access(stream, peer, refusal, stats, clock);
+                    Accepted::Refused
+                } else if active >= self.max_conns {
+                    self.release(peer.ip());
+                    let reply = std::mem::take(&mut self.full_reply);
+                    self.refuse(
+                        index,
+                        &stream,
+                        peer,
+                        &reply,
+                        "connection limit reached",
+                        stats,
+                        clock,
+                    );
+                    self.full_reply = reply;
+                    Accepted::Refused
+                } else {
+                    Accepted::Conn(stream, peer)
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Accepted::Done,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Accepted::Refused
+            }
+            Err(error) => self.failed(index, &error, stats, clock),
+        }
+    }
+
+    /// Accept itself failed (not "nothing waiting").
+    fn failed(
+        &mut self,
+        index: usize,
+        error: &io::Error,
+        stats: &mut Stats,
+        clock: &Clock,
+    ) -> Accepted {
+        stats.accept_errors += 1;
+        if let Some(count) = self.error_log.hit(clock.now()) {
+            log::warn!(
+                "accept failed: {error} ({count} failures in the last second); \
+                 see `ulimit -n` and docs/OPERATIONS.md"
+            );
+        }
+        if is_out_of_descriptors(error) {
+            match self.shed(index, stats, clock) {
+                Shed::One => return Accepted::Refused,
+                // Linux reserves the descriptor before it looks at the queue, so EMFILE can
+                // mean "nothing waiting": the next arrival is an edge.
+                Shed::QueueEmpty => return Accepted::Done,
+                Shed::Failed => {}
+            }
+        }
+        // Retrying now would spin. The next close frees a descriptor and resumes accepting;
+        // the timer covers what a close cannot (ENFILE cleared by another process, a failure
+        // of another kind).
+        self.paused = true;
+        self.retry_at = timer::after(clock.tick(), ACCEPT_RETRY_TICKS).min(self.retry_at);
+        Accepted::Done
+    }
+
+    /// Out of descriptors: closes the spare one to make room, accepts the waiting connection
+    /// and refuses it, then takes the spare back. The client learns at once that the server
+    /// is full, instead of waiting in the kernel's queue, and the listener is drained, so the
+    /// loop does not wake for it again and again.
+    fn shed(&mut self, index: usize, stats: &mut Stats, clock: &Clock) -> Shed {
+        let Some(spare) = self.spare_fd.take() else {
+            return Shed::Failed;
+        };
+        drop(spare);
+        let shed = match self.entrances[index].listener.socket_mut().accept() {
+            Ok((stream, peer)) => {
+                let reply = std::mem::take(&mut self.out_of_fds_reply);
+                self.refuse(
+                    index,
+                    &stream,
+                    peer,
+                    &reply,
+                    "out of file descriptors",
+                    stats,
+                    clock,
+                );
+                self.out_of_fds_reply = reply;
+                Shed::One
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Shed::QueueEmpty,
+            Err(_) => Shed::Failed,
+        };
+        self.spare_fd = spare_descriptor();
+        shed
+    }
+
+    /// Closes a connection the access rules refuse, at once and without a word: an address
+    /// outside the allow-list learns nothing, and costs nothing more.
+    fn refuse_access(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        refusal: Refusal,
+        stats: &mut Stats,
+        clock: &Clock,
+    ) {
+        let why = match refusal {
+            Refusal::NotAllowed => {
+                stats.refused_not_allowed += 1;
+                "not in the allow-list"
+            }
+            Refusal::TooManyFromIp => {
+                stats.refused_per_ip += 1;
+                "too many connections from this address"
+            }
+            Refusal::LockedOut => {
+                stats.refused_locked_out += 1;
+                "locked out after failed authentications"
+            }
+            Refusal::RateLimited => {
+                stats.refused_rate_limited += 1;
+                "connecting faster than --max-accept-rate"
+            }
+        };
+        drop(stream);
+        if let Some(count) = self.access_log.hit(clock.now()) {
+            log::warn!(
+                "peer={peer} refused: {why} ({count} refused by access rules in the last second)"
+            );
+        }
+    }
+
+    /// Sends `reply` to a connection the server will not serve; it closes when dropped.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &mut self,
+        index: usize,
+        stream: &TcpStream,
+        peer: SocketAddr,
+        reply: &[u8],
+        why: &str,
+        stats: &mut Stats,
+        clock: &Clock,
+    ) {
+        stats.rejected += 1;
+        // A fresh socket's send buffer is empty: one write either takes the whole reply or
+        // the peer is already gone. Either way there is nothing more to do. A TLS client
+        // expects a handshake, not a line of text: it just sees the close.
+        if !reply.is_empty() && !self.entrances[index].tls {
+            let _ = (&*stream).write(reply);
+        }
+        // Closing with unread input would answer it with a reset, which can destroy the reply
+        // before the client reads it; clients often send at once, so read what came.
+        self.drain.resize(DRAIN_SIZE, 0);
+        let _ = (&*stream).read(&mut self.drain);
+        if let Some(count) = self.reject_log.hit(clock.now()) {
+            log::warn!(
+                "peer={peer} refused: {why} ({count} refused in the last second, {} active)",
+                stats.active
+            );
+        }
+    }
+
+    /// Sets the TCP options of listener `index` on a connection it accepted.
+    pub(crate) fn prepare(&self, index: usize, stream: &TcpStream, peer: SocketAddr) {
+        if let Some(entrance) = self.entrances.get(index) {
+            if let Err(error) = entrance.listener.prepare(stream) {
+                log::debug!("peer={peer} cannot set TCP options: {error}");
+            }
+        }
+    }
+
+    /// An admitted connection could not be registered with the poller: it is dropped.
+    pub(crate) fn register_failed(
+        &mut self,
+        peer: SocketAddr,
+        error: &io::Error,
+        stats: &mut Stats,
+        clock: &Clock,
+    ) {
+        stats.accept_errors += 1;
+        self.release(peer.ip());
+        if let Some(count) = self.error_log.hit(clock.now()) {
+            log::warn!(
+                "peer={peer} cannot register connection: {error} ({count} in the last second)"
+            );
+        }
+    }
+
+    /// A connection from `ip` that was admitted is gone (closed, or never opened).
+    pub(crate) fn release(&mut self, ip: IpAddr) {
+        if self.access.counts() {
+            self.access.release(ip);
+        }
+    }
+
+    /// A connection closed, freeing a descriptor: whether accepting, paused for lack of
+    /// them, should resume now ([`Acceptor::resume`]).
+    pub(crate) fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Ends a pause: returns the listeners to accept from again (no new edge comes for
+    /// connections already queued).
+    pub(crate) fn resume(&mut self) -> std::ops::Range<usize> {
+        self.paused = false;
+        if self.spare_fd.is_none() {
+            // Lost when the process ran out of descriptors: shedding needs it back.
+            self.spare_fd = spare_descriptor();
+        }
+        0..self.entrances.len()
+    }
+
+    /// Whether `ip` is locked out now: a lockout that began after a connection was accepted
+    /// still holds, so connections opened beforehand cannot keep guessing.
+    pub(crate) fn is_locked(&self, ip: IpAddr, now: Tick) -> bool {
+        self.access.is_locked(ip, now)
+    }
+
+    /// A connection from `ip` failed to authenticate: counted toward its lockout.
+    pub(crate) fn auth_failed(&mut self, ip: IpAddr, stats: &mut Stats, clock: &Clock) {
+        if self.access.auth_failed(ip, clock.tick()) {
+            stats.lockouts += 1;
+            if let Some(count) = self.lockout_log.hit(clock.now()) {
+                let (failures, window, duration) = self.lockout;
+                log::warn!(
+                    "peer={} locked out for {duration:?}: {failures} failed authentications \
+                     within {window:?} ({count} lockouts in the last second)",
+                    ip.to_canonical(),
+                );
+            }
+        }
+        stats.offenders = self.access.offenders() as u64;
+        self.plan_sweep(clock.tick());
+    }
+
+    /// Makes sure the access tables are swept while they remember anything.
+    fn plan_sweep(&mut self, now: Tick) {
+        if self.sweep_at == NEVER && self.access.remembers() {
+            self.sweep_at = timer::after(now, ACCESS_SWEEP_TICKS);
+        }
+    }
+
+    /// The next tick this needs the loop for: a retry or a sweep ([`NEVER`]: none).
+    pub(crate) fn next_deadline(&self) -> Tick {
+        self.retry_at.min(self.sweep_at)
+    }
+
+    /// Does what is due at `now`; true if accepting should resume ([`Acceptor::resume`]).
+    pub(crate) fn on_time(&mut self, now: Tick, stats: &mut Stats) -> bool {
+        if self.sweep_at <= now {
+            self.access.expire(now);
+            stats.offenders = self.access.offenders() as u64;
+            self.sweep_at = NEVER;
+            self.plan_sweep(now);
+        }
+        if self.retry_at <= now {
+            self.retry_at = NEVER;
+            return true;
+        }
+        false
+    }
+}
+
+/// A descriptor to hold in reserve (see `Acceptor::spare_fd`).
+fn spare_descriptor() -> Option<File> {
+    File::open("/dev/null").ok()
+}
+
+/// What shedding a waiting connection came to.
+enum Shed {
+    /// One connection was accepted and refused.
+    One,
+    /// There was nothing waiting.
+    QueueEmpty,
+    /// No spare descriptor, or the accept failed anyway.
+    Failed,
+}
+
+/// Whether an accept failed for lack of descriptors (per process or system-wide) or of
+/// kernel memory for the new socket.
+fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

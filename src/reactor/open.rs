@@ -1,0 +1,104 @@
+//! Opening connections: the accept loop and its budget hand each connection the
+//! [`Acceptor`](crate::acceptor::Acceptor) admits to `open`, which registers it, gives it
+//! its stage and its transport, and tells the handler (at once, or once through the door).
+
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use super::Server;
+use crate::acceptor::Accepted;
+use crate::conn::{Conn, Stage, READ_INTEREST};
+use crate::conn_id::{ConnId, Source, MAX_KEY};
+use crate::handler::{Context, Handler};
+use crate::timer;
+
+impl<H: Handler> Server<H> {
+    /// Accepts from listener `index` until nothing waits, or the budget is spent (then it
+    /// goes on the resume list, so established connections get their turn).
+    pub(crate) fn accept(&mut self, index: usize) {
+        for _ in 0..self.config.accept_budget {
+            match self
+                .acceptor
+                .accept(index, self.stats.active, &mut self.stats, &self.clock)
+            {
+                Accepted::Conn(stream, peer) => self.open(index, stream, peer),
+                Accepted::Refused => {}
+                Accepted::Done => return,
+            }
+        }
+        self.resume.push(Source::Listener(index));
+    }
+
+    pub(super) fn open(&mut self, index: usize, mut stream: TcpStream, peer: SocketAddr) {
+        let now = self.clock.tick();
+        // The handler hears of the connection once it is through the door: its TLS
+        // handshake, then its AUTH line, when the listener and the reactor ask for them.
+        let stage = match (self.handshake_by(index, now), &self.door) {
+            (Some(by), _) => Stage::Handshaking { by },
+            (None, Some(door)) => Stage::Authenticating {
+                by: timer::after(now, door.timeout),
+                misses: 0,
+            },
+            (None, None) => Stage::open(),
+        };
+        let entry = self.conns.vacant_entry();
+        if entry.key() > MAX_KEY {
+            // Four billion connections: drop the new one rather than alias a token.
+            self.stats.rejected += 1;
+            self.acceptor.release(peer.ip());
+            return;
+        }
+        self.acceptor.prepare(index, &stream, peer);
+        let id = ConnId::new(entry.key(), self.generations.next());
+        // Data that arrived with the connection is reported by the poller once registered,
+        // so there is no read here.
+        if let Err(error) = self
+            .registry
+            .register(&mut stream, id.token(), READ_INTEREST)
+        {
+            let clock = &self.clock;
+            (self.acceptor).register_failed(peer, &error, &mut self.stats, clock);
+            return;
+        }
+        self.stats.accepted += 1;
+        self.stats.active += 1;
+        entry.insert(Conn::new(stream, id.generation(), now, stage));
+        self.peers.opened(id.key(), peer);
+        log::trace!("conn={id} peer={peer} opened");
+        if !self.start_transport(id, index) {
+            return;
+        }
+        let held = self.conns[id.key()].output.held();
+        self.outbox.begin(id, true, held);
+        if !stage.at_the_door() {
+            self.open_session(id, peer);
+        }
+        self.finish_callback(id);
+        if self.is_live(id) {
+            self.settle(id);
+        }
+    }
+
+    /// Tells the handler of connection `id`, within a callback already begun, and keeps the
+    /// session it returns.
+    pub(super) fn open_session(&mut self, id: ConnId, peer: SocketAddr) {
+        let conn = &mut self.conns[id.key()];
+        let view = super::peers::view(&self.peers, &self.transports, id.key());
+        let session = self.handler.on_open(
+            &mut Context::new(&mut self.outbox, &self.stats).about(view),
+            peer,
+        );
+        conn.open_session(session);
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// By when a connection accepted on listener `index` must complete its TLS handshake;
+    /// `None` on a plain listener.
+    fn handshake_by(&self, index: usize, now: timer::Tick) -> Option<timer::Tick> {
+        self.transports
+            .is_tls_listener(index)
+            .then(|| timer::after(now, self.timeouts.handshake))
+    }
+}
