@@ -150,7 +150,7 @@ impl Handle {
 
     /// A copy of the reactor's [`Stats`], taken by the loop between two polls; `None` if the
     /// loop did not answer within `timeout` (it is not running, or has stopped). Another
-    /// thread (a metrics exporter, a `--workers` parent's channel) waits here; the loop
+    /// thread (a metrics exporter, a test, a supervisor) waits here; the loop
     /// pays one flag check per iteration and a copy per request.
     ///
     /// ```

@@ -21,10 +21,15 @@ fn sources() -> Vec<IpAddr> {
 }
 
 fn start_workers(count: usize, extra: &[&str]) -> Server {
+    start_workers_with_env(count, extra, &[])
+}
+
+/// [`start_workers`], with these environment variables set for the parent and its workers.
+fn start_workers_with_env(count: usize, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let count = count.to_string();
     let mut args = vec!["--listen", "127.0.0.1:0", "--workers", count.as_str()];
     args.extend_from_slice(extra);
-    Server::start("echo", &args)
+    Server::start_with_env("echo", &args, env)
 }
 
 /// The pid of each worker by id, from the parent's latest `worker=ID pid=PID ready` lines.
@@ -208,6 +213,16 @@ fn two_workers_share_one_port_and_both_serve() {
         "both workers serve:\n{one}\n{two}"
     );
     assert_eq!(stat(&one, "accepted") + stat(&two, "accepted"), 200);
+
+    // Having served and reported its counters, each worker still runs on one thread, its
+    // reactor's (docs/ARCHITECTURE.md, "Signals").
+    let pids = wait_for_workers(&server, 2);
+    for (id, pid) in pids {
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("read /proc/PID/task")
+            .count();
+        assert_eq!(threads, 1, "worker={id} pid={pid} runs {threads} threads");
+    }
 }
 
 #[test]
@@ -270,6 +285,99 @@ fn a_killed_worker_is_replaced_while_the_other_keeps_serving() {
             .any(|client| of_new.contains(&client.local_addr().unwrap())),
         "the new worker 1 serves none of 32 new connections"
     );
+}
+
+/// Connections from 16 addresses, each served once (so accepted), spread over both of two
+/// workers: returns them, open, and how many worker 1 holds.
+fn connections_on_both_workers(
+    server: &Server,
+    pids: &BTreeMap<usize, i32>,
+) -> (Vec<TcpStream>, usize) {
+    let mut clients: Vec<TcpStream> = sources()
+        .iter()
+        .cycle()
+        .take(32)
+        .map(|&source| connect_from(source, server.addr()))
+        .collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        try_round_trip(client, format!("hello {i}\n").as_bytes()).expect("served");
+    }
+    let of_first = peers_of(pids[&1]);
+    let on_first = clients
+        .iter()
+        .filter(|client| of_first.contains(&client.local_addr().unwrap()))
+        .count();
+    assert!(
+        on_first > 0 && on_first < clients.len(),
+        "32 connections from 16 addresses all went to one worker ({on_first} to worker 1)"
+    );
+    (clients, on_first)
+}
+
+#[test]
+fn the_sum_comes_over_the_stats_channel_even_when_workers_log_no_stats_lines() {
+    // Workers log warnings only, so they write no `stats:` line of their own; the parent's
+    // supervisor (wharf::workers) still logs its summed line at info.
+    let server = start_workers_with_env(2, &[], &[("RUST_LOG", "warn,wharf::workers=info")]);
+    let pids = wait_for_workers(&server, 2);
+    let (clients, _) = connections_on_both_workers(&server, &pids);
+
+    let sum = summed_stats(&server);
+    assert_eq!(stat(&sum, "workers"), 2, "{sum}");
+    // Counted when accepted, before the first echo: all in by the time the clients saw them.
+    assert_eq!(stat(&sum, "accepted"), 32, "{sum}");
+    assert_eq!(stat(&sum, "active"), 32, "{sum}");
+    // Every counter, by name, in the order of a worker's own line.
+    let names: Vec<&str> = sum
+        .split_once("stats: workers=2 ")
+        .map(|(_, fields)| fields)
+        .unwrap_or_else(|| panic!("{sum}"))
+        .split(' ')
+        .map(|field| field.split_once('=').map_or(field, |(name, _)| name))
+        .collect();
+    let expected: Vec<&str> = wharf::Stats::default().fields().map(|(n, _)| n).collect();
+    assert_eq!(names, expected, "{sum}");
+    let stderr = server.stderr_text();
+    assert!(
+        !stderr.contains("worker=1 stats:") && !stderr.contains("worker=2 stats:"),
+        "the workers logged stats lines at RUST_LOG=warn:\n{stderr}"
+    );
+    drop(clients);
+}
+
+#[test]
+fn a_worker_that_does_not_answer_is_left_out_of_the_sum_after_the_wait() {
+    let server = start_workers(2, &[]);
+    let pids = wait_for_workers(&server, 2);
+    let (clients, on_first) = connections_on_both_workers(&server, &pids);
+    let on_second = (clients.len() - on_first) as u64;
+
+    /// Stops a worker (SIGSTOP) until dropped, so that no failure leaves it stopped.
+    struct Stopped(i32);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            // SAFETY: as in `kill`; the result is not checked, so that a worker already gone
+            // cannot turn a failing test's unwinding into an abort.
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    kill(pids[&1], libc::SIGSTOP);
+    let stopped = Stopped(pids[&1]);
+    let asked = Instant::now();
+    let sum = summed_stats(&server);
+    // The parent waits 2 s for worker 1, then sums what it has: worker 2's counters alone.
+    assert!(asked.elapsed() >= Duration::from_secs(2), "{sum}");
+    assert_eq!(stat(&sum, "workers"), 1, "{sum}");
+    assert_eq!(stat(&sum, "accepted"), on_second, "{sum}");
+    server.wait_for_log("stats: 1 workers did not answer", IO_TIMEOUT);
+
+    // Back again, it answers the next round (the late answer to the last one is ignored
+    // or taken: both are its counters now).
+    drop(stopped);
+    let sum = summed_stats(&server);
+    assert_eq!(stat(&sum, "workers"), 2, "{sum}");
+    assert_eq!(stat(&sum, "accepted"), 32, "{sum}");
+    drop(clients);
 }
 
 #[test]

@@ -81,6 +81,14 @@ impl Server {
         Server::start_command(mode, args, cmd)
     }
 
+    /// Like [`Server::start`], with these environment variables set for the server (for
+    /// example `RUST_LOG`).
+    pub fn start_with_env(mode: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = wharf_command(mode, args);
+        cmd.envs(env.iter().copied());
+        Server::start_command(mode, args, cmd)
+    }
+
     fn start_command(mode: &str, args: &[&str], mut cmd: Command) -> Server {
         // One line per plain listener, then one per TLS listener (the default plain one if
         // neither is given); UDP lines come after and are not awaited.

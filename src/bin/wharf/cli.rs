@@ -208,6 +208,9 @@ pub struct ServerArgs {
     /// Internal: this process is worker ID of a `--workers` parent.
     #[arg(long, hide = true, value_name = "ID")]
     pub worker_id: Option<usize>,
+    /// Internal: a worker's end of its stats channel, a socket it inherits under this number.
+    #[arg(long, hide = true, value_name = "FD", requires = "worker_id")]
+    pub worker_stats_fd: Option<i32>,
     /// Internal: a worker listens here (an address its parent resolved) instead of --listen.
     #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]
     worker_listen: Vec<SocketAddr>,

@@ -3,7 +3,8 @@
 //! ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a second one stops
 //! at once), SIGUSR1 logs the counters, SIGHUP reloads the TLS certificate. With
 //! `--workers N`, this process is the parent of N such servers, each in a process of its own
-//! ([`workers`]).
+//! ([`workers`]) and on one thread too: on SIGUSR1 a worker's reactor also writes its counters
+//! to the parent, from its loop.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -93,6 +94,12 @@ fn serve<H: Handler>(
     nodelay_by_default: bool,
     config: Config,
 ) -> Result<(), Box<dyn Error>> {
+    // Taken first, before this process opens anything of its own.
+    let stats_channel = args
+        .worker_stats_fd
+        .map(sys::inherited_socket)
+        .transpose()
+        .map_err(|e| format!("cannot use the stats channel from the parent: {e}"))?;
     let tokens = protect::tokens(args)?;
     protect::check(mode, args, tokens.is_some())?;
     let options = args.listen_options(nodelay_by_default);
@@ -139,6 +146,11 @@ fn serve<H: Handler>(
     for socket in udp_sockets {
         let addr = reactor.add_udp(socket)?;
         eprintln!("wharf: listening on {addr} (udp)");
+    }
+    if let Some(channel) = stats_channel {
+        let reporter = workers::report_to(channel)
+            .map_err(|e| format!("cannot use the stats channel from the parent: {e}"))?;
+        reactor.set_stats_reporter(reporter);
     }
     if args.worker_id.is_some() {
         workers::announce_ready(); // the parent says `listening on` once all workers serve

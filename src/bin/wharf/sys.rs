@@ -1,8 +1,11 @@
 //! The operating-system calls of the binary that std does not offer: sending a signal to a
-//! worker, making a worker die with its parent, and raising the open-files limit. Every
-//! `unsafe` block of the binary is here, each with its reason.
+//! worker, making a worker die with its parent, passing a worker its end of the stats
+//! channel, and raising the open-files limit. Every `unsafe` block of the binary is here,
+//! each with its reason.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -87,4 +90,72 @@ pub fn raise_open_files_limit() -> io::Result<(u64, u64)> {
         }
     }
     Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Lets the worker started by `command` inherit the descriptor `fd` under the same number:
+/// its close-on-exec flag is cleared in the child only, between fork and exec, so the
+/// parent's copy (and any other child's) keeps the flag. `fd` must be above 2, where the
+/// child's stdin, stdout and stderr are put, and stay open until the child is spawned.
+pub fn inherit_fd(command: &mut Command, fd: RawFd) {
+    let setup = move || {
+        // SAFETY: fcntl(F_GETFD/F_SETFD) takes integers only and is async-signal-safe; after
+        // the fork, `fd` is the child's own copy of the parent's open descriptor.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: `setup` only makes async-signal-safe system calls and allocates nothing, as
+    // pre_exec requires after a fork in a process that has other threads.
+    unsafe {
+        command.pre_exec(setup);
+    }
+}
+
+/// `fd` again under a number above 2 (with close-on-exec), if it is one of 0, 1 and 2: a
+/// parent started with stdin closed gets 0 for its next socket, and a descriptor passed on
+/// under that number would be replaced by the child's stdin.
+pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC takes integers only, and `fd` is open (we own it).
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a descriptor the fcntl just opened for us and nothing else holds.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// In a worker: takes the socket its parent passed on under the number `fd` (see
+/// [`inherit_fd`]), and marks it close-on-exec. Checked first: `fd` must be open and a
+/// socket. Call it once, for a number given by the parent (`--worker-stats-fd`): the socket
+/// is then owned by what this returns, and nothing else in the process knows the number.
+pub fn inherited_socket(fd: RawFd) -> io::Result<UnixStream> {
+    // SAFETY: all-zero bytes are a valid `stat` (integers only); fstat fills it in.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `stat` into the struct we pass and keeps no pointer to it; a
+    // number that is not open fails with EBADF and touches nothing.
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a socket"),
+        ));
+    }
+    // SAFETY: fcntl(F_SETFD) takes integers only; `fd` is open (fstat said so).
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is an open socket that this process inherited and that nothing else in it
+    // uses or closes (see above), so the UnixStream may own it.
+    Ok(unsafe { UnixStream::from_raw_fd(fd) })
 }

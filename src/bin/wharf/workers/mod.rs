@@ -14,10 +14,14 @@
 //!   exits when the last worker has drained: 0 if every one stopped cleanly;
 //! - starts a new worker when one dies, after a back-off that doubles while workers keep
 //!   dying young, so a crash loop cannot spin the CPU;
-//! - relays each worker's stderr ([`relay`]), and sums the workers' `stats:` lines ([`stats`])
-//!   into one line of its own on SIGUSR1 and every `--stats-interval`.
+//! - relays each worker's stderr ([`relay`]);
+//! - on SIGUSR1 and every `--stats-interval`, passes SIGUSR1 on to every ready worker, whose
+//!   reactor writes its counters on a Unix socket of their own ([`channel`], a format of its
+//!   own whatever `RUST_LOG` says), and sums the answers into one `stats:` line ([`stats`]).
 //!
-//! The parent uses threads (one for signals, one stderr relay per worker); workers never do.
+//! The parent uses threads: one for signals, and per worker one stderr relay and one reader
+//! of its stats channel. Workers never do: a worker's reactor writes its counters on the
+//! channel from its loop thread ([`channel`]).
 //! Workers are started from the main thread only, because the death signal that stops a
 //! worker when its parent dies fires when the *thread* that started it ends.
 
@@ -27,10 +31,12 @@ use std::thread;
 use crate::cli::{Mode, Workers};
 
 mod backoff;
+mod channel;
 mod relay;
 mod stats;
 mod supervisor;
 
+pub use channel::report_to;
 pub use relay::announce_ready;
 
 use supervisor::Supervisor;

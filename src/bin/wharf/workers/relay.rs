@@ -1,14 +1,14 @@
 //! A worker's stderr, relayed by its `--workers` parent on a thread per worker: every line
 //! goes on to the parent's stderr as it is, except the worker's ready line, which only the
-//! parent needs. The ready line and `stats:` lines also become [`Event`]s for the parent's
-//! main thread.
+//! parent needs, and which becomes an [`Event`] for the parent's main thread. (Counters come
+//! over the stats channel, [`super::channel`], not from the workers' `stats:` log lines.)
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::process::ChildStderr;
 use std::sync::mpsc::Sender;
 use std::thread::{self, JoinHandle};
 
-use super::stats::{self, Counters};
+use super::stats::Counters;
 
 /// What a worker prints on stderr once it serves: its listeners are added and its signal
 /// handlers installed.
@@ -21,7 +21,7 @@ pub enum Event {
     Ready {
         pid: u32,
     },
-    /// The worker with this pid logged a `stats:` line.
+    /// The worker with this pid wrote its counters on its stats channel.
     Stats {
         pid: u32,
         counters: Counters,
@@ -54,9 +54,8 @@ fn relay(stderr: ChildStderr, pid: u32, events: &Sender<Event>) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let text = String::from_utf8_lossy(&line);
-        let event = if text.trim_end() == READY_LINE {
-            Some(Event::Ready { pid })
+        if line.trim_ascii_end() == READY_LINE.as_bytes() {
+            let _ = events.send(Event::Ready { pid });
         } else {
             // A whole line at a time, so lines of different workers never interleave. No
             // stderr (a closed terminal) is no reason to stop relaying the events.
@@ -65,10 +64,6 @@ fn relay(stderr: ChildStderr, pid: u32, events: &Sender<Event>) {
             if !line.ends_with(b"\n") {
                 let _ = out.write_all(b"\n");
             }
-            stats::parse(&text).map(|counters| Event::Stats { pid, counters })
-        };
-        if let Some(event) = event {
-            let _ = events.send(event);
         }
     }
     let _ = events.send(Event::Closed { pid });

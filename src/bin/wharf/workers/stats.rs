@@ -1,17 +1,18 @@
-//! The parent's summed `stats:` line. Asked with SIGUSR1, every worker logs its own line of
-//! counters; the relays hand those to the parent, which adds them up field by field once every
-//! worker asked has answered, or the wait is over.
+//! The parent's summed `stats:` line. Asked with SIGUSR1, every worker writes its counters on
+//! its stats channel ([`super::channel`]); the channels' reader threads hand those to the
+//! parent, which adds them up field by field once every worker asked has answered, or the
+//! wait is over.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// How long the parent waits for every worker's `stats:` line before it sums what it has.
+/// How long the parent waits for every worker's counters before it sums what it has.
 const WAIT: Duration = Duration::from_secs(2);
 
-/// The counters of one `stats:` line, in the order printed.
+/// The counters of one worker, by name, in the order it gave them.
 pub type Counters = Vec<(String, u64)>;
 
-/// The `stats:` lines asked for at one time, by worker id.
+/// The counters asked for at one time, by worker id.
 pub struct StatsRound {
     /// The pids of the workers asked that have not answered yet.
     waiting: BTreeSet<u32>,
@@ -34,7 +35,7 @@ impl StatsRound {
         self.waiting.extend(asked);
     }
 
-    /// Worker `id` (pid `pid`) logged `counters`.
+    /// Worker `id` (pid `pid`) answered with `counters`.
     pub fn answer(&mut self, pid: u32, id: usize, counters: Counters) {
         if self.waiting.remove(&pid) {
             self.answers.insert(id, counters);
@@ -72,20 +73,8 @@ impl StatsRound {
     }
 }
 
-/// The counters of a log line `... stats: accepted=1 active=0 ...`, if it is one.
-pub fn parse(line: &str) -> Option<Counters> {
-    let (_, fields) = line.split_once("stats: ")?;
-    fields
-        .split_whitespace()
-        .map(|field| {
-            let (name, value) = field.split_once('=')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect::<Option<Counters>>()
-        .filter(|counters| !counters.is_empty())
-}
-
-/// The counters summed field by field, as `name=sum ...` in the order of the first line.
+/// The counters summed field by field, as `name=sum ...` in the order of the first worker's,
+/// with names only later ones have at the end.
 fn sum<'a>(lines: impl IntoIterator<Item = &'a Counters>) -> String {
     let mut total: Counters = Vec::new();
     for line in lines {
@@ -108,19 +97,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stats_lines_of_two_workers_sum_field_by_field() {
-        let one = parse("[t INFO  wharf::reactor] worker=1 stats: accepted=3 active=1")
-            .expect("a stats line");
-        let two = parse("[t INFO  wharf::reactor] worker=2 stats: accepted=4 active=0")
-            .expect("a stats line");
+    fn counters_of_two_workers_sum_field_by_field() {
+        let one: Counters = vec![("accepted".into(), 3), ("active".into(), 1)];
+        let two: Counters = vec![("accepted".into(), 4), ("active".into(), 0)];
         assert_eq!(sum([&one, &two]), "accepted=7 active=1");
-    }
-
-    #[test]
-    fn other_lines_are_not_stats() {
-        assert!(parse("worker=1 stopped: accepted=3").is_none());
-        assert!(parse("stats: workers=0 (none is serving)").is_none());
-        assert!(parse("stats: ").is_none());
+        let newer: Counters = vec![("accepted".into(), 1), ("new".into(), 2)];
+        assert_eq!(sum([&one, &newer]), "accepted=4 active=1 new=2");
     }
 
     #[test]

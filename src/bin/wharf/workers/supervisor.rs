@@ -1,10 +1,12 @@
 //! The `--workers` parent's main loop: it starts the workers, passes signals on, notices
-//! deaths (SIGCHLD) and replaces the dead after a back-off, and decides when to exit. Events
-//! come from a signal thread and the stderr relays over one channel, so this state has one
-//! owner, the main thread, which is also the only thread that starts workers.
+//! deaths (SIGCHLD) and replaces the dead after a back-off, sums the workers' counters, and
+//! decides when to exit. Events come from a signal thread, the stderr relays and the stats
+//! channels' readers over one channel, so this state has one owner, the main thread, which is
+//! also the only thread that starts workers.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
@@ -17,6 +19,7 @@ use signal_hook::iterator::Signals;
 use wharf::{ListenOptions, Reservation};
 
 use super::backoff::Backoff;
+use super::channel;
 use super::relay::{self, Event};
 use super::stats::{Counters, StatsRound};
 use crate::cli::Mode;
@@ -34,6 +37,7 @@ pub struct Supervisor {
     workers: Vec<Worker>,
     events: Receiver<Event>,
     sender: Sender<Event>,
+    /// The stderr relays and the stats channels' readers: each ends with its worker.
     relays: Vec<JoinHandle<()>>,
     /// Asked to stop (a signal, or a worker that could not start): no worker is replaced.
     stopping: bool,
@@ -45,7 +49,7 @@ pub struct Supervisor {
     failed: bool,
     stats_every: Option<Duration>,
     next_stats_at: Option<Instant>,
-    /// The `stats:` lines asked for and not all in yet.
+    /// The counters asked for and not all in yet.
     stats_round: Option<StatsRound>,
 }
 
@@ -174,8 +178,9 @@ impl Supervisor {
             }
             self.on_time();
         }
-        // Every worker is gone, so every relay reaches the end of its pipe: joining them puts
-        // the workers' last lines on stderr before the parent exits.
+        // Every worker is gone, so every relay reaches the end of its pipe (and every reader
+        // the end of its channel): joining them puts the workers' last lines on stderr before
+        // the parent exits.
         drop(self.sender);
         for relay in self.relays {
             let _ = relay.join();
@@ -187,16 +192,19 @@ impl Supervisor {
         }
     }
 
-    /// The worker command line: this program, with the parent's arguments, the worker's id
-    /// and the reserved addresses. (Not `/proc/self/exe`, which would survive an upgrade in
-    /// place, but names every worker `exe` for `ps`, `pgrep` and `ss -p`.)
-    fn command(&self, id: usize) -> Command {
+    /// The worker command line: this program, with the parent's arguments, the worker's id,
+    /// its end of the stats channel (`stats_fd`, which it inherits) and the reserved
+    /// addresses. (Not `/proc/self/exe`, which would survive an upgrade in place, but names
+    /// every worker `exe` for `ps`, `pgrep` and `ss -p`.)
+    fn command(&self, id: usize, stats_fd: RawFd) -> Command {
         let mut command = Command::new(&self.program);
         command
             .arg0(&self.arg0)
             .args(&self.args)
             .arg("--worker-id")
-            .arg(id.to_string());
+            .arg(id.to_string())
+            .arg("--worker-stats-fd")
+            .arg(stats_fd.to_string());
         for (reservation, tls) in &self.reservations {
             let flag = if *tls {
                 "--worker-tls-listen"
@@ -213,13 +221,25 @@ impl Supervisor {
             .stderr(Stdio::piped())
             .process_group(0);
         sys::die_with_parent(&mut command);
+        sys::inherit_fd(&mut command, stats_fd);
         command
     }
 
     /// Starts worker `index`. A worker that cannot be started counts as one that died.
     fn spawn(&mut self, index: usize) {
         let id = self.workers[index].id;
-        let mut child = match self.command(id).spawn() {
+        let (channel, workers_end) = match channel::pair() {
+            Ok(pair) => pair,
+            Err(error) => {
+                log::error!("worker={id}: cannot make its stats channel: {error}");
+                return self.lost(index, Duration::ZERO);
+            }
+        };
+        let spawned = self.command(id, workers_end.as_raw_fd()).spawn();
+        // The worker has its own copy now; the parent keeps only its end, so that the reader
+        // sees the end of the stream when the worker exits.
+        drop(workers_end);
+        let mut child = match spawned {
             Ok(child) => child,
             Err(error) => {
                 log::error!("worker={id}: cannot start it: {error}");
@@ -244,6 +264,16 @@ impl Supervisor {
                 return self.lost(index, Duration::ZERO);
             }
         };
+        // The reader owns the parent's end: the parent writes nothing on it.
+        match channel::start_reader(channel, pid, self.sender.clone()) {
+            Ok(reader) => self.relays.push(reader),
+            Err(error) => {
+                log::error!("worker={id} pid={pid}: cannot read its stats channel: {error}");
+                let _ = child.kill();
+                let _ = child.wait();
+                return self.lost(index, Duration::ZERO);
+            }
+        }
         // Finished relays are not kept: a crash loop must not grow the list.
         self.relays.retain(|relay| !relay.is_finished());
         self.workers[index].state = State::Running {
@@ -407,8 +437,9 @@ impl Supervisor {
         }
     }
 
-    /// SIGUSR1 or the stats interval: every ready worker logs its `stats:` line, and the
-    /// parent sums them when all are in.
+    /// SIGUSR1 or the stats interval: SIGUSR1 goes on to every ready worker, whose reactor
+    /// logs its own `stats:` line (at info level) and, whatever the log level, writes its
+    /// counters on its stats channel; the parent sums them when all are in.
     fn ask_for_stats(&mut self) {
         let asked: BTreeSet<u32> = self
             .running()
