@@ -24,7 +24,9 @@
 #   --rounds N         rounds per scenario [ROUNDS, default 3]
 #   --duration SECS    seconds each run sends, after every client has joined [DURATION, default 4]
 #   --scenarios LIST   CONNSxLINES_PER_S, space- or comma-separated [SCENARIOS, default the five above]
-#   --only LIST        which servers, of wharf,tokio,ncat [ONLY, default all three]
+#   --only LIST        which servers, of wharf,tokio,ncat,before [ONLY, default the first three]
+#   --before PATH      the wharf binary served as `before` (an earlier build, to compare this
+#                      one with: --only wharf,before) [BEFORE]
 #   --out DIR          where runs.jsonl and table.md go
 #                      [OUT, default $CARGO_TARGET_DIR or target, then /compare-chat]
 #   --update-docs      copy the table and the machine into docs/BENCHMARKS.md, between the
@@ -48,6 +50,7 @@ only="${ONLY:-wharf,tokio,ncat}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 out="${OUT:-$target_dir/compare-chat}"
 update_docs=0
+before="${BEFORE:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
     --only) only="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --update-docs) update_docs=1; shift ;;
+    --before) before="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare-chat.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -75,13 +79,14 @@ for entry in ${scenarios_asked//,/ }; do
   scenarios+=("$entry")
 done
 servers=()
-for name in wharf tokio ncat; do
+for name in wharf before tokio ncat; do
   [[ ",${only// /,}," == *",$name,"* ]] && servers+=("$name")
 done
 for name in ${only//,/ }; do
   case "$name" in
     wharf|tokio|ncat) ;;
-    *) say "unknown server '$name' (wharf, tokio, ncat)"; exit 2 ;;
+    before) [ -x "$before" ] || { say "server 'before' needs --before PATH (a wharf binary)"; exit 2; } ;;
+    *) say "unknown server '$name' (wharf, tokio, ncat, before)"; exit 2 ;;
   esac
 done
 if [ "${#servers[@]}" -eq 0 ] || [ "${#scenarios[@]}" -eq 0 ]; then
@@ -165,6 +170,8 @@ start_server() {
   : >"$log"
   case "$name" in
     wharf) RUST_LOG=warn "${server_cpu[@]}" "$wharf" chat --listen "127.0.0.1:$port" \
+             "${wharf_flags[@]}" 2>"$log" & ;;
+    before) RUST_LOG=warn "${server_cpu[@]}" "$before" chat --listen "127.0.0.1:$port" \
              "${wharf_flags[@]}" 2>"$log" & ;;
     tokio) "${server_cpu[@]}" "$tokio_chat" --listen "127.0.0.1:$port" --threads 1 2>"$log" & ;;
     # --max-conns: ncat refuses clients past 100 by default; any room it is given may fill.

@@ -12,6 +12,7 @@
 #   benches/compare.sh                       # full run (5 rounds of 3 s: about 7 minutes)
 #   benches/compare.sh --rounds 2 --duration 2
 #   benches/compare.sh --update-docs         # also rewrite the table in docs/BENCHMARKS.md
+#   benches/compare.sh --before /tmp/old/wharf  # this build against an earlier one
 #
 # Options (or the environment variables in brackets):
 #   --rounds N         rounds per scenario [ROUNDS, default 5]
@@ -21,6 +22,9 @@
 #                      [OUT, default $CARGO_TARGET_DIR or target, then /compare]
 #   --update-docs      copy the table, the machine and the plot into docs/BENCHMARKS.md and
 #                      docs/benchmarks/sweep.svg
+#   --before PATH      measure this wharf against the wharf binary at PATH (an earlier build,
+#                      as server `before`), interleaved, instead of against its peers: the
+#                      table's ratio is wharf/before, and there is no sweep [BEFORE]
 # The C anchor is built from $EPOLL_ECHO_SRC (default ../shared/anchors/epoll-echo.c beside
 # the repository); without it the comparison runs wharf and tokio only.
 set -euo pipefail
@@ -34,6 +38,7 @@ sweep_duration="${SWEEP_DURATION:-}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 out="${OUT:-$target_dir/compare}"
 update_docs=0
+before="${BEFORE:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -41,6 +46,7 @@ while [ $# -gt 0 ]; do
     --sweep-duration) sweep_duration="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --update-docs) update_docs=1; shift ;;
+    --before) before="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -60,7 +66,13 @@ wharf="$target_dir/release/wharf"
 bench="$target_dir/release/wharf-bench"
 tokio_echo="$target_dir/tokio-echo/release/tokio-echo"
 servers=(wharf tokio)
-if [ -f "$anchor_src" ]; then
+ratio=wharf/tokio
+if [ -n "$before" ]; then
+  [ -x "$before" ] || { say "--before $before: not an executable"; exit 2; }
+  [ "$update_docs" -eq 0 ] || { say "--update-docs compares with the peers: drop --before"; exit 2; }
+  servers=(wharf before)
+  ratio=wharf/before
+elif [ -f "$anchor_src" ]; then
   say "building the C anchor from $anchor_src"
   cc -O2 -o "$target_dir/epoll-echo" "$anchor_src"
   servers+=(c)
@@ -103,6 +115,8 @@ start_server() {
   : >"$log"
   case "$name" in
     wharf) RUST_LOG=warn "${server_cpu[@]}" "$wharf" echo --listen "127.0.0.1:$port" \
+             "${wharf_flags[@]}" 2>"$log" & ;;
+    before) RUST_LOG=warn "${server_cpu[@]}" "$before" echo --listen "127.0.0.1:$port" \
              "${wharf_flags[@]}" 2>"$log" & ;;
     tokio) "${server_cpu[@]}" "$tokio_echo" --listen "127.0.0.1:$port" 2>"$log" & ;;
     c) "${server_cpu[@]}" "$target_dir/epoll-echo" "$port" 2>"$log" & ;;
@@ -168,7 +182,9 @@ done
 
 # ---- sweep plot ----------------------------------------------------------------------------
 sweep_inputs=()
-for name in "${servers[@]}"; do
+swept=("${servers[@]}")
+[ -z "$before" ] || swept=()
+for name in "${swept[@]}"; do
   say "sweep 1..10000 connections, $name"
   start_server "$name"
   "${client_cpu[@]}" "$bench" sweep --addr "$server_addr" --server-pid "$server_pid" \
@@ -177,11 +193,13 @@ for name in "${servers[@]}"; do
   stop_server
   sweep_inputs+=("$out/sweep-$name/results.json")
 done
-"$bench" plot --out "$out/sweep.svg" --title "pingpong 64 B: round trips/s and p99 latency" \
-  "${sweep_inputs[@]}"
+if [ "${#sweep_inputs[@]}" -gt 0 ]; then
+  "$bench" plot --out "$out/sweep.svg" --title "pingpong 64 B: round trips/s and p99 latency" \
+    "${sweep_inputs[@]}"
+fi
 
 # ---- table ---------------------------------------------------------------------------------
-"$bench" summary "$runs" --ratio wharf/tokio >"$out/table.md"
+"$bench" summary "$runs" --ratio "$ratio" >"$out/table.md"
 {
   cpu_model="$(lscpu | sed -n 's/^Model name: *//p' | head -1)"
   hypervisor="$(lscpu | sed -n 's/^Hypervisor vendor: *//p' | head -1)"
