@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::dial::{parse_sources, Sources};
-use crate::procs::{parse_child_of, ChildOf};
+use crate::sources::{parse_sources, Sources};
+use crate::spread::Spread;
 
 /// A load generator for echo and line-echo TCP servers (any of them, not only wharf):
 /// round-trip throughput and latency, idle-connection memory, connections per second.
@@ -177,22 +177,6 @@ pub struct HoldArgs {
     pub tls: TlsArgs,
 }
 
-/// How many client processes share the connections (`pingpong` and `hold`).
-#[derive(Args, Debug, Clone)]
-pub struct Spread {
-    /// Client processes to spread the connections over, each under its own open-files limit
-    /// (under a limit of 20000: -c 100000 --procs 6). All are connected before any measures,
-    /// and all still hold their connections when the server is measured; one report, with
-    /// totals and one latency histogram. --connect-pace is the total over all of them, and
-    /// each uses every --src address.
-    #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=MAX_PROCS))]
-    pub procs: u32,
-    /// Set by a `--procs` run on the client processes it starts: this is client I of N.
-    #[arg(long, value_name = "I/N", hide = true, value_parser = parse_child_of)]
-    pub child: Option<ChildOf>,
-}
-
 /// TLS to the server (`pingpong`, `hold`, `connect`). Every connection makes a full
 /// handshake before its first round trip; the client keeps no sessions to resume.
 #[derive(Args, Debug, Clone, Default)]
@@ -256,9 +240,6 @@ pub fn refuse_tls(cli: &Cli) {
             .exit();
     }
 }
-
-/// Most client processes one run may start: beyond this, surely a typo.
-pub const MAX_PROCS: i64 = 256;
 
 /// `connect` flags.
 #[derive(Args, Debug, Clone)]

@@ -15,8 +15,9 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::Target;
 use crate::error::BenchError;
-use crate::procs::{self, ChildOf, Step};
+use crate::procs::{self, Step};
 use crate::progress::Progress;
+use crate::spread::ChildOf;
 use crate::sys;
 use crate::EXIT_ERRORS_COUNTED;
 

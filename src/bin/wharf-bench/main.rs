@@ -46,6 +46,8 @@ mod progress;
 mod report;
 mod server;
 mod session;
+mod sources;
+mod spread;
 mod stream;
 mod sweep;
 mod sys;
@@ -84,7 +86,7 @@ fn main() -> ExitCode {
 }
 
 /// Which client process of a `--procs` run this is, if it is one: its errors say so.
-fn child_of(command: &Command) -> Option<procs::ChildOf> {
+fn child_of(command: &Command) -> Option<spread::ChildOf> {
     match command {
         Command::Pingpong(args) => args.spread.child,
         Command::Hold(args) => args.spread.child,

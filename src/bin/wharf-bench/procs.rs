@@ -27,8 +27,8 @@
 //! (PR_SET_PDEATHSIG), and a child whose stdin closes gives up, so no child outlives a killed
 //! parent. Children write their own errors to the shared stderr, prefixed `client I/N`.
 //!
-//! This file holds the roles, the split and the child's side ([`Parent`]); the parent's side
-//! is `fleet.rs`.
+//! This file holds the roles, each child's target and the child's side ([`Parent`]); the
+//! flags and the split are `spread.rs`, the parent's side is `fleet.rs`.
 //!
 //! **Source addresses.** Every child uses every `--src` address, starting at its own offset
 //! in the list. The kernel picks a local port per (source, server) pair for all processes
@@ -38,13 +38,13 @@
 //! addresses, which breaks when they do not divide evenly (3 addresses, 2 children) or when
 //! there are fewer addresses than children.
 
-use std::fmt;
 use std::io::{self, BufRead, StdinLock, Write};
 use std::time::Duration;
 
-use crate::cli::{Spread, Target};
+use crate::cli::Target;
 use crate::error::BenchError;
 use crate::limits::{preflight, preflight_spread};
+use crate::spread::{ChildOf, Spread};
 
 /// How much longer than its own schedule a child may take to reach a step before the run is
 /// called off. Generous: a loaded two-core machine can stall a process for seconds, and
@@ -79,7 +79,7 @@ impl Plan {
     /// that makes sense, so `--procs` is cut down to `-c`.
     pub fn new(spread: &Spread, target: &Target, connections: u64) -> Result<Plan, BenchError> {
         if let Some(child) = spread.child {
-            let (target, connections) = (child.target(target), child.share(connections));
+            let (target, connections) = (child_target(child, target), child.share(connections));
             preflight(&target, connections)?;
             let role = Role::Child(Parent::new());
             return Ok(Plan::here(target, connections, role));
@@ -136,56 +136,19 @@ pub fn close_within(connections: u64) -> Duration {
         .min(LONGEST_WAIT)
 }
 
-/// Client `index` (from 1) of `procs`: `--child I/N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChildOf {
-    /// This child, from 1 to `procs`.
-    pub index: u32,
-    /// Children in the run.
-    pub procs: u32,
-}
-
-impl fmt::Display for ChildOf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.index, self.procs)
+/// What child `child` connects to and how: its share of the handshake pace (so the server
+/// sees the pace asked for), every source address from its own offset on (see the module
+/// docs), and no server to probe (the parent does that).
+fn child_target(child: ChildOf, target: &Target) -> Target {
+    let mut target = target.clone();
+    target.connect_pace = child.share(u64::from(target.connect_pace)).max(1) as u32;
+    if let Some(sources) = &mut target.peer.src {
+        let count = sources.0.len();
+        let offset = (child.index - 1) as usize * count / child.procs as usize;
+        sources.0.rotate_left(offset);
     }
-}
-
-/// Parses `--child I/N`.
-pub fn parse_child_of(text: &str) -> Result<ChildOf, String> {
-    let bad = || format!("'{text}' is not I/N with 1 <= I <= N");
-    let (index, procs) = text.split_once('/').ok_or_else(bad)?;
-    let index: u32 = index.parse().map_err(|_| bad())?;
-    let procs: u32 = procs.parse().map_err(|_| bad())?;
-    if index == 0 || index > procs {
-        return Err(bad());
-    }
-    Ok(ChildOf { index, procs })
-}
-
-impl ChildOf {
-    /// This child's share of `total`: equal parts, the first children taking one more each
-    /// until the remainder is used up.
-    pub fn share(&self, total: u64) -> u64 {
-        let procs = u64::from(self.procs);
-        let index = u64::from(self.index - 1);
-        total / procs + u64::from(index < total % procs)
-    }
-
-    /// What this child connects to and how: its share of the handshake pace (so the server
-    /// sees the pace asked for), every source address from its own offset on (see the module
-    /// docs), and no server to probe (the parent does that).
-    pub fn target(&self, target: &Target) -> Target {
-        let mut target = target.clone();
-        target.connect_pace = self.share(u64::from(target.connect_pace)).max(1) as u32;
-        if let Some(sources) = &mut target.peer.src {
-            let count = sources.0.len();
-            let offset = (self.index - 1) as usize * count / self.procs as usize;
-            sources.0.rotate_left(offset);
-        }
-        target.peer.server_pid = None;
-        target
-    }
+    target.peer.server_pid = None;
+    target
 }
 
 /// The two points where a run's processes wait for each other.
@@ -261,18 +224,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_add_up_and_differ_by_at_most_one() {
-        for (total, procs) in [(50_000, 3), (7, 7), (10, 4), (200, 2)] {
-            let shares: Vec<u64> = (1..=procs)
-                .map(|index| ChildOf { index, procs }.share(total))
-                .collect();
-            assert_eq!(shares.iter().sum::<u64>(), total, "{shares:?}");
-            let (min, max) = (shares.iter().min(), shares.iter().max());
-            assert!(max.zip(min).is_some_and(|(max, min)| max - min <= 1));
-        }
-    }
-
-    #[test]
     fn each_child_starts_at_its_own_source_and_takes_its_share_of_the_pace() {
         let cli = <crate::cli::Cli as clap::Parser>::parse_from([
             "wharf-bench",
@@ -287,7 +238,7 @@ mod tests {
         let crate::cli::Command::Hold(args) = cli.command else {
             unreachable!("parsed a hold")
         };
-        let second = ChildOf { index: 2, procs: 2 }.target(&args.target);
+        let second = child_target(ChildOf { index: 2, procs: 2 }, &args.target);
         let sources = second.peer.src.expect("sources").0;
         assert_eq!(sources.len(), 4, "every child uses every address");
         assert_eq!(sources[0].to_string(), "127.0.0.3");
@@ -296,13 +247,5 @@ mod tests {
             second.peer.server_pid, None,
             "only the parent probes the server"
         );
-    }
-
-    #[test]
-    fn child_of_is_parsed_and_checked() {
-        assert_eq!(parse_child_of("2/3"), Ok(ChildOf { index: 2, procs: 3 }));
-        assert!(parse_child_of("0/3").is_err());
-        assert!(parse_child_of("4/3").is_err());
-        assert!(parse_child_of("3").is_err());
     }
 }
