@@ -34,8 +34,8 @@ use crate::dial::Dialer;
 use crate::error::BenchError;
 use crate::limits::preflight;
 use crate::progress::Progress;
-use crate::report::{ChatReport, RunId, ServerFigures};
-use crate::server::ServerProbe;
+use crate::report::{ChatReport, RunId};
+use crate::server::{self, ServerProbe};
 
 use self::line::Line;
 use self::room::{Census, Room, Sent};
@@ -86,7 +86,7 @@ pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
         deliveries, tally, ..
     } = room.scenario;
     let seconds = args.duration.as_secs_f64();
-    let server = ServerFigures::between(probe.as_ref(), before, after, deliveries.received);
+    let server = server::figures(probe.as_ref(), before, after, deliveries.received);
     let undelivered = sending.expected.saturating_sub(deliveries.received);
     let connection_errors = tally.total();
     Ok(ChatReport {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::output::Output;
 use crate::sources::{parse_sources, Sources};
 use crate::spread::Spread;
 
@@ -109,20 +110,6 @@ impl Peer {
     pub fn sources(&self) -> &[IpAddr] {
         self.src.as_ref().map_or(&[], |sources| &sources.0)
     }
-}
-
-/// How a run reports, and what it is called in the report.
-#[derive(Args, Debug, Clone)]
-pub struct Output {
-    /// Print one JSON object per run on stdout instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// A name for the server under test, carried into the JSON (e.g. wharf, tokio).
-    #[arg(long, value_name = "NAME")]
-    pub label: Option<String>,
-    /// A name for the scenario, carried into the JSON (used by `summary` to group runs).
-    #[arg(long, value_name = "NAME")]
-    pub scenario: Option<String>,
 }
 
 /// What each pingpong connection sends.

@@ -19,8 +19,8 @@ use crate::error::BenchError;
 use crate::limits::preflight;
 use crate::message::Message;
 use crate::progress::Progress;
-use crate::report::{ConnectReport, RunId, ServerFigures, TlsFigures};
-use crate::server::ServerProbe;
+use crate::report::{ConnectReport, RunId, TlsFigures};
+use crate::server::{self, ServerProbe};
 use crate::stream::tls_config;
 
 /// Longest wait for events in one turn.
@@ -72,6 +72,6 @@ pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
             tls_version: echo.tls_version,
         },
         errors_by_kind: echo.tally,
-        server: ServerFigures::between(probe.as_ref(), before, after, connections),
+        server: server::figures(probe.as_ref(), before, after, connections),
     })
 }

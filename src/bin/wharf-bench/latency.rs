@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+use crate::figures::LatencySummary;
 
 /// The longest latency the histogram distinguishes; longer ones are recorded as this.
 const MAX_TRACKED_NS: u64 = 60 * 60 * 1_000_000_000;
@@ -22,21 +24,6 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 #[serde(from = "Vec<(u64, u64)>")]
 pub struct Latencies {
     histogram: Histogram<u64>,
-}
-
-/// The percentiles a report shows, in microseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct LatencySummary {
-    /// Median.
-    pub p50_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// Slowest.
-    pub max_us: f64,
-    /// Mean.
-    pub mean_us: f64,
 }
 
 impl Latencies {

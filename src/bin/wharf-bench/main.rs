@@ -34,12 +34,14 @@ mod dial;
 mod echo;
 mod error;
 mod failure;
+mod figures;
 mod fleet;
 mod hold;
 mod kernel;
 mod latency;
 mod limits;
 mod message;
+mod output;
 mod pingpong;
 mod procs;
 mod progress;
@@ -108,8 +110,8 @@ fn execute(command: &Command) -> Result<u64, BenchError> {
         ),
         Command::Connect(args) => print(&connect::run(args)?, args.target.output.json),
         Command::Sweep(args) => Ok(sweep::run(args)?.iter().map(Report::errors).sum()),
-        Command::Plot(args) => plot::run(args).map(|()| 0),
-        Command::Summary(args) => summary::run(args).map(|()| 0),
+        Command::Plot(args) => plot::run(&args.inputs, &args.title, &args.out).map(|()| 0),
+        Command::Summary(args) => summary::run(&args.runs, args.ratio.as_deref()).map(|()| 0),
         Command::Chat(args) => print(&chat::run(args)?, args.output.json),
         Command::Udp(args) => print(&udp::run(args)?, args.output.json),
     }

@@ -20,8 +20,8 @@ use crate::error::BenchError;
 use crate::limits::preflight;
 use crate::message::Message;
 use crate::procs::{Plan, Role, Step};
-use crate::report::{PingpongReport, RunId, ServerFigures, TlsFigures};
-use crate::server::ServerProbe;
+use crate::report::{PingpongReport, RunId, TlsFigures};
+use crate::server::{self, ServerProbe};
 use crate::session::{self, Share};
 use crate::stream::{tls_config, TlsConfig};
 
@@ -90,7 +90,7 @@ fn measure(plan: Plan, load: &Load, tls: Option<TlsConfig>) -> Result<PingpongRe
         },
         errors_by_kind: share.errors_by_kind,
         client_procs,
-        server: ServerFigures::between(probe.as_ref(), before, after, round_trips),
+        server: server::figures(probe.as_ref(), before, after, round_trips),
         latency_histogram: child.then(|| share.latencies.recorded()),
     })
 }

@@ -11,8 +11,8 @@ use std::fs;
 use std::path::PathBuf;
 
 use crate::error::BenchError;
+use crate::figures::ServerFigures;
 use crate::kernel::kib_field;
-use crate::report::ServerFigures;
 use crate::sys;
 
 /// Reads the counters of one server: a process and every process descended from it.
@@ -77,26 +77,6 @@ impl ServerProbe {
         Ok(sample)
     }
 
-    /// The server's figures between `before` and `after`, `ops` operations apart: CPU time
-    /// per operation (in user space, the server's own code; in the kernel on its behalf,
-    /// its syscalls; and in all, to the nanosecond), and its memory at the end.
-    pub fn figures(&self, before: &ServerSample, after: &ServerSample, ops: u64) -> ServerFigures {
-        let ops = ops.max(1) as f64;
-        let ns_per_tick = 1e9 / self.ticks_per_second as f64;
-        let per_op = |ticks: u64| Some(ticks as f64 * ns_per_tick / ops);
-        ServerFigures {
-            server_pid: Some(self.pid),
-            server_procs: Some(after.processes),
-            server_user_ns_per_op: per_op(after.user_ticks.saturating_sub(before.user_ticks)),
-            server_sys_ns_per_op: per_op(after.system_ticks.saturating_sub(before.system_ticks)),
-            server_cpu_ns_per_op: match (before.runtime_ns, after.runtime_ns) {
-                (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / ops),
-                _ => None,
-            },
-            server_rss_bytes: Some(after.rss_bytes),
-        }
-    }
-
     /// The counters of process `pid` alone.
     fn process_sample(&self, pid: u32) -> Result<ServerSample, BenchError> {
         let stat = self.read(pid, "stat")?;
@@ -126,6 +106,35 @@ impl ServerProbe {
                 error,
             )
         })
+    }
+}
+
+/// The server's figures over an interval of `ops` operations, from `probe`'s samples at its
+/// two ends: CPU time per operation (in user space, the server's own code; in the kernel on
+/// its behalf, its syscalls; and in all, to the nanosecond), and its memory at the end. All
+/// `null` without a probe.
+pub fn figures(
+    probe: Option<&ServerProbe>,
+    before: Option<ServerSample>,
+    after: Option<ServerSample>,
+    ops: u64,
+) -> ServerFigures {
+    let (Some(probe), Some(before), Some(after)) = (probe, before, after) else {
+        return ServerFigures::default();
+    };
+    let ops = ops.max(1) as f64;
+    let ns_per_tick = 1e9 / probe.ticks_per_second as f64;
+    let per_op = |ticks: u64| Some(ticks as f64 * ns_per_tick / ops);
+    ServerFigures {
+        server_pid: Some(probe.pid),
+        server_procs: Some(after.processes),
+        server_user_ns_per_op: per_op(after.user_ticks.saturating_sub(before.user_ticks)),
+        server_sys_ns_per_op: per_op(after.system_ticks.saturating_sub(before.system_ticks)),
+        server_cpu_ns_per_op: match (before.runtime_ns, after.runtime_ns) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / ops),
+            _ => None,
+        },
+        server_rss_bytes: Some(after.rss_bytes),
     }
 }
 

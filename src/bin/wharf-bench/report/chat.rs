@@ -111,7 +111,7 @@ impl Report for ChatReport {
             "  order         {} out of order, {} echoed to their sender",
             self.out_of_order, self.echoed
         );
-        self.server.text(&mut out, "delivery");
+        server_text(&mut out, &self.server, "delivery");
         errors_text(&mut out, self.errors, &self.errors_by_kind);
         out
     }

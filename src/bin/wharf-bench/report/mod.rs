@@ -13,11 +13,10 @@ use serde::Serialize;
 
 use std::net::SocketAddr;
 
-use crate::cli::Output;
 use crate::error::BenchError;
 use crate::failure::Tally;
-use crate::latency::LatencySummary;
-use crate::server::{ServerProbe, ServerSample};
+use crate::figures::{LatencySummary, ServerFigures};
+use crate::output::Output;
 
 mod chat;
 pub mod plot;
@@ -67,59 +66,6 @@ impl RunId {
             Some(label) => format!("{} {} ({label})", self.mode, self.addr),
             None => format!("{} {}", self.mode, self.addr),
         }
-    }
-}
-
-/// The server's side of a run (`--server-pid`); all `null` without it.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ServerFigures {
-    /// The process measured, with its descendants (worker processes).
-    pub server_pid: Option<u32>,
-    /// Processes measured and summed: the server process and its descendants.
-    pub server_procs: Option<u32>,
-    /// Server user-space CPU time per operation (round trip or connection), in nanoseconds.
-    pub server_user_ns_per_op: Option<f64>,
-    /// Server kernel CPU time per operation, in nanoseconds.
-    pub server_sys_ns_per_op: Option<f64>,
-    /// Server total CPU time per operation, in nanoseconds (nanosecond-precise).
-    pub server_cpu_ns_per_op: Option<f64>,
-    /// Server resident memory at the end of the measured interval, in bytes (summed over
-    /// its processes).
-    pub server_rss_bytes: Option<u64>,
-}
-
-impl ServerFigures {
-    /// Figures of the server `probe` reads, from its samples at the two ends of an interval
-    /// of `ops` operations; all `null` without a probe.
-    pub fn between(
-        probe: Option<&ServerProbe>,
-        before: Option<ServerSample>,
-        after: Option<ServerSample>,
-        ops: u64,
-    ) -> ServerFigures {
-        match (probe, before, after) {
-            (Some(probe), Some(before), Some(after)) => probe.figures(&before, &after, ops),
-            _ => ServerFigures::default(),
-        }
-    }
-
-    fn text(&self, out: &mut String, per: &str) {
-        let (Some(pid), Some(user), Some(sys)) = (
-            self.server_pid,
-            self.server_user_ns_per_op,
-            self.server_sys_ns_per_op,
-        ) else {
-            return;
-        };
-        let total = self
-            .server_cpu_ns_per_op
-            .map(|cpu| format!(", total {cpu:.0}"))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  server CPU    user {user:.0} ns/{per}, sys {sys:.0} ns/{per}{total} ({})",
-            processes_text(pid, self.server_procs)
-        );
     }
 }
 
@@ -176,6 +122,26 @@ pub(super) fn client_procs_text(out: &mut String, procs: u32) {
     if procs > 1 {
         let _ = writeln!(out, "  clients       {procs} processes");
     }
+}
+
+/// The server's CPU time per operation (`per`), when it was measured.
+pub(super) fn server_text(out: &mut String, server: &ServerFigures, per: &str) {
+    let (Some(pid), Some(user), Some(sys)) = (
+        server.server_pid,
+        server.server_user_ns_per_op,
+        server.server_sys_ns_per_op,
+    ) else {
+        return;
+    };
+    let total = server
+        .server_cpu_ns_per_op
+        .map(|cpu| format!(", total {cpu:.0}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  server CPU    user {user:.0} ns/{per}, sys {sys:.0} ns/{per}{total} ({})",
+        processes_text(pid, server.server_procs)
+    );
 }
 
 /// `pid 42`, or `pid 42 and 3 descendants` for a server with worker processes.

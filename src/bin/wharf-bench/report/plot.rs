@@ -3,7 +3,7 @@
 //! no fonts or image libraries are needed.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
@@ -11,7 +11,6 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 use super::PingpongReport;
-use crate::cli::PlotArgs;
 use crate::error::BenchError;
 
 /// Plot size in pixels.
@@ -102,15 +101,15 @@ impl Series {
     }
 }
 
-/// `wharf-bench plot`: several sweeps in one picture.
-pub fn run(args: &PlotArgs) -> Result<(), BenchError> {
-    let series = args
-        .inputs
+/// `wharf-bench plot`: the sweeps in the `inputs` (their results.json) in one picture at
+/// `out`.
+pub fn run(inputs: &[PathBuf], title: &str, out: &Path) -> Result<(), BenchError> {
+    let series = inputs
         .iter()
         .map(|path| Series::from_file(path))
         .collect::<Result<Vec<_>, _>>()?;
-    draw(&args.out, &args.title, &series)?;
-    eprintln!("wharf-bench: wrote {}", args.out.display());
+    draw(out, title, &series)?;
+    eprintln!("wharf-bench: wrote {}", out.display());
     Ok(())
 }
 

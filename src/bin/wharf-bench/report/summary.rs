@@ -8,10 +8,10 @@
 
 use std::fmt::Write as _;
 use std::fs;
+use std::path::Path;
 
 use serde_json::Value;
 
-use crate::cli::SummaryArgs;
 use crate::error::BenchError;
 
 /// How a metric's rounds are folded into one figure.
@@ -91,13 +91,13 @@ struct Scenario {
     runs: Vec<Value>,
 }
 
-/// Prints the table for `args.runs`.
-pub fn run(args: &SummaryArgs) -> Result<(), BenchError> {
-    let path = &args.runs;
+/// Prints the table of the runs in the file at `path`, with the ratio of two labels
+/// (`--ratio A/B`) if asked.
+pub fn run(path: &Path, ratio: Option<&str>) -> Result<(), BenchError> {
     let text = fs::read_to_string(path)
         .map_err(|error| BenchError::io(format!("reading {}", path.display()), error))?;
     let runs = parse_runs(&text, &path.display().to_string())?;
-    let ratio = match &args.ratio {
+    let ratio = match ratio {
         None => None,
         Some(text) => Some(text.split_once('/').ok_or_else(|| {
             BenchError::Usage(format!("--ratio '{text}': expected two labels, A/B"))

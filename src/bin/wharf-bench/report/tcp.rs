@@ -80,7 +80,7 @@ impl Report for PingpongReport {
         self.tls.text(&mut out);
         client_procs_text(&mut out, self.client_procs);
         errors_text(&mut out, self.errors, &self.errors_by_kind);
-        self.server.text(&mut out, "round trip");
+        server_text(&mut out, &self.server, "round trip");
         out
     }
 }
@@ -242,7 +242,7 @@ impl Report for ConnectReport {
         );
         latency_text(&mut out, &self.latency);
         errors_text(&mut out, self.errors, &self.errors_by_kind);
-        self.server.text(&mut out, "connection");
+        server_text(&mut out, &self.server, "connection");
         out
     }
 }
