@@ -15,7 +15,7 @@
 //!    from client k mod CONNS, whether or not anything came back. A client that falls
 //!    behind sends everything due at once (nothing is skipped); a line the sender's socket
 //!    and its bounded queue cannot take is *unsent*, counted apart. Each line carries its
-//!    send time ([`line`]), and every other client times its arrival.
+//!    send time ([`mod@line`]), and every other client times its arrival.
 //! 3. **Drain.** Lines still on their way get up to [`DRAIN`] to arrive; what has not
 //!    arrived then is *undelivered*.
 //!

@@ -91,8 +91,10 @@ pub struct Target {
 /// The server, the addresses to reach it from, and its process (every TCP mode).
 #[derive(Args, Debug, Clone)]
 pub struct Peer {
-    /// The server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or PORT (loopback).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
+    /// The server: IP:PORT, \[IPv6\]:PORT, HOST:PORT (its first address), or PORT (loopback).
+    // The help is given again, without the escapes rustdoc needs and clap would print.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr,
+          help = "The server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or PORT (loopback)")]
     pub addr: SocketAddr,
     /// Source addresses to spread connections over (bind before connect), each bringing
     /// its own range of local ports: 127.0.0.2, 127.0.0.1-127.0.0.16 or a comma list.
@@ -305,9 +307,11 @@ impl ChatArgs {
 /// `udp` flags.
 #[derive(Args, Debug, Clone)]
 pub struct UdpArgs {
-    /// The UDP echo server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or PORT
+    /// The UDP echo server: IP:PORT, \[IPv6\]:PORT, HOST:PORT (its first address), or PORT
     /// (loopback).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr)]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = parse_addr,
+          help = "The UDP echo server: IP:PORT, [IPv6]:PORT, HOST:PORT (its first address), or \
+                  PORT (loopback)")]
     pub addr: SocketAddr,
     /// Flows: sockets, each with one datagram in flight.
     #[arg(short = 'c', long = "flows", value_name = "FLOWS", default_value_t = 1,

@@ -72,7 +72,7 @@ impl Census {
     }
 }
 
-/// What became of a line handed to [`Room::send`].
+/// What became of a line handed to [`Client::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
     /// The socket took it.
