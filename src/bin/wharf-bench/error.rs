@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 
 use crate::failure::Tally;
 
+/// Exit status of a run that finished but counted failures (one that could not run exits 1).
+pub const EXIT_ERRORS_COUNTED: u8 = 3;
+
 /// A run that could not be carried out.
 #[derive(Debug)]
 pub enum BenchError {

@@ -84,8 +84,12 @@ impl Failure {
 
     /// Classifies a socket error on an established connection.
     pub fn from_io(error: io::Error) -> Failure {
+        // A rustls error, as `tls_stream.rs` wraps it.
         #[cfg(feature = "tls")]
-        if crate::tls_stream::is_tls_error(&error) {
+        if error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
             return Failure::new(FailureKind::Tls, Some(error));
         }
         let kind = match error.kind() {

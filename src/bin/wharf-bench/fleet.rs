@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::cli::Target;
-use crate::error::BenchError;
+use crate::error::{BenchError, EXIT_ERRORS_COUNTED};
 use crate::procs::{self, Step};
 use crate::progress::Progress;
 use crate::spread::ChildOf;
 use crate::sys;
-use crate::EXIT_ERRORS_COUNTED;
 
 /// How often waiting for the children lets the caller update its progress bar.
 const TICK: Duration = Duration::from_millis(250);

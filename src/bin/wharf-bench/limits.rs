@@ -6,7 +6,6 @@
 //! ephemeral port range cannot give every connection a local port.
 
 use std::fs;
-use std::path::Path;
 
 use crate::cli::Target;
 use crate::error::BenchError;
@@ -182,7 +181,7 @@ pub fn warn_if_server_limited(pid: u32, connections: u64) {
     };
     let limits: Option<Vec<u64>> = serving
         .iter()
-        .map(|&pid| server_open_files_soft_limit(pid))
+        .map(|&pid| server::open_files_soft_limit(pid))
         .collect();
     let Some(server_soft) = limits.map(|limits| limits.iter().sum::<u64>()) else {
         return;
@@ -219,16 +218,6 @@ fn ephemeral_port_range() -> Option<(u16, u16)> {
     let low = fields.next()?.ok()?;
     let high = fields.next()?.ok()?;
     (low <= high).then_some((low, high))
-}
-
-/// The soft "Max open files" of another process, from `/proc/PID/limits`.
-fn server_open_files_soft_limit(pid: u32) -> Option<u64> {
-    let text = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("limits")).ok()?;
-    let line = text
-        .lines()
-        .find(|line| line.starts_with("Max open files"))?;
-    let soft = line["Max open files".len()..].split_whitespace().next()?;
-    soft.parse().ok() // "unlimited" does not parse, and needs no warning
 }
 
 #[cfg(test)]

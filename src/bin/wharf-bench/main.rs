@@ -8,22 +8,27 @@
 //! combine the results of several servers, `chat` (fan-out through a chat room) and `udp`
 //! (datagram round trips).
 //!
-//! Files: `cli` (flags), `limits` (checks before a run), `dial` (sockets), and `client`,
-//! the one event loop every scenario runs on, through its `Scenario` trait:
-//! - `echo`, the round trips of `pingpong`, `hold` and `connect`, with `conn` (one
-//!   connection's I/O), `stream` (plain TCP or TLS under it), `tls` (the client's TLS
-//!   settings) and `tls_stream` (one TLS session, sans-IO; both feature `tls`), `message`
-//!   (the bytes and their check) and `session` (paced connecting, then the measured
-//!   interval of `pingpong` and `hold`, here or over client processes);
-//! - `chat/room` (the chat clients; `chat/line` their lines, sans-IO);
-//! - `udp` (the datagram flows).
-//!
-//! Then one file per subcommand (`pingpong`, `hold`, `connect`, `sweep`, `chat`, `udp`),
-//! which runs the loop and fills its report; `procs` and `fleet` (spreading a run over client
-//! processes), `latency`, `failure`, `server` (/proc of the server), `kernel` (its slab
-//! memory), `progress`, `error`, `sys` (the only unsafe code), and `report`, every format of
-//! the results, kept apart from measuring: each report's text and JSON, `sweep`'s table, CSV
-//! and plot, and `summary`.
+//! Files, bottom up: each depends only on its own layer and the ones before it.
+//! - plain data several files share, depending on nothing above them: `sources` (the
+//!   `--src` addresses), `spread` (`--procs` and `--child`), `output` (`--json`, `--label`,
+//!   `--scenario`), `figures` (latency percentiles and the server's figures), `failure`
+//!   (a connection's failure and the run's tally), `error`, `sys` (the only unsafe code);
+//! - `cli`, the flags, built from those;
+//! - `report`, every format of the results, kept apart from measuring and from the command
+//!   line: each report's text and JSON, `sweep`'s table, CSV and plot, and `summary`;
+//! - measuring: `limits` (checks before a run), `server` (/proc of the server), `kernel`
+//!   (its slab memory), `latency`, `progress`, `dial` (sockets), and `client`, the one
+//!   event loop every scenario runs on, through its `Scenario` trait:
+//!   - `echo`, the round trips of `pingpong`, `hold` and `connect`, with `conn` (one
+//!     connection's I/O), `stream` (plain TCP or TLS under it), `tls` (the client's TLS
+//!     settings) and `tls_stream` (one TLS session, sans-IO; both feature `tls`), `message`
+//!     (the bytes and their check) and `session` (paced connecting, then the measured
+//!     interval of `pingpong` and `hold`, here or over client processes: `procs` and
+//!     `fleet`);
+//!   - `chat/room` (the chat clients; `chat/line` their lines, sans-IO);
+//!   - `udp` (the datagram flows);
+//! - one file per subcommand (`pingpong`, `hold`, `connect`, `sweep`, `chat`, `udp`), which
+//!   runs the loop and fills its report.
 
 mod chat;
 mod cli;
@@ -64,11 +69,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::error::BenchError;
+use crate::error::{BenchError, EXIT_ERRORS_COUNTED};
 use crate::report::{plot, print, summary, Report};
-
-/// Exit status of a run that finished but counted failures.
-pub const EXIT_ERRORS_COUNTED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

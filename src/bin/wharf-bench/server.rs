@@ -142,6 +142,16 @@ fn proc_path(pid: u32) -> PathBuf {
     PathBuf::from("/proc").join(pid.to_string())
 }
 
+/// The soft "Max open files" of process `pid`, from `/proc/PID/limits`.
+pub fn open_files_soft_limit(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(proc_path(pid).join("limits")).ok()?;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    soft.parse().ok() // "unlimited" does not parse, and needs no warning
+}
+
 /// The sum of every thread's on-CPU nanoseconds (the first field of its schedstat).
 fn runtime_ns(pid: u32) -> Option<u64> {
     let tasks = fs::read_dir(proc_path(pid).join("task")).ok()?;

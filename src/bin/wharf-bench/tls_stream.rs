@@ -37,13 +37,6 @@ pub struct TlsStream {
     drained: bool,
 }
 
-/// Whether `error` is a TLS failure (what [`TlsStream`] returns for a rustls error).
-pub fn is_tls_error(error: &io::Error) -> bool {
-    error
-        .get_ref()
-        .is_some_and(|inner| inner.is::<rustls::Error>())
-}
-
 impl TlsStream {
     /// A session over `tcp`, whose connect has not necessarily completed yet.
     pub fn new(tcp: TcpStream, session: ClientConnection) -> TlsStream {
