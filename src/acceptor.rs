@@ -1,4 +1,4 @@
-//! The door: listening sockets and what happens at accept, before a connection exists.
+//! Admission: listening sockets and what happens at accept, before a connection exists.
 //!
 //! [`Acceptor`] owns the listeners, the access rules ([`crate::access`]: allow-list,
 //! per-address limit, lockout, accept rate), the connection limit and its refusal, the
@@ -137,7 +137,8 @@ impl Acceptor {
 
     /// Accepts one connection from listener `index` and applies the rules: the access rules
     /// first (they need no buffer and no byte), then the connection limit (`active` are
-    /// open). `Done` once nothing waits, the listener is gone, or accepting paused.
+    /// open). `Done` once nothing waits, the listener is gone, or accept itself failed (then
+    /// accepting pauses until [`Acceptor::resume`]).
     pub(crate) fn accept(
         &mut self,
         index: usize,

@@ -42,7 +42,7 @@ use crate::timer::{self, NEVER};
 
 impl<H: Handler> Reactor<H> {
     /// Runs the loop until [`Handle::stop`](crate::Handle::stop) or
-    /// [`Context::stop_reactor`](crate::Context) is called, or a
+    /// [`Context::stop_reactor`](crate::Context::stop_reactor) is called, or a
     /// [`Handle::drain`](crate::Handle::drain) completes; then closes every connection and
     /// the listeners and returns. Errors only when the poller itself fails; a failing
     /// connection closes alone and never stops the loop.

@@ -151,7 +151,9 @@ impl Handle {
     /// A copy of the reactor's [`Stats`], taken by the loop between two polls; `None` if the
     /// loop did not answer within `timeout` (it is not running, or has stopped). Another
     /// thread (a metrics exporter, a test, a supervisor) waits here; the loop
-    /// pays one flag check per iteration and a copy per request.
+    /// pays one flag check per iteration and a copy per request. Never call it from the
+    /// loop's own thread (a handler's callback): the loop cannot answer while it waits, so
+    /// it would block for `timeout` and return `None`.
     ///
     /// ```
     /// # use std::time::Duration;

@@ -2,7 +2,8 @@
 //!
 //! One thread runs one [`Reactor`]: a `mio::Poll` (epoll on Linux, kqueue on the BSDs and
 //! macOS) over non-blocking [`Listener`]s and a slab of connections, each an explicit state
-//! machine with its own input and output [`Buffer`]s, backpressure and half-close handling.
+//! machine (its stage, its input [`Buffer`] and its queue of output), with backpressure
+//! and half-close handling.
 //! The protocol is a [`Handler`] that never touches a socket; the built-in ones are in
 //! [`service`], over the sans-IO protocol cores in [`proto`].
 //!
@@ -60,6 +61,7 @@ mod handle;
 mod handler;
 mod listener;
 mod log_limit;
+mod outbox;
 mod output;
 pub mod proto;
 mod reactor;

@@ -123,7 +123,7 @@ impl<S> Conn<S> {
     /// The handler heard of it: `session` is its state until the close.
     pub(crate) fn open_session(&mut self, session: S) {
         debug_assert!(self.session.is_none(), "a connection is opened once");
-        self.stage = Stage::open();
+        self.stage = self.stage.opened();
         self.session = Some(session);
     }
 
@@ -139,9 +139,9 @@ impl<S> Conn<S> {
         next
     }
 
-    /// A line other than `AUTH` came while at the door; returns how many have.
-    pub(crate) fn missed_auth(&mut self) -> u8 {
-        self.stage.missed_auth()
+    /// A line other than `AUTH` came while at the door.
+    pub(crate) fn missed_auth(&mut self) {
+        self.stage.missed_auth();
     }
 
     /// The unfinished message must complete by `by` ([`NEVER`]: none waits).

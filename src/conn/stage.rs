@@ -1,6 +1,7 @@
 //! Where a connection is in its life: one [`Stage`] per connection, carrying the data that
 //! stage needs (a deadline, a miss count, a discard count), and every move between stages
-//! as a method here. Nothing else assigns a stage.
+//! as a method here. `Conn` holds its stage privately and moves it only with these methods
+//! (and gives a new connection its first stage).
 //!
 //! ```text
 //!  accept ─┬─▶ Handshaking{by} ──handshake done──┬─▶ Authenticating{by, misses} ──AUTH ok──┐
@@ -27,7 +28,8 @@
 //! The handler hears of a connection when it leaves the door stages (`Handshaking`,
 //! `Authenticating`) for `Open`: its session exists from then until the close
 //! ([`crate::conn::Conn::open_session`]). A connection refused at the door goes to
-//! `Closing` (or `PeerClosed`) without one.
+//! `Closing` (or `PeerClosed`) without one. A transition called in a stage it does not
+//! apply to leaves the stage as it is: nothing brings a closing connection back.
 
 use crate::timer::{Tick, NEVER};
 
@@ -47,8 +49,11 @@ pub(crate) enum Stage {
     Throttled { message_by: Tick },
     /// The peer finished sending, but input it sent before that is still being handed to
     /// the handler a turn at a time (it yielded, or its output was over the limit): no
-    /// more reads; once the handler takes no more, `on_peer_closed` and `PeerClosed`.
-    Finishing,
+    /// more reads; once the handler takes no more, `on_peer_closed` and `PeerClosed`. The
+    /// unfinished message's deadline still runs. `backlogged`: the handler stopped because
+    /// its output is over the limit, and goes on once the output drains to the low-water
+    /// mark, however it drains (a writable event, or the flush of the pending list).
+    Finishing { message_by: Tick, backlogged: bool },
     /// The peer shut down its sending side: write what is owed, then close.
     PeerClosed,
     /// Like `PeerClosed`, for a TLS peer that ended the TCP stream without close_notify:
@@ -96,8 +101,9 @@ impl Stage {
         )
     }
 
-    /// Whether the connection is still at the door: the handler has not heard of it.
-    pub(crate) fn at_the_door(self) -> bool {
+    /// Whether the handler has not heard of the connection yet: its TLS handshake or its
+    /// `AUTH` line is still to come.
+    pub(crate) fn before_open(self) -> bool {
         matches!(
             self,
             Stage::Handshaking { .. } | Stage::Authenticating { .. }
@@ -112,9 +118,20 @@ impl Stage {
     /// By when an unfinished message must complete ([`NEVER`]: none waits, or not open).
     pub(crate) fn message_by(self) -> Tick {
         match self {
-            Stage::Open { message_by } | Stage::Throttled { message_by } => message_by,
+            Stage::Open { message_by }
+            | Stage::Throttled { message_by }
+            | Stage::Finishing { message_by, .. } => message_by,
             _ => NEVER,
         }
+    }
+
+    /// Whether the handler's messages are still being taken in this stage, so that an
+    /// unfinished one has a deadline.
+    pub(crate) fn takes_messages(self) -> bool {
+        matches!(
+            self,
+            Stage::Open { .. } | Stage::Throttled { .. } | Stage::Finishing { .. }
+        )
     }
 
     /// The transition after output changed: given the memory unsent output holds
@@ -128,6 +145,16 @@ impl Stage {
             Stage::Throttled { message_by } if pending <= water.low => {
                 (Stage::Open { message_by }, Next::ResumeReading)
             }
+            Stage::Finishing {
+                message_by,
+                backlogged: true,
+            } if pending <= water.low => (
+                Stage::Finishing {
+                    message_by,
+                    backlogged: false,
+                },
+                Next::ResumeReading,
+            ),
             Stage::PeerClosed | Stage::PeerTruncated if pending == 0 => (self, Next::Close),
             Stage::Closing if pending == 0 => (self, Next::ShutdownWrite),
             other => (other, Next::Stay),
@@ -169,7 +196,10 @@ impl Stage {
     /// The unfinished message must now complete by `by` ([`NEVER`]: none waits). Only an
     /// open connection has one.
     pub(crate) fn wait_for_message(&mut self, by: Tick) {
-        if let Stage::Open { message_by } | Stage::Throttled { message_by } = self {
+        if let Stage::Open { message_by }
+        | Stage::Throttled { message_by }
+        | Stage::Finishing { message_by, .. } = self
+        {
             *message_by = by;
         }
     }
@@ -183,7 +213,7 @@ impl Stage {
             | Stage::Authenticating { .. }
             | Stage::Open { .. }
             | Stage::Throttled { .. }
-            | Stage::Finishing => Stage::Closing,
+            | Stage::Finishing { .. } => Stage::Closing,
             other => other,
         }
     }
@@ -191,12 +221,48 @@ impl Stage {
     /// The peer finished sending, with input the handler has not taken yet: that is handed
     /// over a turn at a time first.
     pub(crate) fn finish(self) -> Stage {
-        Stage::Finishing
+        match self {
+            Stage::Open { message_by } | Stage::Throttled { message_by } => Stage::Finishing {
+                message_by,
+                backlogged: false,
+            },
+            other => other,
+        }
+    }
+
+    /// A finishing connection's handler stopped because its output is over the limit: it
+    /// goes on once the output drains ([`Stage::settle`] says when).
+    pub(crate) fn wait_for_output(self) -> Stage {
+        match self {
+            Stage::Finishing { message_by, .. } => Stage::Finishing {
+                message_by,
+                backlogged: true,
+            },
+            other => other,
+        }
     }
 
     /// The peer finished sending, and the handler has been told (if it had heard of it).
     pub(crate) fn peer_closed(self) -> Stage {
-        Stage::PeerClosed
+        match self {
+            Stage::Handshaking { .. }
+            | Stage::Authenticating { .. }
+            | Stage::Open { .. }
+            | Stage::Throttled { .. }
+            | Stage::Finishing { .. } => Stage::PeerClosed,
+            other => other,
+        }
+    }
+
+    /// The handler heard of the connection: it is open, from the door (or at once when there
+    /// is no door). A connection already on its way out keeps its stage.
+    pub(crate) fn opened(self) -> Stage {
+        match self {
+            Stage::Handshaking { .. } | Stage::Authenticating { .. } | Stage::Open { .. } => {
+                Stage::open()
+            }
+            other => other,
+        }
     }
 
     /// A TLS peer's stream ended without close_notify.
@@ -294,7 +360,10 @@ mod tests {
         }
         for stage in [
             THROTTLED,
-            Stage::Finishing,
+            Stage::Finishing {
+                message_by: NEVER,
+                backlogged: false,
+            },
             Stage::PeerClosed,
             Stage::PeerTruncated,
             Stage::Closing,
@@ -321,8 +390,28 @@ mod tests {
         assert_eq!(stage, Stage::Authenticating { by: 20, misses: 0 });
         assert_eq!(stage.missed_auth(), 1);
         assert_eq!(stage.missed_auth(), 2);
-        assert!(stage.at_the_door());
-        assert!(!Stage::open().at_the_door());
+        assert!(stage.before_open());
+        assert!(!Stage::open().before_open());
+    }
+
+    #[test]
+    fn a_finishing_connection_keeps_its_message_deadline_and_goes_on_once_output_drains() {
+        let finishing = Stage::Throttled { message_by: 42 }.finish();
+        assert_eq!(finishing.message_by(), 42);
+        assert_eq!(finishing.settle(0, WATER), (finishing, Next::Stay));
+        let waiting = finishing.wait_for_output();
+        assert_eq!(waiting.settle(50, WATER), (waiting, Next::Stay));
+        assert_eq!(waiting.settle(10, WATER), (finishing, Next::ResumeReading));
+    }
+
+    #[test]
+    fn nothing_brings_a_closing_connection_back() {
+        for stage in [Stage::Closing, Stage::Lingering { discarded: 3 }] {
+            assert_eq!(stage.finish(), stage);
+            assert_eq!(stage.peer_closed(), stage);
+            assert_eq!(stage.opened(), stage);
+        }
+        assert_eq!(Stage::PeerClosed.finish(), Stage::PeerClosed);
     }
 
     #[test]

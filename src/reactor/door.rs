@@ -57,7 +57,7 @@ impl<H: Handler> Server<H> {
         self.open_session(id, peer);
         self.finish_callback(id);
         if self.is_live(id) && !self.conns[id.key()].input.is_empty() {
-            self.deliver_buffered(id);
+            self.hand_buffered_input(id);
         }
     }
 

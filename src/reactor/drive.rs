@@ -1,6 +1,7 @@
 //! Driving one connection through an event: write what it owes, read, hand the input to
-//! the handler (through the door and the transport first), send its reply, settle its
-//! stage, close. How output is queued and flushed is in `flush.rs`.
+//! the handler (through the transport and the door first), and when its peer finishes,
+//! hand over what is left. What follows a callback (its reply, the next stage, the close)
+//! is in `settle.rs`; how output is queued and flushed, in `flush.rs`.
 
 use std::io;
 
@@ -8,9 +9,9 @@ use mio::event::Event;
 
 use super::Server;
 use crate::close_reason::CloseReason;
-use crate::conn::{Next, Stage, SHORT_READ_DRAINS};
+use crate::conn::{Stage, SHORT_READ_DRAINS};
 use crate::conn_id::{ConnId, Source};
-use crate::handler::{ConnView, Context, Handler};
+use crate::handler::{Context, Handler};
 use crate::timer::{self, NEVER};
 
 /// What one poller event says about a connection.
@@ -58,7 +59,7 @@ impl<H: Handler> Server<H> {
             return;
         }
         let conn = &self.conns[id.key()];
-        if conn.stage() == Stage::Finishing {
+        if matches!(conn.stage(), Stage::Finishing { .. }) {
             // Its turn (resumed), or room again for the output that held it up.
             if ready.redeliver || (ready.writable && conn.output.held() <= self.water.low) {
                 self.finish_input(id);
@@ -77,13 +78,13 @@ impl<H: Handler> Server<H> {
     fn redeliver(&mut self, id: ConnId) -> bool {
         let conn = &self.conns[id.key()];
         if matches!(conn.stage(), Stage::Open { .. }) && !conn.input.is_empty() {
-            self.deliver_buffered(id);
+            self.hand_buffered_input(id);
         }
         let yielded = std::mem::take(&mut self.handed_back);
         !yielded && self.is_live(id) && self.reads_on(id)
     }
 
-    /// Whether reading may go on: the phase reads and the output is within the limit.
+    /// Whether reading may go on: the stage reads and the output is within the limit.
     fn reads_on(&self, id: ConnId) -> bool {
         let conn = &self.conns[id.key()];
         conn.stage().reads() && conn.output.held() <= self.water.high
@@ -107,7 +108,7 @@ impl<H: Handler> Server<H> {
                 }
             } else {
                 self.stats.bytes_in += n as u64;
-                self.receive(id, n); // TLS or plain, on to `deliver`
+                self.receive(id, n); // TLS or plain, then `hand_read`
                 if !self.is_live(id) || std::mem::take(&mut self.handed_back) {
                     return; // closed, or its input waits on the resume list
                 }
@@ -131,20 +132,26 @@ impl<H: Handler> Server<H> {
     }
 
     /// Hands `n` freshly read bytes (in the scratch buffer) to the handler.
-    pub(super) fn deliver(&mut self, id: ConnId, n: usize) {
+    pub(super) fn hand_read(&mut self, id: ConnId, n: usize) {
         // Nothing the handler's callback leads to reads into the scratch buffer (reads
         // happen only here, in `read_input`, in `refuse` and for UDP), so it can be lent out.
         let scratch = std::mem::take(&mut self.scratch);
-        self.deliver_bytes(id, &scratch[..n]);
+        self.hand_input(id, &scratch[..n]);
         self.scratch = scratch;
     }
 
     /// Hands `fresh` bytes to the handler, or to authentication while it is pending.
-    pub(super) fn deliver_bytes(&mut self, id: ConnId, fresh: &[u8]) {
+    pub(super) fn hand_input(&mut self, id: ConnId, fresh: &[u8]) {
         let conn = &mut self.conns[id.key()];
-        if conn.stage().at_the_door() {
-            conn.input.extend(fresh);
-            return self.authenticate(id);
+        match conn.stage() {
+            Stage::Authenticating { .. } => {
+                conn.input.extend(fresh);
+                return self.authenticate(id);
+            }
+            // TLS hands over no plaintext before its handshake is done (and the stage has
+            // moved on): nothing to keep.
+            Stage::Handshaking { .. } => return,
+            _ => {}
         }
         // Without leftovers the handler reads straight from the read buffer: the common case
         // copies nothing and allocates nothing.
@@ -156,7 +163,7 @@ impl<H: Handler> Server<H> {
     }
 
     /// Hands the input buffer (leftovers and what was added to them) to the handler.
-    pub(super) fn deliver_buffered(&mut self, id: ConnId) {
+    pub(super) fn hand_buffered_input(&mut self, id: ConnId) {
         self.call_on_data(id, None);
     }
 
@@ -195,7 +202,7 @@ impl<H: Handler> Server<H> {
         if !waiting || consumed > 0 {
             conn.wait_for_message(NEVER);
         }
-        let open = matches!(conn.stage(), Stage::Open { .. } | Stage::Throttled { .. });
+        let open = conn.stage().takes_messages();
         let (message_by, timeout) = (conn.stage().message_by(), self.timeouts.message);
         if let (true, true, NEVER, Some(ticks)) = (open, waiting, message_by, timeout) {
             let due = timer::after(self.clock.tick(), ticks);
@@ -206,7 +213,7 @@ impl<H: Handler> Server<H> {
         self.finish_callback(id);
         if hand_back && self.is_live(id) {
             let conn = &self.conns[id.key()];
-            let resumable = conn.stage().reads() || conn.stage() == Stage::Finishing;
+            let resumable = conn.stage().reads() || matches!(conn.stage(), Stage::Finishing { .. });
             if resumable && conn.output.held() <= self.water.high {
                 // A handler that yielded has done a turn's worth of work (a burst to a big
                 // room): it goes again once what it queued has been flushed to everyone,
@@ -279,20 +286,22 @@ impl<H: Handler> Server<H> {
     fn finish_input(&mut self, id: ConnId) {
         let before = self.conns[id.key()].input.len();
         if before > 0 {
-            self.deliver_buffered(id);
+            self.hand_buffered_input(id);
             if !self.is_live(id) {
                 return;
             }
         }
         let yielded = std::mem::take(&mut self.handed_back);
-        let conn = &self.conns[id.key()];
-        if conn.stage() != Stage::Finishing {
+        let conn = &mut self.conns[id.key()];
+        if !matches!(conn.stage(), Stage::Finishing { .. }) {
             return; // the handler closed it
         }
         let progress = conn.input.len() < before;
         let backlogged = conn.output.held() > self.water.high;
-        let waits = !conn.input.is_empty() && ((progress && yielded) || backlogged);
-        if !waits {
+        if !conn.input.is_empty() && backlogged {
+            // Its next turn comes when the output drains, whichever way it drains.
+            conn.advance(Stage::wait_for_output);
+        } else if conn.input.is_empty() || !(progress && yielded) {
             self.peer_closed(id);
         }
     }
@@ -313,113 +322,5 @@ impl<H: Handler> Server<H> {
             );
         }
         self.finish_callback(id);
-    }
-
-    /// Performs what a callback about `id` asked for: its reply, its close, its mail.
-    pub(super) fn finish_callback(&mut self, id: ConnId) {
-        if !self.outbox.reply.is_empty() {
-            let reply = std::mem::take(&mut self.outbox.reply);
-            let result = self.send_to(id, &reply);
-            self.outbox.reply = reply;
-            self.outbox.reply.clear();
-            match result {
-                Ok(written) => self.stats.bytes_out += written as u64,
-                Err(error) => {
-                    self.close(id, CloseReason::from_error(&error));
-                    return;
-                }
-            }
-        }
-        if self.outbox.close_current {
-            self.conns[id.key()].begin_closing();
-        }
-        if self.outbox.has_mail() {
-            self.deliver_mail();
-        }
-        self.outbox.shrink_after_spike();
-        // The caller settles the connection once its event is done (not per callback).
-    }
-
-    /// Moves the connection to its next stage and keeps the poller interest in step.
-    pub(super) fn settle(&mut self, id: ConnId) {
-        match self.conns[id.key()].settle(self.water) {
-            Next::Stay => {}
-            Next::ResumeReading => self.resume.push(Source::Conn(id)),
-            Next::ShutdownWrite => {
-                // TLS says goodbye before the TCP one: close_notify first, flushed (the
-                // connection stays `Closing` until it is, and comes back here).
-                match self.queue_close_notify(id) {
-                    Err(error) => return self.close(id, CloseReason::from_error(&error)),
-                    Ok(true) if !self.conns[id.key()].output.is_empty() => {
-                        return self.settle(id);
-                    }
-                    Ok(_) => {}
-                }
-                let now = self.clock.tick();
-                if let Err(error) = self.conns[id.key()].shut_down_writing(now) {
-                    return self.close(id, CloseReason::from_error(&error));
-                }
-                // The peer's end of stream may already be queued, with no edge to come.
-                self.resume.push(Source::Conn(id));
-            }
-            Next::Close if self.conns[id.key()].stage() == Stage::PeerTruncated => {
-                return self.close(id, CloseReason::Truncated)
-            }
-            Next::Close => return self.close(id, CloseReason::PeerClosed),
-        }
-        let conn = &mut self.conns[id.key()];
-        if conn.flush_pending {
-            // The flush before the next poll writes its queue and settles it again: asking
-            // the poller for writability now would cost two `epoll_ctl` calls for nothing.
-            return;
-        }
-        let interest = conn.interest();
-        if interest != conn.registered {
-            if let Err(error) = self
-                .registry
-                .reregister(&mut conn.stream, id.token(), interest)
-            {
-                return self.close(id, CloseReason::from_error(&error));
-            }
-            conn.registered = interest;
-        }
-        self.schedule(id);
-    }
-
-    /// Closes the connection now and tells the handler.
-    pub(super) fn close(&mut self, id: ConnId, reason: CloseReason) {
-        // Dropping the stream closes the socket, which also removes it from the poller:
-        // no deregister call needed.
-        let conn = self.conns.remove(id.key());
-        self.stats.count_close(reason);
-        self.acceptor.release(self.peers.peer(id.key()).ip());
-        log::debug!("conn={id} closed: {reason}");
-        let identity = self.peers.forget(id.key());
-        // A clean close_notify only when nothing owed is being dropped: after lost output it
-        // would tell the client the stream ended cleanly (a truncation attack's disguise),
-        // so then the socket just closes.
-        let clean = !matches!(reason, CloseReason::Error(_)) && conn.output.is_empty();
-        self.transports.close(id.key(), &conn.stream, clean);
-        drop(conn.stream);
-        if self.acceptor.paused() {
-            self.resume_listeners(); // a descriptor is free again
-        }
-        let Some(session) = conn.session else {
-            return; // it never authenticated: the handler never heard of it
-        };
-        let view = ConnView {
-            identity: identity.as_deref(),
-            ..ConnView::default()
-        };
-        self.outbox.begin(id, false, 0);
-        self.handler.on_close(
-            &mut Context::new(&mut self.outbox, &self.stats).about(view),
-            session,
-            reason,
-        );
-        self.outbox.reply.clear();
-        if self.outbox.has_mail() {
-            self.deliver_mail();
-        }
     }
 }

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use super::Server;
 use crate::close_reason::CloseReason;
 use crate::conn_id::{ConnId, Source};
-use crate::handler::{Context, Handler, Letter};
+use crate::handler::{Context, Handler};
+use crate::outbox::Letter;
 
 impl<H: Handler> Server<H> {
     /// Writes queued output; false if that closed the connection.
@@ -50,7 +51,7 @@ impl<H: Handler> Server<H> {
     /// Queues the writes that callbacks addressed to other connections, and performs their
     /// closes. Nothing is written here (unless a queue passes the limit): the flush before
     /// the next poll writes each connection once.
-    pub(super) fn deliver_mail(&mut self) {
+    pub(super) fn queue_mail(&mut self) {
         if !self.output.begin_delivery() {
             return; // the outer call picks up what was added
         }
@@ -142,7 +143,7 @@ impl<H: Handler> Server<H> {
         // of it) set it again: the loop then polls without sleeping and comes back here.
         self.outbox.unflushed = false;
         if self.outbox.has_mail() {
-            self.deliver_mail();
+            self.queue_mail();
         }
         let mut budget = self.output.slice();
         while budget > 0 {

@@ -6,7 +6,8 @@
 //! [`Stage`](crate::conn::Stage)s, the [`Output`] pending list, the [`Transports`] (plain
 //! or TLS), the [`Door`] (`AUTH`), the timer heap, the [`UdpSockets`]. The files of this
 //! module are the glue, one job each: `open.rs` turns an accepted socket into a
-//! connection, `drive.rs` serves one connection's event, `flush.rs` writes queued output,
+//! connection, `drive.rs` serves one connection's event, `settle.rs` performs a callback's
+//! effects and the next stage (and the close), `flush.rs` writes queued output,
 //! `door.rs` and `tls.rs` apply the door's and the transport's verdicts, `timeouts.rs`
 //! expires deadlines, `peers.rs` keeps each connection's address and identity.
 
@@ -25,9 +26,10 @@ use crate::config::Config;
 use crate::conn::{Conn, Timeouts, Watermarks};
 use crate::conn_id::{ConnId, Generations, Source};
 use crate::handle::{Handle, Requests};
-use crate::handler::{Handler, Outbox};
+use crate::handler::Handler;
 use crate::listener::Listener;
 use crate::log_limit::LogLimit;
+use crate::outbox::Outbox;
 use crate::output::Output;
 use crate::stats::Stats;
 use crate::timer::{self, Clock, Tick, Timers, NEVER};
@@ -39,6 +41,7 @@ mod drive;
 mod flush;
 mod open;
 mod peers;
+mod settle;
 mod timeouts;
 mod tls;
 
@@ -328,7 +331,8 @@ impl<H: Handler> Reactor<H> {
             .collect()
     }
 
-    /// A handle that can stop this reactor from another thread.
+    /// A handle that controls this reactor from another thread or a signal handler: stop,
+    /// drain, a stats line or a copy of the counters, a TLS reload.
     pub fn handle(&self) -> Handle {
         Handle {
             requests: Arc::clone(&self.control.requests),

@@ -71,7 +71,7 @@ impl<H: Handler> Server<H> {
         }
         let held = self.conns[id.key()].output.held();
         self.outbox.begin(id, true, held);
-        if !stage.at_the_door() {
+        if !stage.before_open() {
             self.open_session(id, peer);
         }
         self.finish_callback(id);

@@ -1,7 +1,8 @@
 //! What the reactor knows of each connection beyond its [`Conn`](crate::conn::Conn): the
 //! address accept gave (so `peer_addr` needs no system call, and the per-address count is
-//! released at the close), and the name it authenticated as. Side tables by slab key, so
-//! that the slab entry stays small.
+//! released at the close), and its identity: the name it authenticated as, or its TLS
+//! client certificate's subject. Side tables by slab key, so that the slab entry stays
+//! small.
 
 use std::net::{Ipv4Addr, SocketAddr};
 

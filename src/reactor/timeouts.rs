@@ -1,5 +1,6 @@
-//! Deadlines: connection timeouts from the timer heap, and the reactor's own periodic work
-//! (accept retries, stats lines). See [`crate::timer`] for how the heap stays lazy.
+//! Deadlines: connection timeouts from the timer heap, and the acceptor's retry and access
+//! sweep. See [`crate::timer`] for how the heap stays lazy; the stats line's timer is the
+//! loop's ([`crate::event_loop`]).
 
 use super::Server;
 use crate::close_reason::CloseReason;

@@ -26,10 +26,10 @@ impl<H: Handler> Server<H> {
     }
 
     /// `n` bytes arrived in the scratch buffer: on a TLS connection decrypt them, answer the
-    /// handshake, and hand the plaintext on; on a plain one, `deliver` them as they are.
+    /// handshake, and hand the plaintext on; on a plain one, `hand_read` them as they are.
     pub(super) fn receive(&mut self, id: ConnId, n: usize) {
         if !self.transports.is_tls(id.key()) {
-            return self.deliver(id, n);
+            return self.hand_read(id, n);
         }
         // Decrypted in place: nothing reads the scratch buffer after this.
         let received = self.transports.receive(id.key(), &mut self.scratch[..n]);
@@ -51,7 +51,7 @@ impl<H: Handler> Server<H> {
             // message is dropped, as any input is once the handler closes.
             let plain = self.transports.take_plain();
             if !plain.is_empty() && self.is_live(id) && self.conns[id.key()].stage().reads() {
-                self.deliver_bytes(id, &plain);
+                self.hand_input(id, &plain);
             }
             self.transports.restore_plain(plain);
             let reads = self.is_live(id) && self.conns[id.key()].stage().reads();

@@ -7,6 +7,11 @@
 //! queued.
 //! The handshake runs before the handler hears of the connection, within
 //! `Config::tls_handshake_timeout`.
+//!
+//! Three places say TLS, one job each: this module is the rustls side (certificates,
+//! [`TlsConfig`], the sans-IO session); `src/transport/` keeps the sessions by connection
+//! behind the interface the reactor calls with or without the feature; `src/reactor/tls.rs`
+//! applies what a session says to a connection.
 
 mod config;
 mod identity;

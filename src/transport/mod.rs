@@ -24,7 +24,7 @@ pub(crate) use tls::{TlsInfo, Transports};
 
 /// What one read of ciphertext came to. Decrypted bytes wait in
 /// [`Transports::take_plain`]; what TLS answers (handshake messages, tickets, an alert) in
-/// [`Transports::take_sealed`].
+/// [`Transports::sealed`].
 #[derive(Debug, Default)]
 pub(crate) struct Received {
     /// The handshake completed with this read.
