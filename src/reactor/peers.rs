@@ -4,19 +4,54 @@
 //! client certificate's subject. Side tables by slab key, so that the slab entry stays
 //! small.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 
 use crate::handler::ConnView;
 use crate::transport::Transports;
 
 #[derive(Debug, Default)]
 pub(super) struct Peers {
-    peers: Vec<SocketAddr>,
+    peers: Vec<Peer>,
     identities: Vec<Option<Box<str>>>,
 }
 
+/// A peer's address in 24 bytes, not a `SocketAddr`'s 32: every connection has one, and the
+/// IPv6 flow label, which is all it leaves out, says nothing about a peer.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    ip: IpAddr,
+    port: u16,
+    /// The IPv6 scope (a link-local peer's interface); 0 otherwise.
+    scope_id: u32,
+}
+
+impl Peer {
+    fn of(addr: SocketAddr) -> Peer {
+        let scope_id = match addr {
+            SocketAddr::V6(v6) => v6.scope_id(),
+            SocketAddr::V4(_) => 0,
+        };
+        Peer {
+            ip: addr.ip(),
+            port: addr.port(),
+            scope_id,
+        }
+    }
+
+    fn addr(self) -> SocketAddr {
+        match self.ip {
+            IpAddr::V6(ip) => SocketAddr::V6(SocketAddrV6::new(ip, self.port, 0, self.scope_id)),
+            ip => SocketAddr::new(ip, self.port),
+        }
+    }
+}
+
 /// The peer of a slot no connection has used yet (never read: every connection sets its own).
-const NO_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+const NO_PEER: Peer = Peer {
+    ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    port: 0,
+    scope_id: 0,
+};
 
 impl Peers {
     /// Connection `key` was accepted from `peer`.
@@ -24,11 +59,11 @@ impl Peers {
         if self.peers.len() <= key {
             self.peers.resize(key + 1, NO_PEER);
         }
-        self.peers[key] = peer;
+        self.peers[key] = Peer::of(peer);
     }
 
     pub(super) fn peer(&self, key: usize) -> SocketAddr {
-        self.peers.get(key).copied().unwrap_or(NO_PEER)
+        self.peers.get(key).copied().unwrap_or(NO_PEER).addr()
     }
 
     pub(super) fn set_identity(&mut self, key: usize, name: String) {
@@ -50,5 +85,25 @@ pub(super) fn view<'a>(peers: &'a Peers, transports: &'a Transports, key: usize)
         identity: peers.identities.get(key).and_then(Option::as_deref),
         peer: Some(peers.peer(key)),
         tls: transports.info(key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_takes_24_bytes_and_comes_back_whole() {
+        assert_eq!(std::mem::size_of::<Peer>(), 24);
+        let mut peers = Peers::default();
+        let v4: SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let v6: SocketAddr = "[fe80::1%3]:443".parse().unwrap();
+        peers.opened(2, v4);
+        peers.opened(0, v6);
+        assert_eq!(peers.peer(2), v4);
+        assert_eq!(peers.peer(0), v6);
+        if let SocketAddr::V6(v6) = peers.peer(0) {
+            assert_eq!(v6.scope_id(), 3);
+        }
     }
 }
