@@ -57,6 +57,12 @@ impl Peers {
     /// Connection `key` was accepted from `peer`.
     pub(super) fn opened(&mut self, key: usize, peer: SocketAddr) {
         if self.peers.len() <= key {
+            // Grown by an eighth at a time, not doubled: every connection has a slot, so a
+            // doubling would cost up to 24 B more per connection at its worst.
+            let more = (key + 1 - self.peers.len())
+                .max(self.peers.len() / 8)
+                .max(1024);
+            self.peers.reserve_exact(more);
             self.peers.resize(key + 1, NO_PEER);
         }
         self.peers[key] = Peer::of(peer);
