@@ -30,6 +30,14 @@ use std::sync::Arc;
 /// ```
 #[derive(Debug, Default)]
 pub struct Buffer {
+    /// `None` exactly while the buffer is empty: an idle connection's buffer is one word, not
+    /// a `Vec` and an offset (8 bytes, not 32, in every slab entry).
+    held: Option<Box<Held>>,
+}
+
+/// The bytes of a non-empty [`Buffer`].
+#[derive(Debug)]
+struct Held {
     bytes: Vec<u8>,
     /// Bytes before `start` are consumed; they are reclaimed lazily by [`Buffer::extend`].
     start: usize,
@@ -41,30 +49,31 @@ const SHRINK_FLOOR: usize = 4096;
 impl Buffer {
     /// An empty buffer; allocates nothing.
     pub const fn new() -> Self {
-        Buffer {
-            bytes: Vec::new(),
-            start: 0,
-        }
+        Buffer { held: None }
     }
 
     /// Number of unconsumed bytes.
     pub fn len(&self) -> usize {
-        self.bytes.len() - self.start
+        self.held
+            .as_ref()
+            .map_or(0, |held| held.bytes.len() - held.start)
     }
 
     /// True when there is nothing to consume.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.held.is_none()
     }
 
-    /// Bytes of heap memory currently held (0 while empty).
+    /// Bytes of heap memory currently held for the bytes themselves (0 while empty).
     pub fn capacity(&self) -> usize {
-        self.bytes.capacity()
+        self.held.as_ref().map_or(0, |held| held.bytes.capacity())
     }
 
     /// The unconsumed bytes, oldest first.
     pub fn as_slice(&self) -> &[u8] {
-        &self.bytes[self.start..]
+        self.held
+            .as_ref()
+            .map_or(&[][..], |held| &held.bytes[held.start..])
     }
 
     /// Appends `data` at the back.
@@ -72,13 +81,19 @@ impl Buffer {
         if data.is_empty() {
             return;
         }
+        let held = self.held.get_or_insert_with(|| {
+            Box::new(Held {
+                bytes: Vec::new(),
+                start: 0,
+            })
+        });
         // Reclaim the consumed prefix before growing, so a buffer that is drained and refilled
         // in turns (a slow reader) stays within about twice its peak backlog.
-        if self.start > 0 && self.bytes.capacity() - self.bytes.len() < data.len() {
-            self.bytes.drain(..self.start);
-            self.start = 0;
+        if held.start > 0 && held.bytes.capacity() - held.bytes.len() < data.len() {
+            held.bytes.drain(..held.start);
+            held.start = 0;
         }
-        self.bytes.extend_from_slice(data);
+        held.bytes.extend_from_slice(data);
     }
 
     /// Drops the first `n` unconsumed bytes (all of them if `n >= len`). Releases the
@@ -87,20 +102,23 @@ impl Buffer {
         if n >= self.len() {
             return self.clear();
         }
-        self.start += n;
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        held.start += n;
         // A small rest in a big allocation (a partial message after a large read) moves to
         // one of its own size: a connection that goes idle mid-message then holds what it
         // waits for, not the read it came in.
-        if self.bytes.capacity() > 4 * self.len() + SHRINK_FLOOR {
-            self.bytes = self.bytes[self.start..].to_vec();
-            self.start = 0;
+        let len = held.bytes.len() - held.start;
+        if held.bytes.capacity() > 4 * len + SHRINK_FLOOR {
+            held.bytes = held.bytes[held.start..].to_vec();
+            held.start = 0;
         }
     }
 
     /// Drops everything and releases the allocation.
     pub fn clear(&mut self) {
-        self.bytes = Vec::new();
-        self.start = 0;
+        self.held = None;
     }
 }
 

@@ -305,7 +305,7 @@ mod size {
         let entry = std::mem::size_of::<slab::Slab<Conn<()>>>();
         eprintln!("Conn<()> = {size} bytes; Slab header = {entry} bytes");
         // mio adds a selector id to every source when debug assertions are on (16 bytes here).
-        let limit = if cfg!(debug_assertions) { 128 } else { 112 };
+        let limit = if cfg!(debug_assertions) { 104 } else { 88 };
         assert!(
             size <= limit,
             "Conn<()> grew to {size} bytes: update docs/ARCHITECTURE.md"
