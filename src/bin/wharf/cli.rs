@@ -205,6 +205,10 @@ pub struct ServerArgs {
     /// applies to each worker. Chat, and echo with --udp, run with one worker.
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     pub workers: Workers,
+    /// Write the server's process id to this file once it serves (atomically), and remove
+    /// it on exit. With --workers, the parent's pid.
+    #[arg(long, value_name = "PATH")]
+    pub pidfile: Option<std::path::PathBuf>,
     /// Internal: this process is worker ID of a `--workers` parent.
     #[arg(long, hide = true, value_name = "ID")]
     pub worker_id: Option<usize>,

@@ -16,6 +16,7 @@ use wharf::{bind_udp, Config, Handler, Listener, Reactor};
 
 mod cli;
 mod limits;
+mod pidfile;
 mod protect;
 mod sys;
 mod tls;
@@ -129,6 +130,15 @@ fn serve<H: Handler>(
         .install_signal_handlers()
         .map_err(|e| format!("cannot catch signals: {e}"))?;
 
+    // Before `listening on`: a script that reads that line finds the file. Removed when this
+    // returns, however it returns.
+    let _pidfile = match (&args.pidfile, args.worker_id) {
+        (Some(path), None) => Some(
+            pidfile::Pidfile::create(path)
+                .map_err(|e| format!("cannot write the pid file {}: {e}", path.display()))?,
+        ),
+        _ => None,
+    };
     for listener in listeners {
         let addr = listener.local_addr();
         reactor.add_listener(listener)?;

@@ -81,7 +81,21 @@ pub fn count(mode: &Mode) -> Result<usize, String> {
 /// process's exit code.
 pub fn supervise(mode: &Mode, count: usize) -> ExitCode {
     match Supervisor::start(mode, count) {
-        Ok(supervisor) => supervisor.run(),
+        Ok(supervisor) => {
+            // The parent's pid: the one to signal. Removed when the parent exits.
+            let _pidfile = match &mode.server().pidfile {
+                Some(path) => match crate::pidfile::Pidfile::create(path) {
+                    Ok(pidfile) => Some(pidfile),
+                    Err(error) => {
+                        let path = path.display();
+                        eprintln!("wharf: error: cannot write the pid file {path}: {error}");
+                        return supervisor.abandon();
+                    }
+                },
+                None => None,
+            };
+            supervisor.run()
+        }
         Err(error) => {
             eprintln!("wharf: error: {error}");
             ExitCode::FAILURE

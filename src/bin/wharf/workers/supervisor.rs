@@ -363,6 +363,14 @@ impl Supervisor {
         log::warn!("worker={}: starting a new one in {pause:?}", worker.id);
     }
 
+    /// Stops the workers just started (the parent cannot go on: its pid file could not be
+    /// written), waits for them, and returns exit status 1.
+    pub fn abandon(mut self) -> ExitCode {
+        self.failed = true;
+        self.terminate(SIGTERM);
+        self.run()
+    }
+
     fn terminate(&mut self, signal: i32) {
         self.terminations += 1;
         self.stopping = true;
