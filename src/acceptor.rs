@@ -229,6 +229,12 @@ impl Acceptor {
         };
         drop(spare);
         let shed = match self.entrances[index].listener.socket_mut().accept() {
+            // An address outside the allow-list learns nothing, not even that the server is
+            // full.
+            Ok((stream, peer)) if !self.access.allows(peer.ip()) => {
+                self.refuse_access(stream, peer, Refusal::NotAllowed, stats, clock);
+                Shed::One
+            }
             Ok((stream, peer)) => {
                 let reply = std::mem::take(&mut self.out_of_fds_reply);
                 self.refuse(

@@ -100,3 +100,46 @@ fn at_the_descriptor_limit_with_nothing_waiting_the_server_stays_quiet() {
     );
     drop(held);
 }
+
+/// Whatever a client got before its connection ended: bytes, or nothing (an end or a reset).
+fn answer_of(client: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    match client.read_to_end(&mut got) {
+        Ok(_) => got,
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => got,
+        Err(e) => panic!("reading the answer: {e}"),
+    }
+}
+
+#[test]
+fn out_of_descriptors_an_address_outside_the_allow_list_still_learns_nothing() {
+    let server = Server::start_with_nofile(
+        "echo",
+        &["--listen", "127.0.0.1:0", "--allow", "127.0.0.2/32"],
+        32,
+    );
+    // Allowed clients take every descriptor the server has.
+    let mut held = Vec::new();
+    loop {
+        let mut client = connect_from("127.0.0.2", server.addr());
+        client.write_all(b"x").ok();
+        let mut first = [0u8; 1];
+        match client.read(&mut first) {
+            Ok(1) if first[0] == b'x' => held.push(client),
+            _ => break, // shed: the server is out of descriptors
+        }
+        assert!(held.len() < 100, "the descriptor limit was never reached");
+    }
+    // At the limit, an allowed client is told why; one outside the list is only closed.
+    let mut allowed = connect_from("127.0.0.2", server.addr());
+    assert_bytes_eq("an allowed client", REFUSAL, &answer_of(&mut allowed));
+    let mut outsider = connect_from("127.0.0.1", server.addr());
+    assert_bytes_eq(
+        "a client outside the allow-list",
+        b"",
+        &answer_of(&mut outsider),
+    );
+    // Logged after the close: wait for the line, do not race it.
+    server.wait_for_log("refused: not in the allow-list", IO_TIMEOUT);
+    drop(held);
+}

@@ -94,10 +94,10 @@ impl Access {
     /// Decides on a new connection from `ip` at tick `now`; an admitted one is counted
     /// until released.
     pub(crate) fn admit(&mut self, ip: IpAddr, now: Tick) -> Result<(), Refusal> {
-        let ip = ip.to_canonical();
-        if !self.allow.is_empty() && !self.allow.iter().any(|net| net.contains(&ip)) {
+        if !self.allows(ip) {
             return Err(Refusal::NotAllowed);
         }
+        let ip = ip.to_canonical();
         let ip = self.client(ip);
         if self.lockout.is_locked(ip, now) {
             return Err(Refusal::LockedOut);
@@ -113,6 +113,12 @@ impl Access {
             *open += 1;
         }
         Ok(())
+    }
+
+    /// Whether the allow-list lets `ip` in (an empty list lets everyone in).
+    pub(crate) fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
     }
 
     /// Whether `ip` is locked out now.
