@@ -3,7 +3,8 @@
 //! the reply buffer.
 //!
 //! A reply the socket cannot take now (its send buffer is full) waits in a queue of at most
-//! [`MAX_QUEUED_REPLIES`]; beyond that replies are dropped and counted. UDP may lose
+//! [`MAX_QUEUED_REPLIES`] replies and [`MAX_QUEUED_BYTES`] bytes; beyond that replies are
+//! dropped and counted. UDP may lose
 //! datagrams anyway, and a bounded queue keeps a flood from growing memory. Datagrams are
 //! read with a budget per wakeup, like TCP bytes, so a UDP flood cannot starve TCP service.
 
@@ -22,6 +23,10 @@ use crate::stats::Stats;
 /// Replies kept per socket while it cannot send.
 pub(crate) const MAX_QUEUED_REPLIES: usize = 1024;
 
+/// Bytes of replies kept per socket while it cannot send: without it, 1,024 replies of
+/// 64 KiB would be 64 MiB.
+pub(crate) const MAX_QUEUED_BYTES: usize = 1 << 20;
+
 /// Datagrams read per socket per wakeup before others get their turn.
 const DATAGRAM_BUDGET: usize = 256;
 
@@ -33,6 +38,8 @@ const MAX_DATAGRAM: usize = 65_507;
 struct UdpEndpoint {
     socket: UdpSocket,
     queue: VecDeque<(SocketAddr, Box<[u8]>)>,
+    /// Bytes in `queue`.
+    queued_bytes: usize,
     /// Whether WRITABLE is registered (only while replies wait).
     writable: bool,
 }
@@ -74,6 +81,7 @@ impl UdpSockets {
         let mut endpoint = UdpEndpoint {
             socket,
             queue: VecDeque::new(),
+            queued_bytes: 0,
             writable: false,
         };
         let addr = endpoint.socket.local_addr()?;
@@ -129,7 +137,8 @@ impl UdpSockets {
             match sent {
                 Sent::Yes => stats.datagrams_out += 1,
                 Sent::Lost => stats.datagrams_dropped += 1,
-                Sent::WouldBlock if endpoint.queue.len() < MAX_QUEUED_REPLIES => {
+                Sent::WouldBlock if room_for(endpoint, reply.len()) => {
+                    endpoint.queued_bytes += reply.len();
                     endpoint.queue.push_back((from, reply.as_slice().into()));
                 }
                 Sent::WouldBlock => stats.datagrams_dropped += 1,
@@ -148,8 +157,20 @@ fn flush(endpoint: &mut UdpEndpoint, stats: &mut Stats) {
             Sent::Lost => stats.datagrams_dropped += 1,
             Sent::WouldBlock => return,
         }
-        endpoint.queue.pop_front();
+        if let Some((_, sent)) = endpoint.queue.pop_front() {
+            endpoint.queued_bytes -= sent.len();
+        }
     }
+}
+
+/// Whether one more reply of `len` bytes may wait in `endpoint`'s queue.
+fn room_for(endpoint: &UdpEndpoint, len: usize) -> bool {
+    fits(endpoint.queue.len(), endpoint.queued_bytes, len)
+}
+
+/// The queue's bounds: at most [`MAX_QUEUED_REPLIES`] replies and [`MAX_QUEUED_BYTES`].
+fn fits(replies: usize, bytes: usize, len: usize) -> bool {
+    replies < MAX_QUEUED_REPLIES && bytes + len <= MAX_QUEUED_BYTES
 }
 
 /// WRITABLE only while replies wait, as for connections.
@@ -166,5 +187,22 @@ fn set_interest(endpoint: &mut UdpEndpoint, index: usize, registry: &Registry, t
     match registry.reregister(&mut endpoint.socket, token, interest) {
         Ok(()) => endpoint.writable = want,
         Err(error) => log::warn!("udp socket {index}: cannot change interest: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reply_queue_is_bounded_in_replies_and_in_bytes() {
+        assert!(fits(0, 0, 65_507));
+        assert!(!fits(MAX_QUEUED_REPLIES, 0, 1), "the count bound");
+        assert!(
+            fits(15, 15 * 65_507, 65_507),
+            "16 full-size replies fit in 1 MiB"
+        );
+        assert!(!fits(16, 16 * 65_507, 65_507), "a 17th does not");
+        assert!(fits(1000, 1000, 24), "small replies up to the count");
     }
 }
