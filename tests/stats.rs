@@ -159,3 +159,24 @@ fn stats_count_connections_open_and_closed_by_the_server() {
         "closed is the sum of the reasons: {line}"
     );
 }
+
+#[test]
+fn sigusr1_answers_with_a_stats_line_whatever_rust_log_hides() {
+    for level in ["warn", "error", "off"] {
+        let server = Server::start_with_env(
+            "echo",
+            &["--listen", "127.0.0.1:0", "--stats-interval", "0"],
+            &[("RUST_LOG", level)],
+        );
+        let mut client = connect(server.addr());
+        assert_eq!(round_trip(&mut client, b"ping"), b"ping");
+        let line = server.request_stats();
+        assert!(line.contains(STATS), "RUST_LOG={level}: {line}");
+        assert_eq!(stat(&line, "accepted"), 1, "RUST_LOG={level}: {line}");
+        assert_eq!(
+            server.log_lines("stats: ").len(),
+            1,
+            "RUST_LOG={level}: one line"
+        );
+    }
+}

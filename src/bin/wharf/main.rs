@@ -87,6 +87,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether the reactor's own `stats:` log line is shown at this `RUST_LOG`.
+fn stats_logged() -> bool {
+    log::log_enabled!(target: "wharf::event_loop", log::Level::Info)
+}
+
+/// Shows a stats line the operator asked for: through the log when `RUST_LOG` shows info,
+/// else straight on stderr, since a stats line is an answer, not chatter.
+pub fn stats_line(line: &str) {
+    if log::log_enabled!(log::Level::Info) {
+        log::info!("{line}");
+    } else {
+        eprintln!("wharf: {line}");
+    }
+}
+
 fn serve<H: Handler>(
     mode: &str,
     handler: H,
@@ -161,6 +176,10 @@ fn serve<H: Handler>(
         let reporter = workers::report_to(channel)
             .map_err(|e| format!("cannot use the stats channel from the parent: {e}"))?;
         reactor.set_stats_reporter(reporter);
+    } else if !stats_logged() {
+        // The operator asked for a stats line (SIGUSR1, --stats-interval): it comes whatever
+        // RUST_LOG hides. A worker's goes to its parent instead, which prints the sum.
+        reactor.set_stats_reporter(|stats| eprintln!("wharf: stats: {stats}"));
     }
     if args.worker_id.is_some() {
         workers::announce_ready(); // the parent says `listening on` once all workers serve

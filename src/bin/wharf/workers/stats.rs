@@ -59,11 +59,12 @@ impl StatsRound {
 
     /// Logs the summed line, `stats: workers=N name=sum ...`.
     pub fn log(self) {
-        log::info!(
+        let line = format!(
             "stats: workers={} {}",
             self.answers.len(),
             sum(self.answers.values())
         );
+        crate::stats_line(&line);
         if !self.waiting.is_empty() {
             log::warn!(
                 "stats: {} workers did not answer within {WAIT:?}",
