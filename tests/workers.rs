@@ -567,3 +567,60 @@ fn two_workers_serve_one_tls_port() {
         "both workers serve TLS:\n{one}\n{two}"
     );
 }
+
+/// Sends SIGCONT to the parent when dropped, so a failing test never leaves it stopped.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is the test's child.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn a_stopped_parent_does_not_stop_its_workers_however_much_they_log() {
+    let server = start_workers_with_env(2, &[], &[("RUST_LOG", "debug")]);
+    let pids = wait_for_workers(&server, 2);
+    // The parent stops reading its workers' stderr; a pipe holds about 64 KiB.
+    server.signal(libc::SIGSTOP);
+    let resume = Resume(server.pid());
+    // Each connection makes the worker that serves it log a line at debug level: 3,000
+    // connections are far more than two pipes hold.
+    let sources = sources();
+    for n in 0..3000 {
+        let mut client = connect_from(sources[n % sources.len()], server.addr());
+        try_round_trip(&mut client, b"log me").unwrap_or_else(|e| {
+            panic!("connection {n}, the parent stopped: {e}");
+        });
+    }
+    // Every worker still answers: one connection held by each, a round trip on each.
+    let mut held = Vec::new();
+    for (id, pid) in &pids {
+        let mut found = None;
+        for n in 0..200 {
+            let mut client = connect_from(sources[n % sources.len()], server.addr());
+            try_round_trip(&mut client, b"hello").expect("a round trip");
+            let local = client.local_addr().expect("local address");
+            if peers_of(*pid).contains(&local) {
+                found = Some(client);
+                break;
+            }
+            held.push(client);
+        }
+        let mut client = found.unwrap_or_else(|| panic!("no connection reached worker {id}"));
+        try_round_trip(&mut client, b"still here").expect("worker answers");
+    }
+    drop(resume);
+    // Once the parent reads again, each worker says what it dropped.
+    for n in 0..200 {
+        let mut client = connect_from(sources[n % sources.len()], server.addr());
+        let _ = try_round_trip(&mut client, b"after");
+        if server.log_lines("log lines dropped").len() >= 2 {
+            break;
+        }
+    }
+    wait_until(IO_TIMEOUT, "each worker says it dropped log lines", || {
+        server.log_lines("log lines dropped").len() >= 2
+    });
+}

@@ -159,3 +159,15 @@ pub fn inherited_socket(fd: RawFd) -> io::Result<UnixStream> {
     // uses or closes (see above), so the UnixStream may own it.
     Ok(unsafe { UnixStream::from_raw_fd(fd) })
 }
+
+/// Makes `file` non-blocking: its writes fail with `WouldBlock` instead of waiting.
+pub fn set_nonblocking(file: &std::fs::File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor `file` owns, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -32,6 +32,7 @@ use crate::cli::{Mode, Workers};
 
 mod backoff;
 mod channel;
+mod log;
 mod relay;
 mod stats;
 mod supervisor;
@@ -103,9 +104,13 @@ pub fn supervise(mode: &Mode, count: usize) -> ExitCode {
     }
 }
 
-/// In a worker: every log line says which worker wrote it.
+/// In a worker: every log line says which worker wrote it, and none blocks it (see
+/// [`log`]).
 pub fn tag_log_lines(logger: &mut env_logger::Builder, id: usize) {
     use std::io::Write;
+    if let Some(pipe) = log::NonBlockingLog::open() {
+        logger.target(env_logger::Target::Pipe(Box::new(pipe)));
+    }
     logger.format(move |out, record| {
         writeln!(
             out,
