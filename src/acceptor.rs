@@ -44,19 +44,11 @@ pub(crate) enum Accepted {
     Done,
 }
 
-/// One listening socket and whether it speaks TLS (then a refusal is a close, not a line a
-/// TLS client could not read).
-#[derive(Debug)]
-struct Entrance {
-    listener: Listener,
-    tls: bool,
-}
-
 /// Listeners, access rules, the connection limit and what refusing costs. See the module
 /// docs.
 #[derive(Debug)]
 pub(crate) struct Acceptor {
-    entrances: Vec<Entrance>,
+    listeners: Vec<Listener>,
     access: Access,
     max_conns: u64,
     full_reply: Box<[u8]>,
@@ -86,7 +78,7 @@ impl Acceptor {
     pub(crate) fn new(config: &Config) -> Acceptor {
         let reply = |text: &Option<Vec<u8>>| text.clone().unwrap_or_default().into_boxed_slice();
         Acceptor {
-            entrances: Vec::new(),
+            listeners: Vec::new(),
             access: Access::new(config),
             max_conns: config.max_conns as u64,
             full_reply: reply(&config.full_reply),
@@ -112,44 +104,45 @@ impl Acceptor {
     pub(crate) fn add(
         &mut self,
         mut listener: Listener,
-        tls: bool,
         registry: &Registry,
         token: impl FnOnce(usize) -> Token,
     ) -> io::Result<usize> {
-        let index = self.entrances.len();
+        let index = self.listeners.len();
         registry.register(listener.socket_mut(), token(index), Interest::READABLE)?;
-        self.entrances.push(Entrance { listener, tls });
+        self.listeners.push(listener);
         Ok(index)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entrances.len()
+        self.listeners.len()
     }
 
     pub(crate) fn local_addr(&self, index: usize) -> Option<SocketAddr> {
-        self.entrances.get(index).map(|e| e.listener.local_addr())
+        self.listeners.get(index).map(Listener::local_addr)
     }
 
     /// Closes every listener (a drain, or the end): no new connections.
     pub(crate) fn close(&mut self) {
-        self.entrances.clear();
+        self.listeners.clear();
     }
 
     /// Accepts one connection from listener `index` and applies the rules: the access rules
     /// first (they need no buffer and no byte), then the connection limit (`active` are
     /// open). `Done` once nothing waits, the listener is gone, or accept itself failed (then
-    /// accepting pauses until [`Acceptor::resume`]).
+    /// accepting pauses until [`Acceptor::resume`]). `tls`: the listener speaks TLS, so a
+    /// refusal is a close, not a line a TLS client could not read.
     pub(crate) fn accept(
         &mut self,
         index: usize,
+        tls: bool,
         active: u64,
         stats: &mut Stats,
         clock: &Clock,
     ) -> Accepted {
-        let Some(entrance) = self.entrances.get_mut(index) else {
+        let Some(listener) = self.listeners.get_mut(index) else {
             return Accepted::Done; // closed by a drain since it was put on the resume list
         };
-        match entrance.listener.socket_mut().accept() {
+        match listener.socket_mut().accept() {
             Ok((stream, peer)) => {
                 let admitted = self.access.admit(peer.ip(), clock.tick());
                 self.plan_sweep(clock.tick());
@@ -158,17 +151,7 @@ impl Acceptor {
                     Accepted::Refused
                 } else if active >= self.max_conns {
                     self.release(peer.ip());
-                    let reply = std::mem::take(&mut self.full_reply);
-                    self.refuse(
-                        index,
-                        &stream,
-                        peer,
-                        &reply,
-                        "connection limit reached",
-                        stats,
-                        clock,
-                    );
-                    self.full_reply = reply;
+                    self.refuse(tls, &stream, peer, Full::Connections, stats, clock);
                     Accepted::Refused
                 } else {
                     Accepted::Conn(stream, peer)
@@ -183,7 +166,7 @@ impl Acceptor {
             {
                 Accepted::Refused
             }
-            Err(error) => self.failed(index, &error, stats, clock),
+            Err(error) => self.failed(index, tls, &error, stats, clock),
         }
     }
 
@@ -191,6 +174,7 @@ impl Acceptor {
     fn failed(
         &mut self,
         index: usize,
+        tls: bool,
         error: &io::Error,
         stats: &mut Stats,
         clock: &Clock,
@@ -203,7 +187,7 @@ impl Acceptor {
             );
         }
         if is_out_of_descriptors(error) {
-            match self.shed(index, stats, clock) {
+            match self.shed(index, tls, stats, clock) {
                 Shed::One => return Accepted::Refused,
                 // Linux reserves the descriptor before it looks at the queue, so EMFILE can
                 // mean "nothing waiting": the next arrival is an edge.
@@ -223,12 +207,12 @@ impl Acceptor {
     /// and refuses it, then takes the spare back. The client learns at once that the server
     /// is full, instead of waiting in the kernel's queue, and the listener is drained, so the
     /// loop does not wake for it again and again.
-    fn shed(&mut self, index: usize, stats: &mut Stats, clock: &Clock) -> Shed {
+    fn shed(&mut self, index: usize, tls: bool, stats: &mut Stats, clock: &Clock) -> Shed {
         let Some(spare) = self.spare_fd.take() else {
             return Shed::Failed;
         };
         drop(spare);
-        let shed = match self.entrances[index].listener.socket_mut().accept() {
+        let shed = match self.listeners[index].socket_mut().accept() {
             // An address outside the allow-list learns nothing, not even that the server is
             // full.
             Ok((stream, peer)) if !self.access.allows(peer.ip()) => {
@@ -236,17 +220,7 @@ impl Acceptor {
                 Shed::One
             }
             Ok((stream, peer)) => {
-                let reply = std::mem::take(&mut self.out_of_fds_reply);
-                self.refuse(
-                    index,
-                    &stream,
-                    peer,
-                    &reply,
-                    "out of file descriptors",
-                    stats,
-                    clock,
-                );
-                self.out_of_fds_reply = reply;
+                self.refuse(tls, &stream, peer, Full::Descriptors, stats, clock);
                 Shed::One
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Shed::QueueEmpty,
@@ -292,23 +266,26 @@ impl Acceptor {
         }
     }
 
-    /// Sends `reply` to a connection the server will not serve; it closes when dropped.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends the reply for `full` to a connection the server will not serve; it closes when
+    /// dropped.
     fn refuse(
         &mut self,
-        index: usize,
+        tls: bool,
         stream: &TcpStream,
         peer: SocketAddr,
-        reply: &[u8],
-        why: &str,
+        full: Full,
         stats: &mut Stats,
         clock: &Clock,
     ) {
+        let (reply, why) = match full {
+            Full::Connections => (&self.full_reply, "connection limit reached"),
+            Full::Descriptors => (&self.out_of_fds_reply, "out of file descriptors"),
+        };
         stats.rejected += 1;
         // A fresh socket's send buffer is empty: one write either takes the whole reply or
         // the peer is already gone. Either way there is nothing more to do. A TLS client
         // expects a handshake, not a line of text: it just sees the close.
-        if !reply.is_empty() && !self.entrances[index].tls {
+        if !reply.is_empty() && !tls {
             let _ = (&*stream).write(reply);
         }
         // Closing with unread input would answer it with a reset, which can destroy the reply
@@ -325,8 +302,8 @@ impl Acceptor {
 
     /// Sets the TCP options of listener `index` on a connection it accepted.
     pub(crate) fn prepare(&self, index: usize, stream: &TcpStream, peer: SocketAddr) {
-        if let Some(entrance) = self.entrances.get(index) {
-            if let Err(error) = entrance.listener.prepare(stream) {
+        if let Some(listener) = self.listeners.get(index) {
+            if let Err(error) = listener.prepare(stream) {
                 log::debug!("peer={peer} cannot set TCP options: {error}");
             }
         }
@@ -370,7 +347,7 @@ impl Acceptor {
             // Lost when the process ran out of descriptors: shedding needs it back.
             self.spare_fd = spare_descriptor();
         }
-        0..self.entrances.len()
+        0..self.listeners.len()
     }
 
     /// Whether `ip` is locked out now: a lockout that began after a connection was accepted
@@ -427,6 +404,15 @@ impl Acceptor {
 /// A descriptor to hold in reserve (see `Acceptor::spare_fd`).
 fn spare_descriptor() -> Option<File> {
     File::open("/dev/null").ok()
+}
+
+/// Why a connection is refused with a reply.
+#[derive(Debug, Clone, Copy)]
+enum Full {
+    /// `max_conns` are open (`Config::full_reply`).
+    Connections,
+    /// The process is out of descriptors (`Config::out_of_fds_reply`).
+    Descriptors,
 }
 
 /// What shedding a waiting connection came to.

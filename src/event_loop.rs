@@ -123,6 +123,9 @@ impl Control {
     /// Acts on what other threads (or signal handlers) asked for through a
     /// [`Handle`](crate::Handle).
     fn take_requests<H: Handler>(&mut self, server: &mut Server<H>) {
+        if !self.requests.any() {
+            return; // the common case: one load
+        }
         let requests = Arc::clone(&self.requests);
         if requests.take(Request::LogStats) {
             self.report_stats(&server.stats);

@@ -39,6 +39,9 @@ pub(crate) struct Requests {
     stats_reply: Mutex<StatsReply>,
     /// Notified each time the loop puts a copy in `stats_reply`.
     stats_ready: Condvar,
+    /// Some request was made since the loop last looked: one load per loop iteration
+    /// when nothing was asked, instead of one per kind of request.
+    pending: AtomicBool,
     /// The last signal that made a request (0: none), named in the reactor's log lines.
     signal: AtomicI32,
     waker: Waker,
@@ -74,6 +77,7 @@ impl Requests {
             stats: AtomicBool::new(false),
             stats_reply: Mutex::default(),
             stats_ready: Condvar::new(),
+            pending: AtomicBool::new(false),
             signal: AtomicI32::new(0),
             waker,
         }
@@ -87,6 +91,12 @@ impl Requests {
             Request::Reload => &self.reload,
             Request::Stats => &self.stats,
         }
+    }
+
+    /// Whether any request was made since the last call: the loop looks at each kind only
+    /// then. A request made while it looks sets this again, so none is missed.
+    pub(crate) fn any(&self) -> bool {
+        self.pending.load(Ordering::Acquire) && self.pending.swap(false, Ordering::AcqRel)
     }
 
     /// Whether `request` was made (it stays made: stop and drain).
@@ -125,6 +135,7 @@ impl Requests {
             self.signal.store(signal, Ordering::Release);
         }
         self.flag(request).store(true, Ordering::Release);
+        self.pending.store(true, Ordering::Release);
         self.waker.wake()
     }
 }

@@ -137,7 +137,9 @@ impl UdpSockets {
             match sent {
                 Sent::Yes => stats.datagrams_out += 1,
                 Sent::Lost => stats.datagrams_dropped += 1,
-                Sent::WouldBlock if room_for(endpoint, reply.len()) => {
+                Sent::WouldBlock
+                    if fits(endpoint.queue.len(), endpoint.queued_bytes, reply.len()) =>
+                {
                     endpoint.queued_bytes += reply.len();
                     endpoint.queue.push_back((from, reply.as_slice().into()));
                 }
@@ -163,12 +165,8 @@ fn flush(endpoint: &mut UdpEndpoint, stats: &mut Stats) {
     }
 }
 
-/// Whether one more reply of `len` bytes may wait in `endpoint`'s queue.
-fn room_for(endpoint: &UdpEndpoint, len: usize) -> bool {
-    fits(endpoint.queue.len(), endpoint.queued_bytes, len)
-}
-
-/// The queue's bounds: at most [`MAX_QUEUED_REPLIES`] replies and [`MAX_QUEUED_BYTES`].
+/// Whether one more reply of `len` bytes may wait in a queue that holds `replies` replies
+/// of `bytes` bytes: at most [`MAX_QUEUED_REPLIES`] replies and [`MAX_QUEUED_BYTES`].
 fn fits(replies: usize, bytes: usize, len: usize) -> bool {
     replies < MAX_QUEUED_REPLIES && bytes + len <= MAX_QUEUED_BYTES
 }

@@ -110,6 +110,19 @@ impl Stage {
         )
     }
 
+    /// Whether neither side has finished yet: the stages a close or the peer's end of
+    /// stream moves on from (the others are already on their way out).
+    fn before_the_end(self) -> bool {
+        matches!(
+            self,
+            Stage::Handshaking { .. }
+                | Stage::Authenticating { .. }
+                | Stage::Open { .. }
+                | Stage::Throttled { .. }
+                | Stage::Finishing { .. }
+        )
+    }
+
     /// Whether new output may still be queued in this stage.
     pub(crate) fn accepts_output(self) -> bool {
         !matches!(self, Stage::Closing | Stage::Lingering { .. })
@@ -208,13 +221,10 @@ impl Stage {
     /// the connection lingers. A connection already on its way out (the peer finished, or
     /// lingering) keeps its stage.
     pub(crate) fn close(self) -> Stage {
-        match self {
-            Stage::Handshaking { .. }
-            | Stage::Authenticating { .. }
-            | Stage::Open { .. }
-            | Stage::Throttled { .. }
-            | Stage::Finishing { .. } => Stage::Closing,
-            other => other,
+        if self.before_the_end() {
+            Stage::Closing
+        } else {
+            self
         }
     }
 
@@ -244,13 +254,10 @@ impl Stage {
 
     /// The peer finished sending, and the handler has been told (if it had heard of it).
     pub(crate) fn peer_closed(self) -> Stage {
-        match self {
-            Stage::Handshaking { .. }
-            | Stage::Authenticating { .. }
-            | Stage::Open { .. }
-            | Stage::Throttled { .. }
-            | Stage::Finishing { .. } => Stage::PeerClosed,
-            other => other,
+        if self.before_the_end() {
+            Stage::PeerClosed
+        } else {
+            self
         }
     }
 

@@ -243,7 +243,7 @@ impl<H: Handler> Server<H> {
     }
 
     /// The TCP stream ended. On a TLS connection that is a truncation: a peer that finished
-    /// cleanly sent close_notify first, which ended its stream already (`receive_tls`).
+    /// cleanly sent close_notify first, which ended its stream already (`receive`, in tls.rs).
     fn end_of_stream(&mut self, id: ConnId) {
         if !self.transports.is_tls(id.key()) {
             return self.input_ended(id);

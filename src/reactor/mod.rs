@@ -231,15 +231,9 @@ impl<H: Handler> Reactor<H> {
 
     /// Starts accepting connections on `listener`.
     pub fn add_listener(&mut self, listener: Listener) -> io::Result<()> {
-        self.add_entrance(listener, false)
-    }
-
-    fn add_entrance(&mut self, listener: Listener, tls: bool) -> io::Result<()> {
         let server = &mut self.server;
         let token = |index| Source::Listener(index).token();
-        server
-            .acceptor
-            .add(listener, tls, &server.registry, token)?;
+        server.acceptor.add(listener, &server.registry, token)?;
         server.transports.add_listener();
         Ok(())
     }
@@ -263,7 +257,7 @@ impl<H: Handler> Reactor<H> {
         listener: Listener,
         tls: crate::tls::TlsConfig,
     ) -> io::Result<()> {
-        self.add_entrance(listener, true)?;
+        self.add_listener(listener)?;
         self.server.transports.secure_last_listener(tls);
         Ok(())
     }

@@ -18,10 +18,9 @@ impl<H: Handler> Server<H> {
     /// goes on the resume list, so established connections get their turn).
     pub(crate) fn accept(&mut self, index: usize) {
         for _ in 0..self.config.accept_budget {
-            match self
-                .acceptor
-                .accept(index, self.stats.active, &mut self.stats, &self.clock)
-            {
+            let tls = self.transports.is_tls_listener(index);
+            let active = self.stats.active;
+            match (self.acceptor).accept(index, tls, active, &mut self.stats, &self.clock) {
                 Accepted::Conn(stream, peer) => self.open(index, stream, peer),
                 Accepted::Refused => {}
                 Accepted::Done => return,

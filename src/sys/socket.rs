@@ -7,26 +7,12 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-/// The flags `socket(2)` takes in its type argument on this system, to make the socket
-/// non-blocking and close-on-exec as it is created; 0 where it takes none (macOS), and
-/// `fcntl` sets both right after.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-))]
+/// The flags `socket(2)` takes in its type argument, to make the socket non-blocking and
+/// close-on-exec as it is created; Apple's systems take none, and `fcntl` sets both right
+/// after (the same split as the keepalive option below).
+#[cfg(not(any(target_os = "macos", target_os = "ios")))]
 const SOCKET_FLAGS: libc::c_int = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "openbsd",
-    target_os = "dragonfly"
-)))]
+#[cfg(any(target_os = "macos", target_os = "ios"))]
 const SOCKET_FLAGS: libc::c_int = 0;
 
 /// A new non-blocking, close-on-exec stream socket for `addr`'s family.

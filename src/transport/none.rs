@@ -77,7 +77,7 @@ impl Transports {
         None
     }
 
-    pub(crate) fn handshake(&mut self, _: usize) -> Handshake {
+    pub(crate) fn handshake(&self, _: usize) -> Handshake {
         Handshake::default()
     }
 

@@ -86,10 +86,6 @@ impl Transports {
         self.sessions.get(key).is_some_and(Option::is_some)
     }
 
-    fn session(&mut self, key: usize) -> Option<&mut TlsSession> {
-        self.sessions.get_mut(key).and_then(Option::as_deref_mut)
-    }
-
     pub(crate) fn info(&self, key: usize) -> TlsInfo<'_> {
         TlsInfo(self.sessions.get(key).and_then(Option::as_deref))
     }
@@ -153,8 +149,8 @@ impl Transports {
     }
 
     /// What the completed handshake of connection `key` says about the peer.
-    pub(crate) fn handshake(&mut self, key: usize) -> Handshake {
-        let Some(session) = self.session(key) else {
+    pub(crate) fn handshake(&self, key: usize) -> Handshake {
+        let Some(session) = self.sessions.get(key).and_then(Option::as_deref) else {
             return Handshake::default();
         };
         Handshake {
