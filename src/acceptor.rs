@@ -18,7 +18,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::access::{Access, Refusal};
 use crate::config::Config;
-use crate::listener::Listener;
+use crate::listener::{Listener, ListenerId};
 use crate::log_limit::LogLimit;
 use crate::stats::Stats;
 use crate::timer::{self, Clock, Tick, NEVER};
@@ -49,6 +49,10 @@ pub(crate) enum Accepted {
 #[derive(Debug)]
 pub(crate) struct Acceptor {
     listeners: Vec<Listener>,
+    /// Whether each listener is exempt from the rules: its connections skip the access
+    /// rules, the connection limit and authentication. Kept after a drain closes the
+    /// listeners, for the connections still open.
+    exempt: Vec<bool>,
     access: Access,
     max_conns: u64,
     full_reply: Box<[u8]>,
@@ -79,6 +83,7 @@ impl Acceptor {
         let reply = |text: &Option<Vec<u8>>| text.clone().unwrap_or_default().into_boxed_slice();
         Acceptor {
             listeners: Vec::new(),
+            exempt: Vec::new(),
             access: Access::new(config),
             max_conns: config.max_conns as u64,
             full_reply: reply(&config.full_reply),
@@ -100,17 +105,36 @@ impl Acceptor {
         }
     }
 
-    /// Starts listening on `listener` (registered with `token`); returns its index.
+    /// Starts listening on `listener` (registered with `token`); returns its id.
     pub(crate) fn add(
         &mut self,
         mut listener: Listener,
         registry: &Registry,
         token: impl FnOnce(usize) -> Token,
-    ) -> io::Result<usize> {
+    ) -> io::Result<ListenerId> {
         let index = self.listeners.len();
+        let Some(id) = ListenerId::new(index) else {
+            let most = ListenerId::MAX;
+            let error = format!("a reactor takes at most {most} listeners");
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, error));
+        };
         registry.register(listener.socket_mut(), token(index), Interest::READABLE)?;
         self.listeners.push(listener);
-        Ok(index)
+        self.exempt.push(false);
+        Ok(id)
+    }
+
+    /// Connections on `listener` skip the access rules, the connection limit and
+    /// authentication.
+    pub(crate) fn exempt_from_rules(&mut self, listener: ListenerId) {
+        if let Some(exempt) = self.exempt.get_mut(listener.index()) {
+            *exempt = true;
+        }
+    }
+
+    /// Whether connections on `listener` skip the rules.
+    pub(crate) fn is_exempt(&self, listener: ListenerId) -> bool {
+        self.exempt.get(listener.index()).copied().unwrap_or(false)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -143,6 +167,7 @@ impl Acceptor {
             return Accepted::Done; // closed by a drain since it was put on the resume list
         };
         match listener.socket_mut().accept() {
+            Ok((stream, peer)) if self.exempt[index] => Accepted::Conn(stream, peer),
             Ok((stream, peer)) => {
                 let admitted = self.access.admit(peer.ip(), clock.tick());
                 self.plan_sweep(clock.tick());
@@ -150,7 +175,7 @@ impl Acceptor {
                     self.refuse_access(stream, peer, refusal, stats, clock);
                     Accepted::Refused
                 } else if active >= self.max_conns {
-                    self.release(peer.ip());
+                    self.release_ip(peer.ip());
                     self.refuse(tls, &stream, peer, Full::Connections, stats, clock);
                     Accepted::Refused
                 } else {
@@ -312,13 +337,14 @@ impl Acceptor {
     /// An admitted connection could not be registered with the poller: it is dropped.
     pub(crate) fn register_failed(
         &mut self,
+        listener: ListenerId,
         peer: SocketAddr,
         error: &io::Error,
         stats: &mut Stats,
         clock: &Clock,
     ) {
         stats.accept_errors += 1;
-        self.release(peer.ip());
+        self.release(listener, peer.ip());
         if let Some(count) = self.error_log.hit(clock.now()) {
             log::warn!(
                 "peer={peer} cannot register connection: {error} ({count} in the last second)"
@@ -326,8 +352,15 @@ impl Acceptor {
         }
     }
 
-    /// A connection from `ip` that was admitted is gone (closed, or never opened).
-    pub(crate) fn release(&mut self, ip: IpAddr) {
+    /// A connection from `ip` on `listener` is gone (closed, or never opened).
+    pub(crate) fn release(&mut self, listener: ListenerId, ip: IpAddr) {
+        if !self.is_exempt(listener) {
+            self.release_ip(ip);
+        }
+    }
+
+    /// A connection from `ip` that was admitted is gone.
+    fn release_ip(&mut self, ip: IpAddr) {
         if self.access.counts() {
             self.access.release(ip);
         }

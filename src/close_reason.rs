@@ -43,6 +43,28 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The name of the counter this close counts toward, as
+    /// [`Stats::fields`](crate::Stats::fields) names it.
+    ///
+    /// ```
+    /// assert_eq!(wharf::CloseReason::PeerClosed.counter(), "closed_by_peer");
+    /// ```
+    pub fn counter(&self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "closed_by_peer",
+            CloseReason::Closed => "closed_by_server",
+            CloseReason::Error(_) => "closed_by_error",
+            CloseReason::IdleTimeout => "idle_timeouts",
+            CloseReason::WriteTimeout => "write_timeouts",
+            CloseReason::SlowReader => "slow_readers",
+            CloseReason::Shutdown => "closed_by_shutdown",
+            CloseReason::AuthTimeout => "auth_timeouts",
+            CloseReason::HandshakeTimeout => "tls_handshake_timeouts",
+            CloseReason::Truncated => "tls_truncated",
+            CloseReason::MessageTimeout => "message_timeouts",
+        }
+    }
+
     pub(crate) fn from_error(error: &io::Error) -> CloseReason {
         CloseReason::Error(error.kind())
     }

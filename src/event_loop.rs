@@ -130,6 +130,11 @@ impl Control {
         if requests.take(Request::LogStats) {
             self.report_stats(&server.stats);
         }
+        if requests.take(Request::ReportStats) {
+            if let Some(report) = self.stats_reporter.as_mut() {
+                report(&server.stats);
+            }
+        }
         if requests.take(Request::Stats) {
             requests.answer_stats(&server.stats);
         }

@@ -33,6 +33,7 @@ pub(crate) struct Requests {
     stop: AtomicBool,
     drain: AtomicBool,
     log_stats: AtomicBool,
+    report_stats: AtomicBool,
     reload: AtomicBool,
     /// Someone waits in [`Handle::stats`] for a copy of the counters.
     stats: AtomicBool,
@@ -62,6 +63,8 @@ pub(crate) enum Request {
     Stop,
     Drain,
     LogStats,
+    /// The counters to the stats reporter only, for [`Handle::report_stats`].
+    ReportStats,
     Reload,
     /// A copy of the counters, for [`Handle::stats`].
     Stats,
@@ -73,6 +76,7 @@ impl Requests {
             stop: AtomicBool::new(false),
             drain: AtomicBool::new(false),
             log_stats: AtomicBool::new(false),
+            report_stats: AtomicBool::new(false),
             reload: AtomicBool::new(false),
             stats: AtomicBool::new(false),
             stats_reply: Mutex::default(),
@@ -88,6 +92,7 @@ impl Requests {
             Request::Stop => &self.stop,
             Request::Drain => &self.drain,
             Request::LogStats => &self.log_stats,
+            Request::ReportStats => &self.report_stats,
             Request::Reload => &self.reload,
             Request::Stats => &self.stats,
         }
@@ -159,6 +164,14 @@ impl Handle {
         self.request(Request::LogStats);
     }
 
+    /// Asks the reactor to hand its counters to its stats reporter
+    /// ([`Reactor::set_stats_reporter`](crate::Reactor::set_stats_reporter)) without logging
+    /// them: for a reporter that feeds something polled often (a metrics scrape), where a
+    /// log line each time would be noise. Without a reporter it does nothing.
+    pub fn report_stats(&self) {
+        self.request(Request::ReportStats);
+    }
+
     /// A copy of the reactor's [`Stats`], taken by the loop between two polls; `None` if the
     /// loop did not answer within `timeout` (it is not running, or has stopped). Another
     /// thread (a metrics exporter, a test, a supervisor) waits here; the loop
@@ -210,7 +223,8 @@ impl Handle {
 
     /// Installs process-wide signal handlers that drive this reactor: the first SIGINT or
     /// SIGTERM [drains](Handle::drain) it, a second one [stops](Handle::stop) it, SIGUSR1
-    /// [logs its stats](Handle::log_stats), and SIGHUP
+    /// [logs its stats](Handle::log_stats), SIGUSR2
+    /// [reports them without logging](Handle::report_stats), and SIGHUP
     /// [reloads its TLS certificates](Handle::reload_tls). The handlers make the requests themselves, so
     /// no thread is started and the process stays single-threaded. Call it once, before
     /// [`Reactor::run`](crate::Reactor::run): the handlers stay installed for the life of the process (a second
@@ -223,6 +237,7 @@ impl Handle {
                 Asked::Drain => Request::Drain,
                 Asked::Stop => Request::Stop,
                 Asked::LogStats => Request::LogStats,
+                Asked::ReportStats => Request::ReportStats,
                 Asked::Reload => Request::Reload,
             };
             handle.request_from_signal(signal, request);

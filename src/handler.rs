@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use crate::close_reason::CloseReason;
 use crate::conn_id::ConnId;
+use crate::listener::ListenerId;
 use crate::outbox::{Letter, Outbox};
 use crate::stats::Stats;
 
@@ -136,6 +137,7 @@ pub(crate) struct ConnView<'a> {
     pub(crate) identity: Option<&'a str>,
     /// The address accept gave, while it is open.
     pub(crate) peer: Option<SocketAddr>,
+    pub(crate) listener: Option<ListenerId>,
     pub(crate) tls: crate::transport::TlsInfo<'a>,
 }
 
@@ -187,6 +189,31 @@ impl<'a> Context<'a> {
     /// once it closed. [`Handler::on_open`] is also given it.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.conn.peer
+    }
+
+    /// The listener the current connection came in on ([`crate::Reactor::add_listener`]
+    /// returned it); `None` once it closed, and in [`Handler::on_flush`].
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use wharf::{Context, Handler, ListenerId};
+    /// /// Echoes on one port, answers `pong` on the others.
+    /// struct TwoPorts { echo: Option<ListenerId> }
+    /// impl Handler for TwoPorts {
+    ///     type Session = ();
+    ///     fn on_open(&mut self, _: &mut Context<'_>, _: SocketAddr) {}
+    ///     fn on_data(&mut self, ctx: &mut Context<'_>, _: &mut (), input: &[u8]) -> usize {
+    ///         if ctx.listener() == self.echo {
+    ///             ctx.write(input);
+    ///         } else {
+    ///             ctx.write(b"pong\n");
+    ///         }
+    ///         input.len()
+    ///     }
+    /// }
+    /// ```
+    pub fn listener(&self) -> Option<ListenerId> {
+        self.conn.listener
     }
 
     /// Whether the current connection is over TLS.

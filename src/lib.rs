@@ -82,7 +82,7 @@ pub use config::Config;
 pub use conn_id::ConnId;
 pub use handle::Handle;
 pub use handler::{Context, Handler};
-pub use listener::{bind_udp, ListenError, ListenOptions, Listener, Reservation};
+pub use listener::{bind_udp, ListenError, ListenOptions, Listener, ListenerId, Reservation};
 pub use reactor::Reactor;
 #[cfg(feature = "tls")]
 pub use rustls;

@@ -121,6 +121,38 @@ impl Listener {
     }
 }
 
+/// Which of a reactor's listeners a connection came in on: [`crate::Reactor::add_listener`]
+/// returns it, [`crate::Context::listener`] tells it, so one handler can serve different
+/// things on different ports (a service and its metrics, a proxy's routes).
+///
+/// ```
+/// # use wharf::{Config, ListenOptions, Listener, Reactor, service::Echo};
+/// let mut reactor = Reactor::new(Config::default(), Echo)?;
+/// let bind = || Listener::bind("127.0.0.1:0".parse().unwrap(), &ListenOptions::default());
+/// let first = reactor.add_listener(bind()?)?;
+/// let second = reactor.add_listener(bind()?)?;
+/// assert_ne!(first, second);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(u8);
+
+impl ListenerId {
+    /// Most listeners one reactor takes: the id is kept beside each connection's address,
+    /// in a byte its padding left free.
+    pub const MAX: usize = 256;
+
+    pub(crate) const FIRST: ListenerId = ListenerId(0);
+
+    pub(crate) fn new(index: usize) -> Option<ListenerId> {
+        u8::try_from(index).ok().map(ListenerId)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
 /// An address held for listeners bound later: a TCP socket bound to it but not listening.
 ///
 /// It learns the real port of `IP:0` and proves the address free (or says who holds it, as

@@ -187,3 +187,37 @@ impl fmt::Display for Stats {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_close_counts_toward_the_counter_its_reason_names() {
+        let reasons = [
+            CloseReason::PeerClosed,
+            CloseReason::Closed,
+            CloseReason::Error(std::io::ErrorKind::ConnectionReset),
+            CloseReason::IdleTimeout,
+            CloseReason::WriteTimeout,
+            CloseReason::SlowReader,
+            CloseReason::Shutdown,
+            CloseReason::AuthTimeout,
+            CloseReason::HandshakeTimeout,
+            CloseReason::Truncated,
+            CloseReason::MessageTimeout,
+        ];
+        for reason in reasons {
+            let mut stats = Stats {
+                active: 1,
+                ..Stats::default()
+            };
+            stats.count_close(reason);
+            let counted: Vec<&str> = (stats.fields())
+                .filter(|&(name, value)| value == 1 && name != "closed")
+                .map(|(name, _)| name)
+                .collect();
+            assert_eq!(counted, [reason.counter()], "{reason:?}");
+        }
+    }
+}

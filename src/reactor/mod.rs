@@ -27,7 +27,7 @@ use crate::conn::{Conn, Timeouts, Watermarks};
 use crate::conn_id::{ConnId, Generations, Source};
 use crate::handle::{Handle, Requests};
 use crate::handler::Handler;
-use crate::listener::Listener;
+use crate::listener::{Listener, ListenerId};
 use crate::log_limit::LogLimit;
 use crate::outbox::Outbox;
 use crate::output::Output;
@@ -229,13 +229,38 @@ impl<H: Handler> Reactor<H> {
         })
     }
 
-    /// Starts accepting connections on `listener`.
-    pub fn add_listener(&mut self, listener: Listener) -> io::Result<()> {
+    /// Starts accepting connections on `listener`. Returns its id, which
+    /// [`Context::listener`](crate::Context::listener) gives for each of its connections.
+    /// A reactor takes at most [`ListenerId::MAX`] listeners.
+    pub fn add_listener(&mut self, listener: Listener) -> io::Result<ListenerId> {
         let server = &mut self.server;
         let token = |index| Source::Listener(index).token();
-        server.acceptor.add(listener, &server.registry, token)?;
+        let id = server.acceptor.add(listener, &server.registry, token)?;
         server.transports.add_listener();
-        Ok(())
+        Ok(id)
+    }
+
+    /// Exempts `listener` from the rules that protect the service: its connections skip
+    /// the access rules (`Config::allow`, the per-address limit, the accept rate, lockout),
+    /// are not refused at `Config::max_conns` (they still count in
+    /// [`Stats::active`](crate::Stats::active)) and reach the handler without
+    /// authenticating ([`Reactor::set_authenticator`]). For an internal endpoint the handler
+    /// serves apart ([`Context::listener`](crate::Context::listener)) and bounds itself,
+    /// such as a metrics port, which must answer most when the service is full; bind it
+    /// where only its clients reach it.
+    ///
+    /// ```
+    /// # use wharf::{Config, ListenOptions, Listener, Reactor, Tokens, service::Echo};
+    /// let mut reactor = Reactor::new(Config::default(), Echo)?;
+    /// reactor.set_authenticator(Tokens::parse("alice:s3cret-0123456789\n")?);
+    /// let bind = || Listener::bind("127.0.0.1:0".parse().unwrap(), &ListenOptions::default());
+    /// reactor.add_listener(bind()?)?;
+    /// let metrics = reactor.add_listener(bind()?)?;
+    /// reactor.exempt_from_rules(metrics);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn exempt_from_rules(&mut self, listener: ListenerId) {
+        self.server.acceptor.exempt_from_rules(listener);
     }
 
     /// Starts accepting TLS connections on `listener`: each completes a handshake with
@@ -256,10 +281,10 @@ impl<H: Handler> Reactor<H> {
         &mut self,
         listener: Listener,
         tls: crate::tls::TlsConfig,
-    ) -> io::Result<()> {
-        self.add_listener(listener)?;
+    ) -> io::Result<ListenerId> {
+        let id = self.add_listener(listener)?;
         self.server.transports.secure_last_listener(tls);
-        Ok(())
+        Ok(id)
     }
 
     /// Requires every connection to authenticate before the handler hears of it: its first
@@ -341,6 +366,12 @@ impl<H: Handler> Reactor<H> {
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.server.handler
+    }
+
+    /// The handler, to change between runs or before the first: tell it the id of a
+    /// listener added after the reactor was made, for example.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.server.handler
     }
 }
 

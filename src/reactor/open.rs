@@ -8,9 +8,11 @@ use mio::net::TcpStream;
 
 use super::Server;
 use crate::acceptor::Accepted;
+use crate::auth::Door;
 use crate::conn::{Conn, Stage, READ_INTEREST};
 use crate::conn_id::{ConnId, Source, MAX_KEY};
 use crate::handler::{Context, Handler};
+use crate::listener::ListenerId;
 use crate::timer;
 
 impl<H: Handler> Server<H> {
@@ -31,9 +33,11 @@ impl<H: Handler> Server<H> {
 
     pub(super) fn open(&mut self, index: usize, mut stream: TcpStream, peer: SocketAddr) {
         let now = self.clock.tick();
+        // The acceptor numbers at most `ListenerId::MAX` listeners.
+        let listener = ListenerId::new(index).unwrap_or(ListenerId::FIRST);
         // The handler hears of the connection once it is through the door: its TLS
         // handshake, then its AUTH line, when the listener and the reactor ask for them.
-        let stage = match (self.handshake_by(index, now), &self.door) {
+        let stage = match (self.handshake_by(index, now), self.door_for(listener)) {
             (Some(by), _) => Stage::Handshaking { by },
             (None, Some(door)) => Stage::Authenticating {
                 by: timer::after(now, door.timeout),
@@ -45,7 +49,7 @@ impl<H: Handler> Server<H> {
         if entry.key() > MAX_KEY {
             // Four billion connections: drop the new one rather than alias a token.
             self.stats.rejected += 1;
-            self.acceptor.release(peer.ip());
+            self.acceptor.release(listener, peer.ip());
             return;
         }
         self.acceptor.prepare(index, &stream, peer);
@@ -57,13 +61,13 @@ impl<H: Handler> Server<H> {
             .register(&mut stream, id.token(), READ_INTEREST)
         {
             let clock = &self.clock;
-            (self.acceptor).register_failed(peer, &error, &mut self.stats, clock);
+            (self.acceptor).register_failed(listener, peer, &error, &mut self.stats, clock);
             return;
         }
         self.stats.accepted += 1;
         self.stats.active += 1;
         entry.insert(Conn::new(stream, id.generation(), now, stage));
-        self.peers.opened(id.key(), peer);
+        self.peers.opened(id.key(), peer, listener);
         log::trace!("conn={id} peer={peer} opened");
         if !self.start_transport(id, index) {
             return;
@@ -93,6 +97,13 @@ impl<H: Handler> Server<H> {
 }
 
 impl<H: Handler> Server<H> {
+    /// The door connections on `listener` pass: the authenticator's, unless the listener
+    /// is exempt from the rules.
+    pub(super) fn door_for(&self, listener: ListenerId) -> Option<&Door> {
+        let door = self.door.as_ref()?;
+        (!self.acceptor.is_exempt(listener)).then_some(door)
+    }
+
     /// By when a connection accepted on listener `index` must complete its TLS handshake;
     /// `None` on a plain listener.
     fn handshake_by(&self, index: usize, now: timer::Tick) -> Option<timer::Tick> {

@@ -7,6 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 
 use crate::handler::ConnView;
+use crate::listener::ListenerId;
 use crate::transport::Transports;
 
 #[derive(Debug, Default)]
@@ -21,18 +22,20 @@ pub(super) struct Peers {
 /// Peers per page: 24 KiB.
 const PAGE: usize = 1024;
 
-/// A peer's address in 24 bytes, not a `SocketAddr`'s 32: every connection has one, and the
-/// IPv6 flow label, which is all it leaves out, says nothing about a peer.
+/// A peer's address and the listener it came in on, in 24 bytes, not a `SocketAddr`'s 32:
+/// every connection has one, and the IPv6 flow label, which is all it leaves out, says
+/// nothing about a peer. The listener takes a byte the padding left free.
 #[derive(Debug, Clone, Copy)]
 struct Peer {
     ip: IpAddr,
     port: u16,
     /// The IPv6 scope (a link-local peer's interface); 0 otherwise.
     scope_id: u32,
+    listener: ListenerId,
 }
 
 impl Peer {
-    fn of(addr: SocketAddr) -> Peer {
+    fn of(addr: SocketAddr, listener: ListenerId) -> Peer {
         let scope_id = match addr {
             SocketAddr::V6(v6) => v6.scope_id(),
             SocketAddr::V4(_) => 0,
@@ -41,6 +44,7 @@ impl Peer {
             ip: addr.ip(),
             port: addr.port(),
             scope_id,
+            listener,
         }
     }
 
@@ -57,21 +61,31 @@ const NO_PEER: Peer = Peer {
     ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     port: 0,
     scope_id: 0,
+    listener: ListenerId::FIRST,
 };
 
 impl Peers {
-    /// Connection `key` was accepted from `peer`.
-    pub(super) fn opened(&mut self, key: usize, peer: SocketAddr) {
+    /// Connection `key` was accepted from `peer` on `listener`.
+    pub(super) fn opened(&mut self, key: usize, peer: SocketAddr, listener: ListenerId) {
         let (page, slot) = (key / PAGE, key % PAGE);
         while self.pages.len() <= page {
             self.pages.push(Box::new([NO_PEER; PAGE]));
         }
-        self.pages[page][slot] = Peer::of(peer);
+        self.pages[page][slot] = Peer::of(peer, listener);
+    }
+
+    fn get(&self, key: usize) -> Peer {
+        let peer = self.pages.get(key / PAGE).map(|page| page[key % PAGE]);
+        peer.unwrap_or(NO_PEER)
     }
 
     pub(super) fn peer(&self, key: usize) -> SocketAddr {
-        let peer = self.pages.get(key / PAGE).map(|page| page[key % PAGE]);
-        peer.unwrap_or(NO_PEER).addr()
+        self.get(key).addr()
+    }
+
+    /// The listener connection `key` came in on.
+    pub(super) fn listener(&self, key: usize) -> ListenerId {
+        self.get(key).listener
     }
 
     pub(super) fn set_identity(&mut self, key: usize, name: String) {
@@ -92,6 +106,7 @@ pub(super) fn view<'a>(peers: &'a Peers, transports: &'a Transports, key: usize)
     ConnView {
         identity: peers.identities.get(key).and_then(Option::as_deref),
         peer: Some(peers.peer(key)),
+        listener: Some(peers.listener(key)),
         tls: transports.info(key),
     }
 }
@@ -106,13 +121,16 @@ mod tests {
         let mut peers = Peers::default();
         let v4: SocketAddr = "192.0.2.7:5555".parse().unwrap();
         let v6: SocketAddr = "[fe80::1%3]:443".parse().unwrap();
-        peers.opened(2, v4);
-        peers.opened(0, v6);
-        peers.opened(5000, v4);
+        let second = ListenerId::new(1).unwrap();
+        peers.opened(2, v4, ListenerId::FIRST);
+        peers.opened(0, v6, second);
+        peers.opened(5000, v4, ListenerId::FIRST);
         assert_eq!(peers.peer(2), v4);
         assert_eq!(peers.peer(0), v6);
         assert_eq!(peers.peer(5000), v4);
         assert_eq!(peers.pages.len(), 5);
+        assert_eq!(peers.listener(0), second);
+        assert_eq!(peers.listener(2), ListenerId::FIRST);
         if let SocketAddr::V6(v6) = peers.peer(0) {
             assert_eq!(v6.scope_id(), 3);
         }

@@ -84,10 +84,13 @@ impl<H: Handler> Server<H> {
             }
             None => false,
         };
+        let door_timeout = self
+            .door_for(self.peers.listener(id.key()))
+            .map(|door| door.timeout);
         let conn = &mut self.conns[id.key()];
         // A verified client certificate is authentication enough; otherwise tokens, if any.
-        if let (Some(door), false) = (&self.door, certified) {
-            let by = timer::after(self.clock.tick(), door.timeout);
+        if let (Some(timeout), false) = (door_timeout, certified) {
+            let by = timer::after(self.clock.tick(), timeout);
             conn.advance(|stage| stage.authenticate_by(by));
             // The heap holds the handshake deadline, which may be later (and `schedule`
             // assumes deadlines only move later).

@@ -10,7 +10,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
 /// What a signal asks of the reactor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,12 +21,14 @@ pub(crate) enum Asked {
     Stop,
     /// SIGUSR1.
     LogStats,
+    /// SIGUSR2.
+    ReportStats,
     /// SIGHUP.
     Reload,
 }
 
 /// SIGINT and SIGTERM: the first drains, any later one stops. SIGUSR1: log the counters.
-/// SIGHUP: reload the TLS certificates. `ask` runs inside the signal handler, with the
+/// SIGUSR2: hand them to the stats reporter only. SIGHUP: reload the TLS certificates. `ask` runs inside the signal handler, with the
 /// signal and what it asks: it must be async-signal-safe (atomics, a write to an eventfd;
 /// no allocation, lock or log).
 pub(crate) fn install<F>(ask: F) -> io::Result<()>
@@ -49,7 +51,12 @@ where
         // async-signal-safe; it allocates, locks and logs nothing.
         unsafe { signal_hook::low_level::register(signal, action) }?;
     }
-    for (signal, asked) in [(SIGUSR1, Asked::LogStats), (SIGHUP, Asked::Reload)] {
+    let others = [
+        (SIGUSR1, Asked::LogStats),
+        (SIGUSR2, Asked::ReportStats),
+        (SIGHUP, Asked::Reload),
+    ];
+    for (signal, asked) in others {
         let ask = ask.clone();
         // SAFETY: as above.
         unsafe { signal_hook::low_level::register(signal, move || ask(signal, asked)) }?;

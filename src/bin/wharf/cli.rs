@@ -94,6 +94,14 @@ pub struct ServerArgs {
     /// `--tls-listen`, resolved at start.
     #[arg(skip)]
     pub tls_addrs: Vec<SocketAddr>,
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics (the forms of
+    /// --listen: PORT alone is loopback). With --workers, the parent serves the workers'
+    /// sum and each worker's figures.
+    #[arg(long = "metrics-listen", value_name = "ADDR", value_parser = parse_listen_addr)]
+    metrics_specs: Vec<HostPort>,
+    /// `--metrics-listen`, resolved at start.
+    #[arg(skip)]
+    pub metrics_addrs: Vec<SocketAddr>,
     /// The TLS certificate chain, PEM, leaf first.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -456,6 +464,7 @@ impl Mode {
             self;
         server.addrs = resolve_all("--listen", &server.specs)?;
         server.tls_addrs = resolve_all("--tls-listen", &server.tls_specs)?;
+        server.metrics_addrs = resolve_all("--metrics-listen", &server.metrics_specs)?;
         Ok(())
     }
 

@@ -12,10 +12,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wharf::service::{Chat, Echo, Line};
-use wharf::{bind_udp, Config, Handler, Listener, Reactor};
+use wharf::{bind_udp, Config, Handler, ListenOptions, Listener, Reactor};
 
 mod cli;
 mod limits;
+mod metrics;
 mod pidfile;
 mod protect;
 mod sys;
@@ -23,6 +24,7 @@ mod tls;
 mod workers;
 
 use cli::{Cli, Mode, ServerArgs};
+use metrics::{ServiceFigures, WithMetrics};
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
@@ -102,7 +104,7 @@ pub fn stats_line(line: &str) {
     }
 }
 
-fn serve<H: Handler>(
+fn serve<H: Handler + ServiceFigures>(
     mode: &str,
     handler: H,
     args: &ServerArgs,
@@ -128,12 +130,23 @@ fn serve<H: Handler>(
     };
     let listeners = bind_all(args.listen_addrs())?;
     let tls_listeners = bind_all(args.tls_listen_addrs())?;
+    // A worker's parent serves the metrics of all its workers.
+    let metrics_options = ListenOptions {
+        nodelay: true,
+        ..ListenOptions::default()
+    };
+    let metrics_listeners = match args.worker_id {
+        None => (args.metrics_addrs.iter())
+            .map(|addr| Listener::bind(*addr, &metrics_options))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => Vec::new(),
+    };
     let udp_sockets = udp
         .iter()
         .map(|addr| bind_udp(*addr))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut reactor =
-        Reactor::new(config, handler).map_err(|e| format!("cannot create the poller: {e}"))?;
+    let mut reactor = Reactor::new(config, WithMetrics::new(handler))
+        .map_err(|e| format!("cannot create the poller: {e}"))?;
     if let Some(tokens) = tokens {
         reactor.set_authenticator(tokens);
     }
@@ -167,6 +180,13 @@ fn serve<H: Handler>(
         if args.worker_id.is_none() {
             eprintln!("wharf: listening on {addr} ({mode}, tls)");
         }
+    }
+    for listener in metrics_listeners {
+        let addr = listener.local_addr();
+        let id = reactor.add_listener(listener)?;
+        reactor.exempt_from_rules(id);
+        reactor.handler_mut().serve_metrics_on(id);
+        eprintln!("wharf: listening on {addr} (metrics)");
     }
     for socket in udp_sockets {
         let addr = reactor.add_udp(socket)?;

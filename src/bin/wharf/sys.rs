@@ -171,3 +171,23 @@ pub fn set_nonblocking(file: &std::fs::File) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// User and system CPU time this process has used, in microseconds.
+pub fn cpu_micros() -> io::Result<u64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage(2) writes one `rusage` through the pointer, which is valid for it.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getrusage returned 0, so it filled the struct.
+    let usage = unsafe { usage.assume_init() };
+    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    Ok(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// The size of a memory page, in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf(3) takes an integer and returns one.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}

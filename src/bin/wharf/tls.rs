@@ -51,7 +51,8 @@ pub fn add_listener<H: Handler>(
     settings: Settings,
 ) -> Result<(), Box<dyn Error>> {
     let tls = settings.ok_or("no TLS settings")?;
-    Ok(reactor.add_tls_listener(listener, tls)?)
+    reactor.add_tls_listener(listener, tls)?;
+    Ok(())
 }
 
 #[cfg(not(feature = "tls"))]

@@ -90,6 +90,10 @@ pub struct Chat {
     /// between batches.
     marks: Vec<usize>,
     overlong_log: LogLimit,
+    /// Lines members sent (commands included).
+    lines: u64,
+    /// Chunks queued to members: one per member per batch or answer.
+    deliveries: u64,
 }
 
 /// What the chat service keeps per connection.
@@ -109,6 +113,8 @@ impl Chat {
             out: Vec::new(),
             marks: Vec::new(),
             overlong_log: LogLimit::per_second(),
+            lines: 0,
+            deliveries: 0,
         }
     }
 
@@ -117,25 +123,42 @@ impl Chat {
         self.room.len()
     }
 
+    /// Lines members have sent since the room opened (commands included).
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Deliveries queued since the room opened: one per member for each batch of lines
+    /// (or answer) it is sent, however many lines the batch holds.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries
+    }
+
     /// Writes this callback's deliveries: each message is one shared chunk for all its
     /// recipients.
     fn deliver(&mut self, ctx: &mut Context<'_>) {
+        let mut delivered = 0;
         for Delivery { to, message } in self.out.drain(..) {
-            let send = |ctx: &mut Context<'_>, conn: &Option<ConnId>| {
-                if let Some(conn) = conn {
+            // How many it was sent to: 1 or 0.
+            let send = |ctx: &mut Context<'_>, conn: &Option<ConnId>| match conn {
+                Some(conn) => {
                     ctx.write_shared(*conn, &message);
+                    1
                 }
+                None => 0,
             };
             match to {
-                Recipients::Only(member) => send(ctx, &self.conns[member.index()]),
+                Recipients::Only(member) => delivered += send(ctx, &self.conns[member.index()]),
                 Recipients::AllExcept(sender) => {
                     for (index, conn) in self.conns.iter().enumerate() {
                         if index != sender.index() {
-                            send(ctx, conn);
+                            delivered += send(ctx, conn);
                         }
                     }
                 }
-                Recipients::All => self.conns.iter().for_each(|conn| send(ctx, conn)),
+                Recipients::All => {
+                    delivered += self.conns.iter().map(|conn| send(ctx, conn)).sum::<u64>()
+                }
                 Recipients::AllSince(joiners) => {
                     self.marks.resize(self.conns.len(), 0);
                     for (member, from) in &joiners {
@@ -143,9 +166,10 @@ impl Chat {
                     }
                     for (conn, mark) in self.conns.iter().zip(&mut self.marks) {
                         match (std::mem::take(mark), conn) {
-                            (0, _) => send(ctx, conn),
+                            (0, _) => delivered += send(ctx, conn),
                             (from, Some(conn)) => {
-                                ctx.write_shared_range(*conn, &message, from - 1..message.len())
+                                ctx.write_shared_range(*conn, &message, from - 1..message.len());
+                                delivered += 1;
                             }
                             (_, None) => {}
                         }
@@ -161,7 +185,7 @@ impl Chat {
                     for (index, (conn, mark)) in self.conns.iter().zip(&mut self.marks).enumerate()
                     {
                         match (std::mem::take(mark), conn) {
-                            (0, _) => send(ctx, conn),
+                            (0, _) => delivered += send(ctx, conn),
                             (first, Some(conn)) => {
                                 let mut from = 0;
                                 let own = senders[first - 1..]
@@ -172,6 +196,7 @@ impl Chat {
                                     from = range.end;
                                 }
                                 ctx.write_shared_range(*conn, &message, from..message.len());
+                                delivered += 1;
                             }
                             (_, None) => {}
                         }
@@ -179,6 +204,7 @@ impl Chat {
                 }
             }
         }
+        self.deliveries += delivered;
     }
 }
 
@@ -226,6 +252,7 @@ impl Handler for Chat {
                 ctx.yield_rest();
                 break;
             }
+            self.lines += 1;
             let added = self
                 .room
                 .line(session.member, &line[..line.len() - 1], now, &mut self.out);
@@ -255,6 +282,7 @@ impl Handler for Chat {
         let now = Instant::now();
         for line in rest.split_inclusive(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\n").unwrap_or(line);
+            self.lines += 1;
             self.room.line(session.member, line, now, &mut self.out);
             if !self.out.is_empty() {
                 self.deliver(ctx);

@@ -17,11 +17,12 @@
 //! # Format
 //!
 //! Lines of ASCII, each ending in `\n`: a version, then each counter of
-//! [`wharf::Stats::fields`] as `name=value` (a decimal `u64`), in that order, separated by
+//! [`wharf::Stats::fields`] as `name=value` (a decimal `u64`), in that order, then the
+//! worker process's own figures (resident memory, open descriptors, CPU time), separated by
 //! single spaces:
 //!
 //! ```text
-//! v1 accepted=3 active=1 rejected=0 closed=2 ... writes=9
+//! v1 accepted=3 active=1 rejected=0 closed=2 ... writes=9 process_open_fds=12 ...
 //! ```
 //!
 //! The version is there because a worker is the program file *as it is when the worker
@@ -118,10 +119,16 @@ pub fn parse_answer(line: &str) -> Result<Counters, String> {
     counters.ok_or_else(|| format!("a malformed answer: {line:?}"))
 }
 
-/// The answer line for `stats`, with its `\n`.
+/// The answer line for `stats`, with its `\n`: the reactor's counters, then this process's
+/// own figures ([`crate::metrics::process`]), for the parent's metrics endpoint.
 pub fn format_answer(stats: &wharf::Stats) -> String {
     let mut line = VERSION.to_string();
+    let mut process = Vec::new();
+    crate::metrics::process::figures(&mut process);
     for (name, value) in stats.fields() {
+        line.push_str(&format!(" {name}={value}"));
+    }
+    for (name, value) in process {
         line.push_str(&format!(" {name}={value}"));
     }
     line.push('\n');
@@ -240,8 +247,11 @@ mod tests {
         let counters = parse_answer(line.trim_end()).expect("counters");
         let names: Vec<&str> = stats.fields().map(|(name, _)| name).collect();
         let parsed: Vec<&str> = counters.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(parsed, names);
-        assert!(counters.iter().all(|(_, value)| *value == 0));
+        assert_eq!(parsed[..names.len()], names);
+        assert!(counters[..names.len()].iter().all(|(_, value)| *value == 0));
+        if cfg!(target_os = "linux") {
+            assert!(parsed[names.len()..].contains(&"process_resident_memory_bytes"));
+        }
     }
 
     #[test]

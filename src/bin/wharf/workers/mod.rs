@@ -19,8 +19,12 @@
 //!   reactor writes its counters on a Unix socket of their own ([`channel`], a format of its
 //!   own whatever `RUST_LOG` says), and sums the answers into one `stats:` line ([`stats`]).
 //!
-//! The parent uses threads: one for signals, and per worker one stderr relay and one reader
-//! of its stats channel. Workers never do: a worker's reactor writes its counters on the
+//! - serves the metrics endpoint (`--metrics-listen`): each scrape asks every worker for its
+//!   counters, as SIGUSR1 does but with SIGUSR2 (no log lines), and gets their sum and each
+//!   worker's figures ([`metrics`]).
+//!
+//! The parent uses threads: one for signals, one per metrics address, and per worker one
+//! stderr relay and one reader of its stats channel. Workers never do: a worker's reactor writes its counters on the
 //! channel from its loop thread ([`channel`]).
 //! Workers are started from the main thread only, because the death signal that stops a
 //! worker when its parent dies fires when the *thread* that started it ends.
@@ -33,6 +37,7 @@ use crate::cli::{Mode, Workers};
 mod backoff;
 mod channel;
 mod log;
+mod metrics;
 mod relay;
 mod stats;
 mod supervisor;

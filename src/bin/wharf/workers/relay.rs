@@ -26,6 +26,8 @@ pub enum Event {
         pid: u32,
         counters: Counters,
     },
+    /// A scrape of the metrics endpoint waits for the page on this channel.
+    Scrape(std::sync::mpsc::Sender<String>),
     /// The stderr of the worker with this pid reached its end: it is exiting, and every
     /// line it wrote has been relayed.
     Closed {

@@ -1,10 +1,14 @@
-//! The parent's summed `stats:` line. Asked with SIGUSR1, every worker writes its counters on
-//! its stats channel ([`super::channel`]); the channels' reader threads hand those to the
-//! parent, which adds them up field by field once every worker asked has answered, or the
-//! wait is over.
+//! The parent's summed `stats:` line and metrics page. Asked with a signal, every worker
+//! writes its counters on its stats channel ([`super::channel`]); the channels' reader
+//! threads hand those to the parent, which adds them up field by field once every worker
+//! asked has answered, or the wait is over, and logs the sum, or serves it to the scrapes
+//! that asked, or both.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
+
+use crate::metrics::exposition;
 
 /// How long the parent waits for every worker's counters before it sums what it has.
 const WAIT: Duration = Duration::from_secs(2);
@@ -18,6 +22,10 @@ pub struct StatsRound {
     waiting: BTreeSet<u32>,
     answers: BTreeMap<usize, Counters>,
     deadline: Instant,
+    /// The summed line is logged (SIGUSR1, `--stats-interval`).
+    log: bool,
+    /// Scrapes of the metrics endpoint waiting for the page.
+    scrapes: Vec<Sender<String>>,
 }
 
 impl StatsRound {
@@ -27,7 +35,19 @@ impl StatsRound {
             waiting: asked,
             answers: BTreeMap::new(),
             deadline: Instant::now() + WAIT,
+            log: false,
+            scrapes: Vec::new(),
         }
+    }
+
+    /// The sum is to be logged when the round is over.
+    pub fn log_it(&mut self) {
+        self.log = true;
+    }
+
+    /// The metrics page is to be sent on `reply` when the round is over.
+    pub fn serve_to(&mut self, reply: Sender<String>) {
+        self.scrapes.push(reply);
     }
 
     /// Asked again before the round is over: wait for these too.
@@ -57,26 +77,47 @@ impl StatsRound {
         self.waiting.is_empty() || self.deadline <= now
     }
 
-    /// Logs the summed line, `stats: workers=N name=sum ...`.
-    pub fn log(self) {
-        let line = format!(
-            "stats: workers={} {}",
-            self.answers.len(),
-            sum(self.answers.values())
-        );
-        crate::stats_line(&line);
+    /// Ends the round: logs the summed line, `stats: workers=N name=sum ...`, if asked to,
+    /// and sends the metrics page to every scrape waiting (with `own`, the parent's own
+    /// figures, added to the sum).
+    pub fn finish(self, own: &Counters) {
+        let total = total(self.answers.values());
+        if self.log {
+            // The reactors' counters, as a single server logs them; the processes' own
+            // figures are for the metrics page.
+            let counters: Counters = (total.iter())
+                .filter(|(name, _)| !name.starts_with("process_"))
+                .cloned()
+                .collect();
+            let line = format!(
+                "stats: workers={} {}",
+                self.answers.len(),
+                format(&counters)
+            );
+            crate::stats_line(&line);
+        }
         if !self.waiting.is_empty() {
             log::warn!(
                 "stats: {} workers did not answer within {WAIT:?}",
                 self.waiting.len()
             );
         }
+        if !self.scrapes.is_empty() {
+            let total: Counters = total.into_iter().chain(own.iter().cloned()).collect();
+            let workers: Vec<(usize, &[(String, u64)])> = (self.answers.iter())
+                .map(|(id, counters)| (*id, counters.as_slice()))
+                .collect();
+            let page = exposition::render(&total, &workers);
+            for scrape in self.scrapes {
+                let _ = scrape.send(page.clone()); // it may have given up waiting
+            }
+        }
     }
 }
 
-/// The counters summed field by field, as `name=sum ...` in the order of the first worker's,
-/// with names only later ones have at the end.
-fn sum<'a>(lines: impl IntoIterator<Item = &'a Counters>) -> String {
+/// The counters summed field by field, in the order of the first worker's, with names only
+/// later ones have at the end.
+fn total<'a>(lines: impl IntoIterator<Item = &'a Counters>) -> Counters {
     let mut total: Counters = Vec::new();
     for line in lines {
         for (name, value) in line {
@@ -87,7 +128,11 @@ fn sum<'a>(lines: impl IntoIterator<Item = &'a Counters>) -> String {
         }
     }
     total
-        .iter()
+}
+
+/// Counters as `name=value ...`.
+fn format(counters: &Counters) -> String {
+    (counters.iter())
         .map(|(name, value)| format!("{name}={value}"))
         .collect::<Vec<_>>()
         .join(" ")
@@ -101,9 +146,9 @@ mod tests {
     fn counters_of_two_workers_sum_field_by_field() {
         let one: Counters = vec![("accepted".into(), 3), ("active".into(), 1)];
         let two: Counters = vec![("accepted".into(), 4), ("active".into(), 0)];
-        assert_eq!(sum([&one, &two]), "accepted=7 active=1");
+        assert_eq!(format(&total([&one, &two])), "accepted=7 active=1");
         let newer: Counters = vec![("accepted".into(), 1), ("new".into(), 2)];
-        assert_eq!(sum([&one, &newer]), "accepted=4 active=1 new=2");
+        assert_eq!(format(&total([&one, &newer])), "accepted=4 active=1 new=2");
     }
 
     #[test]
@@ -115,6 +160,6 @@ mod tests {
         assert!(!round.is_over(Instant::now()));
         round.answer(11, 2, vec![("accepted".into(), 2)]);
         assert!(round.is_over(Instant::now()));
-        assert_eq!(sum(round.answers.values()), "accepted=3");
+        assert_eq!(format(&total(round.answers.values())), "accepted=3");
     }
 }

@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 use wharf::{ListenOptions, Reservation};
 
@@ -51,6 +51,9 @@ pub struct Supervisor {
     next_stats_at: Option<Instant>,
     /// The counters asked for and not all in yet.
     stats_round: Option<StatsRound>,
+    /// The metrics endpoint's addresses (its threads serve them), and the scrapes served.
+    metrics: Vec<std::net::SocketAddr>,
+    scrapes: u64,
 }
 
 struct Worker {
@@ -135,7 +138,19 @@ impl Supervisor {
             stats_every,
             next_stats_at: stats_every.map(|every| Instant::now() + every),
             stats_round: None,
+            metrics: Vec::new(),
+            scrapes: 0,
         };
+        for addr in &server.metrics_addrs {
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+            supervisor
+                .metrics
+                .push(listener.local_addr().unwrap_or(*addr));
+            let thread = super::metrics::serve(listener, supervisor.sender.clone())
+                .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+            supervisor.relays.push(thread);
+        }
         for index in 0..count {
             if supervisor.stopping {
                 break; // one could not start: neither can the server
@@ -169,7 +184,8 @@ impl Supervisor {
                     );
                     self.forward(SIGHUP, false);
                 }
-                Ok(Event::Signal(SIGUSR1)) => self.ask_for_stats(),
+                Ok(Event::Signal(SIGUSR1)) => self.ask_for_stats(None),
+                Ok(Event::Scrape(reply)) => self.ask_for_stats(Some(reply)),
                 Ok(Event::Signal(_)) => {}
                 Ok(Event::Ready { pid }) => self.ready(pid),
                 Ok(Event::Stats { pid, counters }) => self.collect(pid, counters),
@@ -442,26 +458,42 @@ impl Supervisor {
                     self.workers.len()
                 );
             }
+            for addr in &self.metrics {
+                eprintln!("wharf: listening on {addr} (metrics)");
+            }
         }
     }
 
-    /// SIGUSR1 or the stats interval: SIGUSR1 goes on to every ready worker, whose reactor
-    /// logs its own `stats:` line (at info level) and, whatever the log level, writes its
-    /// counters on its stats channel; the parent sums them when all are in.
-    fn ask_for_stats(&mut self) {
+    /// SIGUSR1 or the stats interval (`scrape` is `None`), or a scrape of the metrics
+    /// endpoint: the signal goes on to every ready worker, whose reactor writes its counters
+    /// on its stats channel whatever the log level; the parent sums them when all are in,
+    /// and logs the sum or serves it. SIGUSR1 also makes each worker log its own `stats:`
+    /// line (at info level); a scrape sends SIGUSR2, which does not, so scrapes add nothing
+    /// to the logs.
+    fn ask_for_stats(&mut self, scrape: Option<Sender<String>>) {
         let asked: BTreeSet<u32> = self
             .running()
             .filter(|(_, _, ready)| *ready)
             .map(|(_, child, _)| child.id())
             .collect();
-        if asked.is_empty() {
+        if asked.is_empty() && scrape.is_none() {
             log::info!("stats: workers=0 (none is serving)");
             return;
         }
-        self.forward(SIGUSR1, true);
-        match &mut self.stats_round {
-            Some(round) => round.ask(asked),
-            None => self.stats_round = Some(StatsRound::new(asked)),
+        self.forward(if scrape.is_some() { SIGUSR2 } else { SIGUSR1 }, true);
+        let round = match &mut self.stats_round {
+            Some(round) => {
+                round.ask(asked);
+                round
+            }
+            None => self.stats_round.insert(StatsRound::new(asked)),
+        };
+        match scrape {
+            Some(reply) => {
+                self.scrapes += 1;
+                round.serve_to(reply);
+            }
+            None => round.log_it(),
         }
     }
 
@@ -490,7 +522,7 @@ impl Supervisor {
         }
         if self.stats_round.as_ref().is_some_and(|r| r.is_over(now)) {
             if let Some(round) = self.stats_round.take() {
-                round.log();
+                round.finish(&vec![("metrics_scrapes".to_string(), self.scrapes)]);
             }
         }
         if let (Some(at), Some(every)) = (self.next_stats_at, self.stats_every) {
@@ -498,7 +530,7 @@ impl Supervisor {
                 // After a stall, the next line is one interval from now, not a burst.
                 let next = at + every;
                 self.next_stats_at = Some(if next <= now { now + every } else { next });
-                self.ask_for_stats();
+                self.ask_for_stats(None);
             }
         }
     }
