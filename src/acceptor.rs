@@ -22,6 +22,7 @@ use crate::listener::{Listener, ListenerId};
 use crate::log_limit::LogLimit;
 use crate::stats::Stats;
 use crate::timer::{self, Clock, Tick, NEVER};
+use ipnet::IpNet;
 
 /// How long accepting pauses when it failed and no spare descriptor could make room.
 const ACCEPT_RETRY_TICKS: u32 = 10; // 1 s
@@ -53,6 +54,9 @@ pub(crate) struct Acceptor {
     /// rules, the connection limit and authentication. Kept after a drain closes the
     /// listeners, for the connections still open.
     exempt: Vec<bool>,
+    /// For each listener that expects a PROXY protocol header, the sources trusted to send
+    /// one (kept after a drain, as `exempt` is).
+    proxies: Vec<Option<Box<[IpNet]>>>,
     access: Access,
     max_conns: u64,
     full_reply: Box<[u8]>,
@@ -84,6 +88,7 @@ impl Acceptor {
         Acceptor {
             listeners: Vec::new(),
             exempt: Vec::new(),
+            proxies: Vec::new(),
             access: Access::new(config),
             max_conns: config.max_conns as u64,
             full_reply: reply(&config.full_reply),
@@ -121,7 +126,20 @@ impl Acceptor {
         registry.register(listener.socket_mut(), token(index), Interest::READABLE)?;
         self.listeners.push(listener);
         self.exempt.push(false);
+        self.proxies.push(None);
         Ok(id)
+    }
+
+    /// Connections on `listener` must come from `from` and send a PROXY header first.
+    pub(crate) fn expect_proxy_header(&mut self, listener: ListenerId, from: Vec<IpNet>) {
+        if let Some(proxy) = self.proxies.get_mut(listener.index()) {
+            *proxy = Some(from.into_boxed_slice());
+        }
+    }
+
+    /// Whether connections on `listener` send a PROXY header first.
+    pub(crate) fn expects_proxy(&self, listener: ListenerId) -> bool {
+        matches!(self.proxies.get(listener.index()), Some(Some(_)))
     }
 
     /// Connections on `listener` skip the access rules, the connection limit and
@@ -168,11 +186,26 @@ impl Acceptor {
         };
         match listener.socket_mut().accept() {
             Ok((stream, peer)) if self.exempt[index] => Accepted::Conn(stream, peer),
+            // Admitted by the access rules once its header names the client.
+            Ok((stream, peer)) if self.proxies[index].is_some() => {
+                if !self.trusts(index, peer.ip()) {
+                    stats.proxy_errors += 1;
+                    drop(stream);
+                    self.count_refusal(peer, Refusal::UntrustedProxy, stats, clock);
+                    Accepted::Refused
+                } else if active >= self.max_conns {
+                    self.refuse(tls, &stream, peer, Full::Connections, stats, clock);
+                    Accepted::Refused
+                } else {
+                    Accepted::Conn(stream, peer)
+                }
+            }
             Ok((stream, peer)) => {
                 let admitted = self.access.admit(peer.ip(), clock.tick());
                 self.plan_sweep(clock.tick());
                 if let Err(refusal) = admitted {
-                    self.refuse_access(stream, peer, refusal, stats, clock);
+                    drop(stream);
+                    self.count_refusal(peer, refusal, stats, clock);
                     Accepted::Refused
                 } else if active >= self.max_conns {
                     self.release_ip(peer.ip());
@@ -241,7 +274,8 @@ impl Acceptor {
             // An address outside the allow-list learns nothing, not even that the server is
             // full.
             Ok((stream, peer)) if !self.access.allows(peer.ip()) => {
-                self.refuse_access(stream, peer, Refusal::NotAllowed, stats, clock);
+                drop(stream);
+                self.count_refusal(peer, Refusal::NotAllowed, stats, clock);
                 Shed::One
             }
             Ok((stream, peer)) => {
@@ -255,17 +289,48 @@ impl Acceptor {
         shed
     }
 
-    /// Closes a connection the access rules refuse, at once and without a word: an address
-    /// outside the allow-list learns nothing, and costs nothing more.
-    fn refuse_access(
+    /// Whether `ip` may send a PROXY header to listener `index`.
+    fn trusts(&self, index: usize, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let trusted = self.proxies.get(index).and_then(Option::as_deref);
+        trusted.is_some_and(|nets| nets.iter().any(|net| net.contains(&ip)))
+    }
+
+    /// The client a PROXY header named (`peer`, its connection's own address replaced):
+    /// the access rules decide now. False if they refuse it (counted and logged); the
+    /// reactor closes the connection, without a word.
+    pub(crate) fn admit_client(
         &mut self,
-        stream: TcpStream,
+        peer: SocketAddr,
+        stats: &mut Stats,
+        clock: &Clock,
+    ) -> bool {
+        let admitted = self.access.admit(peer.ip(), clock.tick());
+        self.plan_sweep(clock.tick());
+        match admitted {
+            Ok(()) => true,
+            Err(refusal) => {
+                self.count_refusal(peer, refusal, stats, clock);
+                false
+            }
+        }
+    }
+
+    /// Counts and logs a connection the access rules refuse; it is closed at once and
+    /// without a word: an address outside the allow-list learns nothing, and costs nothing
+    /// more.
+    fn count_refusal(
+        &mut self,
         peer: SocketAddr,
         refusal: Refusal,
         stats: &mut Stats,
         clock: &Clock,
     ) {
         let why = match refusal {
+            Refusal::UntrustedProxy => {
+                stats.refused_not_allowed += 1;
+                "not a trusted proxy: a PROXY listener takes only the sources it trusts"
+            }
             Refusal::NotAllowed => {
                 stats.refused_not_allowed += 1;
                 "not in the allow-list"
@@ -283,7 +348,6 @@ impl Acceptor {
                 "connecting faster than --max-accept-rate"
             }
         };
-        drop(stream);
         if let Some(count) = self.access_log.hit(clock.now()) {
             log::warn!(
                 "peer={peer} refused: {why} ({count} refused by access rules in the last second)"

@@ -40,6 +40,9 @@ pub enum CloseReason {
     /// end with no unconsumed input ([`Handler::on_peer_closed`](crate::Handler::on_peer_closed)), and what was owed to the
     /// peer was written first.
     Truncated,
+    /// A connection on a listener that expects a PROXY protocol header did not send a
+    /// complete one within `Config::proxy_header_timeout`. Handlers never see it.
+    ProxyTimeout,
 }
 
 impl CloseReason {
@@ -62,6 +65,7 @@ impl CloseReason {
             CloseReason::HandshakeTimeout => "tls_handshake_timeouts",
             CloseReason::Truncated => "tls_truncated",
             CloseReason::MessageTimeout => "message_timeouts",
+            CloseReason::ProxyTimeout => "proxy_timeouts",
         }
     }
 
@@ -84,6 +88,7 @@ impl fmt::Display for CloseReason {
             CloseReason::HandshakeTimeout => f.write_str("TLS handshake timeout"),
             CloseReason::Truncated => f.write_str("TLS stream truncated (no close_notify)"),
             CloseReason::MessageTimeout => f.write_str("message timeout: unfinished input"),
+            CloseReason::ProxyTimeout => f.write_str("PROXY header timeout"),
         }
     }
 }

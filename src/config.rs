@@ -60,6 +60,10 @@ pub struct Config {
     /// TLS listeners: how long a new connection has to complete its handshake before it is
     /// closed (a client that connects and sends nothing, or half a ClientHello). Default: 10 s.
     pub tls_handshake_timeout: Duration,
+    /// Listeners that expect a PROXY protocol header
+    /// ([`crate::Reactor::expect_proxy_header`]): how long a new connection has to send a
+    /// complete one before it is closed. Default: 5 s.
+    pub proxy_header_timeout: Duration,
     /// Lockout: this many failed authentications from one address within `lockout_window`
     /// lock it out for `lockout_duration`: its connections are closed right after accept.
     /// 0: no lockout. Default: 5.
@@ -142,6 +146,7 @@ impl Default for Config {
             max_accept_rate: 0,
             auth_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
+            proxy_header_timeout: Duration::from_secs(5),
             lockout_failures: 5,
             lockout_window: Duration::from_secs(60),
             lockout_duration: Duration::from_secs(60),

@@ -92,6 +92,15 @@ pub struct Stats {
     pub datagrams_out: u64,
     /// Replies dropped because a UDP socket's queue of unsent replies was full.
     pub datagrams_dropped: u64,
+    /// PROXY protocol headers read ([`crate::Reactor::expect_proxy_header`]).
+    pub proxy_headers: u64,
+    /// Connections refused or closed for their PROXY header: from a source not trusted to
+    /// send one, or with none or an invalid one (also counted by their close reason or
+    /// refusal).
+    pub proxy_errors: u64,
+    /// Connections closed because their PROXY header did not arrive within
+    /// `Config::proxy_header_timeout`.
+    pub proxy_timeouts: u64,
 }
 
 impl Stats {
@@ -108,6 +117,7 @@ impl Stats {
             + self.tls_handshake_timeouts
             + self.tls_truncated
             + self.message_timeouts
+            + self.proxy_timeouts
     }
 
     pub(crate) fn count_close(&mut self, reason: CloseReason) {
@@ -124,6 +134,7 @@ impl Stats {
             CloseReason::HandshakeTimeout => &mut self.tls_handshake_timeouts,
             CloseReason::Truncated => &mut self.tls_truncated,
             CloseReason::MessageTimeout => &mut self.message_timeouts,
+            CloseReason::ProxyTimeout => &mut self.proxy_timeouts,
         };
         *counter += 1;
     }
@@ -173,6 +184,9 @@ impl Stats {
             ("tls_truncated", self.tls_truncated),
             ("message_timeouts", self.message_timeouts),
             ("writes", self.writes),
+            ("proxy_headers", self.proxy_headers),
+            ("proxy_errors", self.proxy_errors),
+            ("proxy_timeouts", self.proxy_timeouts),
         ]
         .into_iter()
     }
@@ -206,6 +220,7 @@ mod tests {
             CloseReason::HandshakeTimeout,
             CloseReason::Truncated,
             CloseReason::MessageTimeout,
+            CloseReason::ProxyTimeout,
         ];
         for reason in reasons {
             let mut stats = Stats {

@@ -1236,3 +1236,45 @@ fn a_missing_unreadable_or_mismatched_certificate_or_key_is_one_line_at_start_up
         eprintln!("running as root: the unreadable-file case is left out");
     }
 }
+
+#[test]
+fn a_proxy_tls_listener_reads_the_header_then_the_handshake() {
+    let pki = make_test_pki("proxy-tls");
+    let server = Server::start(
+        "line",
+        &[
+            "--proxy-tls-listen",
+            "127.0.0.1:0",
+            "--proxy-from",
+            "127.0.0.1/32",
+            "--allow",
+            "198.51.100.0/24",
+            "--tls-cert",
+            arg(&pki.server_cert),
+            "--tls-key",
+            arg(&pki.server_key),
+        ],
+    );
+    assert!(
+        server.listen_lines[0].ends_with("(line, tls, proxy)"),
+        "{:?}",
+        server.listen_lines
+    );
+    let config = client_config(&pki.ca, TLS13, None);
+    let handshake_after = |header: &[u8]| -> io::Result<TlsStream> {
+        let mut sock = connect(server.addr());
+        sock.write_all(header)?;
+        let mut conn = ClientConnection::new(Arc::clone(&config), localhost()).expect("a client");
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)?;
+        }
+        Ok(StreamOwned::new(conn, sock))
+    };
+    let mut tls = handshake_after(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 7443\r\n")
+        .expect("a handshake after the header");
+    tls.write_all(b"behind a balancer\n").expect("write");
+    assert_eq!(read_line(&mut tls), "behind a balancer\n");
+    // A client the allow-list refuses never gets a handshake.
+    let refused = handshake_after(b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 7443\r\n");
+    assert!(refused.is_err(), "a handshake for a refused client");
+}

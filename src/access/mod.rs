@@ -36,6 +36,9 @@ pub(crate) enum Refusal {
     RateLimited,
     /// Its address already has `max_conns_per_ip` connections.
     TooManyFromIp,
+    /// It came to a listener that expects a PROXY header from a source not trusted to send
+    /// one (the acceptor's check, made before these rules).
+    UntrustedProxy,
 }
 
 /// The access rules and what they remember about addresses.

@@ -49,11 +49,15 @@ pub(crate) struct Timeouts {
     pub(crate) message: Option<Tick>,
     /// Close a TLS connection whose handshake has not completed in this long.
     pub(crate) handshake: Tick,
+    /// Close a connection whose PROXY header has not arrived in this long.
+    pub(crate) proxy_header: Tick,
 }
 
 /// Which deadline a connection reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expiry {
+    /// Its PROXY header did not arrive in time.
+    ProxyHeader,
     Idle,
     Write,
     Linger,
@@ -160,6 +164,7 @@ impl<S> Conn<S> {
             Stage::Lingering { .. } => {
                 return Some((after(self.wrote_at, timeouts.linger), Expiry::Linger))
             }
+            Stage::ProxyHeader { by } => Some((by, Expiry::ProxyHeader)),
             Stage::Handshaking { by } => Some((by, Expiry::Handshake)),
             Stage::Authenticating { by, .. } => Some((by, Expiry::Auth)),
             _ => None,
@@ -323,6 +328,7 @@ mod deadlines {
         linger: 50,
         message: Some(60),
         handshake: 100,
+        proxy_header: 50,
     };
 
     /// A connection to a real loopback listener, for the fields around its socket.
@@ -393,6 +399,7 @@ mod deadlines {
             linger: 50,
             message: None,
             handshake: 100,
+            proxy_header: 50,
         };
         assert_eq!(conn.deadline(off), None);
     }

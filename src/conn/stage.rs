@@ -20,6 +20,11 @@
 //!   │ Closing │ ───────────────▶ │ Lingering │ ────────────────────────▶ closed
 //!   └─────────┘                  └───────────┘
 //! ```
+//! On a listener that expects a PROXY protocol header, every connection starts in
+//! `ProxyHeader{by}` instead, and moves from it (once the header is read and the client it
+//! names admitted) to the stage it would have started in: `Handshaking`, `Authenticating`
+//! or `Open`.
+//!
 //! A socket error in any stage closes the connection at once. Two more stages sit beside
 //! `PeerClosed`: `Finishing` (the peer finished, but input it sent earlier is still being
 //! handed to the handler a turn at a time; then `PeerClosed`) and `PeerTruncated` (a TLS
@@ -36,6 +41,10 @@ use crate::timer::{Tick, NEVER};
 /// Where a connection is in its life. See the module diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
+    /// Reading the PROXY protocol header a trusted load balancer sends first, until `by`.
+    /// The connection is not admitted yet: the access rules apply to the client address
+    /// the header carries.
+    ProxyHeader { by: Tick },
     /// A TLS handshake in progress, to complete by `by`; the handler has not heard of it.
     Handshaking { by: Tick },
     /// Its `AUTH` line must come by `by`; `misses` other lines came first. The handler has
@@ -94,7 +103,8 @@ impl Stage {
     pub(crate) fn reads(self) -> bool {
         matches!(
             self,
-            Stage::Handshaking { .. }
+            Stage::ProxyHeader { .. }
+                | Stage::Handshaking { .. }
                 | Stage::Authenticating { .. }
                 | Stage::Open { .. }
                 | Stage::Lingering { .. }
@@ -106,7 +116,7 @@ impl Stage {
     pub(crate) fn before_open(self) -> bool {
         matches!(
             self,
-            Stage::Handshaking { .. } | Stage::Authenticating { .. }
+            Stage::ProxyHeader { .. } | Stage::Handshaking { .. } | Stage::Authenticating { .. }
         )
     }
 
@@ -115,7 +125,8 @@ impl Stage {
     fn before_the_end(self) -> bool {
         matches!(
             self,
-            Stage::Handshaking { .. }
+            Stage::ProxyHeader { .. }
+                | Stage::Handshaking { .. }
                 | Stage::Authenticating { .. }
                 | Stage::Open { .. }
                 | Stage::Throttled { .. }
@@ -177,6 +188,18 @@ impl Stage {
     /// The handler heard of the connection: open, with no message waiting.
     pub(crate) fn open() -> Stage {
         Stage::Open { message_by: NEVER }
+    }
+
+    /// The PROXY header was read and its client admitted: on to `next`, the stage a
+    /// connection without one starts in (`Handshaking`, `Authenticating` or `Open`).
+    pub(crate) fn header_read(self, next: Stage) -> Stage {
+        match (self, next) {
+            (
+                Stage::ProxyHeader { .. },
+                Stage::Handshaking { .. } | Stage::Authenticating { .. } | Stage::Open { .. },
+            ) => next,
+            (other, _) => other,
+        }
     }
 
     /// The TLS handshake completed and an `AUTH` line is still required, by `by`.

@@ -97,6 +97,9 @@ impl<H: Handler> Server<H> {
             let lingering = matches!(conn.stage(), Stage::Lingering { .. });
             let n = match conn.read(&mut self.scratch, self.clock.tick()) {
                 Ok(0) if lingering => return self.close(id, CloseReason::Closed),
+                Ok(0) if matches!(conn.stage(), Stage::ProxyHeader { .. }) => {
+                    return self.proxy_header_failed(id, "the stream ended before it");
+                }
                 Ok(0) => return self.end_of_stream(id),
                 Ok(n) => n,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -108,7 +111,11 @@ impl<H: Handler> Server<H> {
                 }
             } else {
                 self.stats.bytes_in += n as u64;
-                self.receive(id, n); // TLS or plain, then `hand_read`
+                if matches!(conn.stage(), Stage::ProxyHeader { .. }) {
+                    self.read_proxy_header(id, n); // then `receive` what follows it
+                } else {
+                    self.receive(id, n); // TLS or plain, then `hand_read`
+                }
                 if !self.is_live(id) || std::mem::take(&mut self.handed_back) {
                     return; // closed, or its input waits on the resume list
                 }

@@ -41,6 +41,7 @@ mod drive;
 mod flush;
 mod open;
 mod peers;
+mod proxy;
 mod settle;
 mod timeouts;
 mod tls;
@@ -166,6 +167,7 @@ pub(crate) struct Server<H: Handler> {
     pub(crate) clock: Clock,
     tls_log: LogLimit,
     auth_log: LogLimit,
+    proxy_log: LogLimit,
     slow_reader_log: LogLimit,
     message_timeout_log: LogLimit,
 }
@@ -191,6 +193,7 @@ impl<H: Handler> Reactor<H> {
             linger: timer::ticks(Some(config.linger_timeout)).unwrap_or(0),
             message: timer::ticks(config.message_timeout),
             handshake: timer::ticks(Some(config.tls_handshake_timeout)).unwrap_or(1),
+            proxy_header: timer::ticks(Some(config.proxy_header_timeout)).unwrap_or(1),
         };
         let requests = Arc::new(Requests::new(waker));
         let control = Control::new(requests, config.stats_interval, config.drain_timeout);
@@ -218,6 +221,7 @@ impl<H: Handler> Reactor<H> {
             clock: Clock::new(),
             tls_log: LogLimit::per_second(),
             auth_log: LogLimit::per_second(),
+            proxy_log: LogLimit::per_second(),
             slow_reader_log: LogLimit::per_second(),
             message_timeout_log: LogLimit::per_second(),
         };
@@ -285,6 +289,27 @@ impl<H: Handler> Reactor<H> {
         let id = self.add_listener(listener)?;
         self.server.transports.secure_last_listener(tls);
         Ok(id)
+    }
+
+    /// Makes `listener` take connections only from load balancers in `from`, each sending
+    /// a PROXY protocol header (HAProxy's, version 1 or 2) before anything else: the client
+    /// address it carries is then the connection's address everywhere (the access rules,
+    /// which apply to it rather than to the balancer, the per-address limit, lockout,
+    /// [`Context::peer_addr`](crate::Context::peer_addr), logs). A connection from any
+    /// other source is closed at accept; one without a valid header, or without a complete
+    /// one within `Config::proxy_header_timeout`, is closed with a logged reason. On a TLS
+    /// listener the header comes before the handshake. Call it before [`Reactor::run`].
+    ///
+    /// ```
+    /// # use wharf::{Config, ListenOptions, Listener, Reactor, service::Echo};
+    /// let mut reactor = Reactor::new(Config::default(), Echo)?;
+    /// let listener = Listener::bind("127.0.0.1:0".parse()?, &ListenOptions::default())?;
+    /// let behind_haproxy = reactor.add_listener(listener)?;
+    /// reactor.expect_proxy_header(behind_haproxy, vec!["10.0.0.0/24".parse()?]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn expect_proxy_header(&mut self, listener: ListenerId, from: Vec<ipnet::IpNet>) {
+        self.server.acceptor.expect_proxy_header(listener, from);
     }
 
     /// Requires every connection to authenticate before the handler hears of it: its first

@@ -35,15 +35,11 @@ impl<H: Handler> Server<H> {
         let now = self.clock.tick();
         // The acceptor numbers at most `ListenerId::MAX` listeners.
         let listener = ListenerId::new(index).unwrap_or(ListenerId::FIRST);
-        // The handler hears of the connection once it is through the door: its TLS
-        // handshake, then its AUTH line, when the listener and the reactor ask for them.
-        let stage = match (self.handshake_by(index, now), self.door_for(listener)) {
-            (Some(by), _) => Stage::Handshaking { by },
-            (None, Some(door)) => Stage::Authenticating {
-                by: timer::after(now, door.timeout),
-                misses: 0,
+        let stage = match self.acceptor.expects_proxy(listener) {
+            true => Stage::ProxyHeader {
+                by: timer::after(now, self.timeouts.proxy_header),
             },
-            (None, None) => Stage::open(),
+            false => self.first_stage(listener, now),
         };
         let entry = self.conns.vacant_entry();
         if entry.key() > MAX_KEY {
@@ -97,6 +93,23 @@ impl<H: Handler> Server<H> {
 }
 
 impl<H: Handler> Server<H> {
+    /// Where a connection on `listener` starts, after its PROXY header if it sends one. The
+    /// handler hears of it once it is through the door: its TLS handshake, then its AUTH
+    /// line, when the listener and the reactor ask for them.
+    pub(super) fn first_stage(&self, listener: ListenerId, now: timer::Tick) -> Stage {
+        match (
+            self.handshake_by(listener.index(), now),
+            self.door_for(listener),
+        ) {
+            (Some(by), _) => Stage::Handshaking { by },
+            (None, Some(door)) => Stage::Authenticating {
+                by: timer::after(now, door.timeout),
+                misses: 0,
+            },
+            (None, None) => Stage::open(),
+        }
+    }
+
     /// The door connections on `listener` pass: the authenticator's, unless the listener
     /// is exempt from the rules.
     pub(super) fn door_for(&self, listener: ListenerId) -> Option<&Door> {

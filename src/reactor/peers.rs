@@ -74,6 +74,14 @@ impl Peers {
         self.pages[page][slot] = Peer::of(peer, listener);
     }
 
+    /// Connection `key`'s peer is `peer` after all: the client its PROXY header named.
+    pub(super) fn moved(&mut self, key: usize, peer: SocketAddr) {
+        if let Some(page) = self.pages.get_mut(key / PAGE) {
+            let listener = page[key % PAGE].listener;
+            page[key % PAGE] = Peer::of(peer, listener);
+        }
+    }
+
     fn get(&self, key: usize) -> Peer {
         let peer = self.pages.get(key / PAGE).map(|page| page[key % PAGE]);
         peer.unwrap_or(NO_PEER)

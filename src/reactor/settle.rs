@@ -87,8 +87,11 @@ impl<H: Handler> Server<H> {
         // no deregister call needed.
         let conn = self.conns.remove(id.key());
         self.stats.count_close(reason);
-        let (peer, listener) = (self.peers.peer(id.key()), self.peers.listener(id.key()));
-        self.acceptor.release(listener, peer.ip());
+        // Still waiting for its PROXY header, it was never admitted: nothing to release.
+        if !matches!(conn.stage(), Stage::ProxyHeader { .. }) {
+            let (peer, listener) = (self.peers.peer(id.key()), self.peers.listener(id.key()));
+            self.acceptor.release(listener, peer.ip());
+        }
         log::debug!("conn={id} closed: {reason}");
         let identity = self.peers.forget(id.key());
         // A clean close_notify only when nothing owed is being dropped: after lost output it

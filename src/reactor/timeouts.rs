@@ -97,6 +97,18 @@ impl<H: Handler> Server<H> {
             Expiry::Linger => self.close(id, CloseReason::Closed),
             // At the door, it is closed without a word (it may not even speak the protocol),
             // and the handler never heard of it.
+            Expiry::ProxyHeader => {
+                self.stats.proxy_errors += 1;
+                if let Some(count) = self.proxy_log.hit(self.clock.now()) {
+                    log::info!(
+                        "conn={id} peer={} closed: no complete PROXY header within {:?} ({count} \
+                         PROXY header errors in the last second)",
+                        self.peer(id),
+                        self.config.proxy_header_timeout
+                    );
+                }
+                self.close(id, CloseReason::ProxyTimeout);
+            }
             Expiry::Handshake => {
                 log::debug!(
                     "conn={id} closed: no TLS handshake within {:?}",

@@ -93,7 +93,11 @@ impl Server {
         // One line per plain listener, then one per TLS listener (the default plain one if
         // neither is given); UDP lines come after and are not awaited.
         let count = |flag: &str| args.iter().filter(|a| **a == flag).count();
-        let expected = (count("--listen") + count("--tls-listen")).max(1);
+        let expected = (count("--listen")
+            + count("--tls-listen")
+            + count("--proxy-listen")
+            + count("--proxy-tls-listen"))
+        .max(1);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -94,6 +94,24 @@ pub struct ServerArgs {
     /// `--tls-listen`, resolved at start.
     #[arg(skip)]
     pub tls_addrs: Vec<SocketAddr>,
+    /// Listen here for connections from a load balancer that sends the PROXY protocol
+    /// header (v1 or v2) first (the forms of --listen; repeatable): the client address it
+    /// carries is the connection's address for the access rules, limits and logs. Needs
+    /// --proxy-from.
+    #[arg(long = "proxy-listen", value_name = "ADDR", value_parser = parse_listen_addr)]
+    proxy_specs: Vec<HostPort>,
+    #[arg(skip)]
+    proxy_addrs: Vec<SocketAddr>,
+    /// --proxy-listen for TLS: the PROXY header, then the TLS handshake. Needs --tls-cert,
+    /// --tls-key and --proxy-from.
+    #[arg(long = "proxy-tls-listen", value_name = "ADDR", value_parser = parse_listen_addr)]
+    proxy_tls_specs: Vec<HostPort>,
+    #[arg(skip)]
+    proxy_tls_addrs: Vec<SocketAddr>,
+    /// The load balancers trusted to send a PROXY header (CIDR; repeatable): the only
+    /// sources a --proxy-listen port takes connections from.
+    #[arg(long = "proxy-from", value_name = "CIDR", value_parser = parse_cidr)]
+    pub proxy_from: Vec<IpNet>,
     /// Serve metrics in the Prometheus text format at http://ADDR/metrics (the forms of
     /// --listen: PORT alone is loopback). With --workers, the parent serves the workers'
     /// sum and each worker's figures.
@@ -229,6 +247,64 @@ pub struct ServerArgs {
     /// Internal: a worker listens for TLS here instead of --tls-listen.
     #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]
     worker_tls_listen: Vec<SocketAddr>,
+    /// Internal: a worker's --proxy-listen.
+    #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]
+    worker_proxy_listen: Vec<SocketAddr>,
+    /// Internal: a worker's --proxy-tls-listen.
+    #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]
+    worker_proxy_tls_listen: Vec<SocketAddr>,
+}
+
+/// One TCP listener of the service, and what stands in front of its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Point {
+    pub addr: SocketAddr,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    pub tls: bool,
+    pub proxy: bool,
+}
+
+impl Kind {
+    pub const PLAIN: Kind = Kind {
+        tls: false,
+        proxy: false,
+    };
+    pub const TLS: Kind = Kind {
+        tls: true,
+        proxy: false,
+    };
+    pub const PROXY: Kind = Kind {
+        tls: false,
+        proxy: true,
+    };
+    pub const PROXY_TLS: Kind = Kind {
+        tls: true,
+        proxy: true,
+    };
+
+    /// The flag that gives such a listener.
+    pub fn flag(self) -> &'static str {
+        match (self.tls, self.proxy) {
+            (false, false) => "--listen",
+            (true, false) => "--tls-listen",
+            (false, true) => "--proxy-listen",
+            (true, true) => "--proxy-tls-listen",
+        }
+    }
+
+    /// What its `listening on` line says after the mode: `", tls"`, `", proxy"`.
+    pub fn suffix(self) -> &'static str {
+        match (self.tls, self.proxy) {
+            (false, false) => "",
+            (true, false) => ", tls",
+            (false, true) => ", proxy",
+            (true, true) => ", tls, proxy",
+        }
+    }
 }
 
 /// How many worker processes `--workers` asks for.
@@ -385,7 +461,13 @@ impl ServerArgs {
         ))];
         match self.worker_id {
             Some(_) => &self.worker_listen,
-            None if self.addrs.is_empty() && self.tls_addrs.is_empty() => DEFAULT,
+            None if self.addrs.is_empty()
+                && self.tls_addrs.is_empty()
+                && self.proxy_addrs.is_empty()
+                && self.proxy_tls_addrs.is_empty() =>
+            {
+                DEFAULT
+            }
             None => &self.addrs,
         }
     }
@@ -399,13 +481,29 @@ impl ServerArgs {
         }
     }
 
+    /// Every TCP listener of the service: plain, TLS, and behind a PROXY-protocol balancer.
+    pub fn listeners(&self) -> Vec<Point> {
+        let (proxy, proxy_tls) = match self.worker_id {
+            Some(_) => (&self.worker_proxy_listen, &self.worker_proxy_tls_listen),
+            None => (&self.proxy_addrs, &self.proxy_tls_addrs),
+        };
+        let kinds = [
+            (self.listen_addrs(), Kind::PLAIN),
+            (self.tls_listen_addrs(), Kind::TLS),
+            (proxy.as_slice(), Kind::PROXY),
+            (proxy_tls.as_slice(), Kind::PROXY_TLS),
+        ];
+        kinds
+            .into_iter()
+            .flat_map(|(addrs, kind)| addrs.iter().map(move |addr| Point { addr: *addr, kind }))
+            .collect()
+    }
+
     /// `--max-conns-per-ip`, or its default: [`EXPOSED_MAX_CONNS_PER_IP`] when any listener
     /// is beyond loopback, else no limit.
     pub fn max_conns_per_ip(&self) -> usize {
         self.max_conns_per_ip.unwrap_or_else(|| {
-            let exposed = (self.listen_addrs().iter())
-                .chain(self.tls_listen_addrs())
-                .any(|addr| !addr.ip().is_loopback());
+            let exposed = (self.listeners().iter()).any(|point| !point.addr.ip().is_loopback());
             if exposed {
                 EXPOSED_MAX_CONNS_PER_IP
             } else {
@@ -464,6 +562,26 @@ impl Mode {
             self;
         server.addrs = resolve_all("--listen", &server.specs)?;
         server.tls_addrs = resolve_all("--tls-listen", &server.tls_specs)?;
+        server.proxy_addrs = resolve_all("--proxy-listen", &server.proxy_specs)?;
+        server.proxy_tls_addrs = resolve_all("--proxy-tls-listen", &server.proxy_tls_specs)?;
+        let proxied = !server.proxy_addrs.is_empty() || !server.proxy_tls_addrs.is_empty();
+        match (proxied, server.proxy_from.is_empty()) {
+            (true, true) => {
+                return Err(
+                    "--proxy-listen needs --proxy-from CIDR: the load balancers \
+                            trusted to send the PROXY header"
+                        .into(),
+                )
+            }
+            (false, false) => {
+                return Err(
+                    "--proxy-from needs a --proxy-listen (or --proxy-tls-listen) \
+                            address to apply to"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
         server.metrics_addrs = resolve_all("--metrics-listen", &server.metrics_specs)?;
         Ok(())
     }

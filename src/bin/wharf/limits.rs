@@ -23,7 +23,7 @@ pub fn check_open_files(args: &ServerArgs) {
             return;
         }
     };
-    let listeners = (args.listen_addrs().len() + args.tls_listen_addrs().len()) as u64;
+    let listeners = args.listeners().len() as u64;
     let needed = (args.max_conns as u64)
         .saturating_add(listeners)
         .saturating_add(SPARE_DESCRIPTORS);
@@ -66,9 +66,9 @@ pub fn note_exposed_defaults(args: &ServerArgs) {
 /// "address in use" and send the operator looking for another server). A wildcard address
 /// (`0.0.0.0`, `[::]`) overlaps every address of its port; port 0 never clashes.
 pub fn check_listener_overlap(args: &ServerArgs) -> Result<(), String> {
-    let plain = args.listen_addrs().iter().map(|a| ("--listen", *a));
-    let tls = args.tls_listen_addrs().iter().map(|a| ("--tls-listen", *a));
-    let all: Vec<(&str, SocketAddr)> = plain.chain(tls).collect();
+    let all: Vec<(&str, SocketAddr)> = (args.listeners().iter())
+        .map(|point| (point.kind.flag(), point.addr))
+        .collect();
     for (i, (first_flag, first)) in all.iter().enumerate() {
         for (second_flag, second) in &all[i + 1..] {
             if overlap(*first, *second) {

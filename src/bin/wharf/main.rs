@@ -122,14 +122,9 @@ fn serve<H: Handler + ServiceFigures>(
     protect::check(mode, args, tokens.is_some())?;
     let options = args.listen_options(nodelay_by_default);
     let tls = tls::settings(args)?;
-    let bind_all = |addrs: &[SocketAddr]| -> Result<Vec<Listener>, wharf::ListenError> {
-        addrs
-            .iter()
-            .map(|addr| Listener::bind(*addr, &options))
-            .collect()
-    };
-    let listeners = bind_all(args.listen_addrs())?;
-    let tls_listeners = bind_all(args.tls_listen_addrs())?;
+    let listeners = (args.listeners().into_iter())
+        .map(|point| Ok((Listener::bind(point.addr, &options)?, point.kind)))
+        .collect::<Result<Vec<_>, wharf::ListenError>>()?;
     // A worker's parent serves the metrics of all its workers.
     let metrics_options = ListenOptions {
         nodelay: true,
@@ -167,18 +162,17 @@ fn serve<H: Handler + ServiceFigures>(
         ),
         _ => None,
     };
-    for listener in listeners {
+    for (listener, kind) in listeners {
         let addr = listener.local_addr();
-        reactor.add_listener(listener)?;
-        if args.worker_id.is_none() {
-            eprintln!("wharf: listening on {addr} ({mode})");
+        let id = match kind.tls {
+            true => tls::add_listener(&mut reactor, listener, tls.clone())?,
+            false => reactor.add_listener(listener)?,
+        };
+        if kind.proxy {
+            reactor.expect_proxy_header(id, args.proxy_from.clone());
         }
-    }
-    for listener in tls_listeners {
-        let addr = listener.local_addr();
-        tls::add_listener(&mut reactor, listener, tls.clone())?;
         if args.worker_id.is_none() {
-            eprintln!("wharf: listening on {addr} ({mode}, tls)");
+            eprintln!("wharf: listening on {addr} ({mode}{})", kind.suffix());
         }
     }
     for listener in metrics_listeners {

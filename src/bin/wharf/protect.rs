@@ -41,16 +41,11 @@ pub fn check(mode: &str, args: &ServerArgs, tokens: bool) -> Result<(), Refused>
     if tokens || args.allow_unauthenticated {
         return Ok(());
     }
-    let plain = args.listen_addrs();
-    let tls: &[SocketAddr] = if args.tls_client_ca.is_some() {
-        &[]
-    } else {
-        args.tls_listen_addrs()
-    };
-    let exposed: Vec<SocketAddr> = plain
-        .iter()
-        .chain(tls)
-        .copied()
+    // Client certificates protect the TLS listeners.
+    let certified = |tls: bool| tls && args.tls_client_ca.is_some();
+    let exposed: Vec<SocketAddr> = (args.listeners().iter())
+        .filter(|point| !certified(point.kind.tls))
+        .map(|point| point.addr)
         .filter(|addr| !addr.ip().is_loopback())
         .collect();
     let Some(first) = exposed.first() else {

@@ -3,7 +3,7 @@
 
 use std::error::Error;
 
-use wharf::{Handler, Listener, Reactor};
+use wharf::{Handler, Listener, ListenerId, Reactor};
 
 use crate::cli::ServerArgs;
 
@@ -20,7 +20,7 @@ pub struct NoTls;
 
 #[cfg(feature = "tls")]
 pub fn settings(args: &ServerArgs) -> Result<Settings, Box<dyn Error>> {
-    if args.tls_listen_addrs().is_empty() {
+    if !args.listeners().iter().any(|point| point.kind.tls) {
         if args.tls_cert.is_some() {
             log::warn!("--tls-cert is set but there is no --tls-listen address: no TLS port");
         }
@@ -35,7 +35,7 @@ pub fn settings(args: &ServerArgs) -> Result<Settings, Box<dyn Error>> {
 
 #[cfg(not(feature = "tls"))]
 pub fn settings(args: &ServerArgs) -> Result<Settings, Box<dyn Error>> {
-    if args.tls_listen_addrs().is_empty() {
+    if !args.listeners().iter().any(|point| point.kind.tls) {
         return Ok(None);
     }
     Err(
@@ -49,10 +49,9 @@ pub fn add_listener<H: Handler>(
     reactor: &mut Reactor<H>,
     listener: Listener,
     settings: Settings,
-) -> Result<(), Box<dyn Error>> {
+) -> Result<ListenerId, Box<dyn Error>> {
     let tls = settings.ok_or("no TLS settings")?;
-    reactor.add_tls_listener(listener, tls)?;
-    Ok(())
+    Ok(reactor.add_tls_listener(listener, tls)?)
 }
 
 #[cfg(not(feature = "tls"))]
@@ -60,6 +59,6 @@ pub fn add_listener<H: Handler>(
     _reactor: &mut Reactor<H>,
     _listener: Listener,
     _settings: Settings,
-) -> Result<(), Box<dyn Error>> {
+) -> Result<ListenerId, Box<dyn Error>> {
     Err("this wharf was built without TLS".into())
 }

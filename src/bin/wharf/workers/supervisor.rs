@@ -22,14 +22,14 @@ use super::backoff::Backoff;
 use super::channel;
 use super::relay::{self, Event};
 use super::stats::{Counters, StatsRound};
-use crate::cli::Mode;
+use crate::cli::{Kind, Mode};
 use crate::sys;
 
 pub struct Supervisor {
     mode: &'static str,
     /// Held while the parent lives, so the ports stay taken while workers come and go; each
-    /// with whether it is a `--tls-listen` address.
-    reservations: Vec<(Reservation, bool)>,
+    /// with the kind of listener it is for.
+    reservations: Vec<(Reservation, Kind)>,
     /// This program, and the parent's own arguments, passed on to every worker.
     program: PathBuf,
     args: Vec<OsString>,
@@ -84,11 +84,8 @@ impl Supervisor {
         // share the port with other servers: without it, a second `wharf --workers` on this
         // port is refused while these workers listen (see Reservation).
         let options: ListenOptions = server.listen_options(false);
-        let plain = server.listen_addrs().iter().map(|addr| (addr, false));
-        let tls = server.tls_listen_addrs().iter().map(|addr| (addr, true));
-        let reservations = plain
-            .chain(tls)
-            .map(|(addr, tls)| Reservation::bind(*addr, &options).map(|r| (r, tls)))
+        let reservations = (server.listeners().into_iter())
+            .map(|point| Reservation::bind(point.addr, &options).map(|r| (r, point.kind)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| error.to_string())?;
         // Files every worker needs are checked once, here: a bad one is one line, not one
@@ -221,12 +218,8 @@ impl Supervisor {
             .arg(id.to_string())
             .arg("--worker-stats-fd")
             .arg(stats_fd.to_string());
-        for (reservation, tls) in &self.reservations {
-            let flag = if *tls {
-                "--worker-tls-listen"
-            } else {
-                "--worker-listen"
-            };
+        for (reservation, kind) in &self.reservations {
+            let flag = kind.flag().replacen("--", "--worker-", 1);
             command.arg(flag).arg(reservation.local_addr().to_string());
         }
         // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
@@ -449,12 +442,12 @@ impl Supervisor {
             .all(|w| matches!(w.state, State::Running { ready: true, .. }));
         if all_ready && !self.announced && !self.stopping {
             self.announced = true;
-            for (reservation, tls) in &self.reservations {
+            for (reservation, kind) in &self.reservations {
                 eprintln!(
                     "wharf: listening on {} ({}{}, {} workers)",
                     reservation.local_addr(),
                     self.mode,
-                    if *tls { ", tls" } else { "" },
+                    kind.suffix(),
                     self.workers.len()
                 );
             }

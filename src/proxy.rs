@@ -1,0 +1,163 @@
+//! The PROXY protocol (HAProxy's, versions 1 and 2), sans-IO: what the first bytes of a
+//! connection from a trusted load balancer say about the client behind it. Parsed with the
+//! `ppp` crate; this module decides what a result means for the reactor.
+//!
+//! On a listener that expects the header ([`crate::Reactor::expect_proxy_header`]), it is
+//! required: the spec forbids guessing whether one is present, so a connection whose first
+//! bytes are not a valid header is closed, whatever follows. Both versions are accepted on
+//! the same listener (their first bytes tell them apart). A v2 `LOCAL` command (the
+//! balancer's own health check) and a v1 `UNKNOWN` or v2 `UNSPEC`/Unix address family keep
+//! the connection's own address, as the spec says. v2 TLVs are read past and ignored; a
+//! CRC32C TLV is not verified (the spec asks that only of receivers that support it).
+
+use std::net::{IpAddr, SocketAddr};
+
+use ppp::{v1, v2, HeaderResult, PartialResult};
+
+/// The longest header read: a v1 header is at most 107 bytes; a v2 header is 16 bytes plus
+/// its addresses and TLVs, which HAProxy keeps to a few hundred. A longer one is refused.
+pub(crate) const MAX_HEADER: usize = 4096;
+
+/// What the first bytes of a connection came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Header {
+    /// Not enough bytes yet to tell.
+    More,
+    /// A valid header of `len` bytes; `client` is the address it carries, or `None` to
+    /// keep the connection's own (LOCAL, UNKNOWN, an address family without one).
+    Read {
+        len: usize,
+        client: Option<SocketAddr>,
+    },
+    /// Not a valid header: why.
+    Invalid(String),
+}
+
+/// The longest v1 header, CRLF included.
+const MAX_V1_HEADER: usize = 107;
+
+/// Reads the header at the start of `input`.
+pub(crate) fn examine(input: &[u8]) -> Header {
+    // A v1 header is a line: read to its CRLF (within 107 bytes) before parsing, since the
+    // parser can take a line cut short for a bad one ("... 40000 " for a bad port).
+    let v1_line = input.starts_with(b"PROXY ") || b"PROXY ".starts_with(input);
+    let line_ends = memchr::memmem::find(input, b"\r\n").is_some();
+    if v1_line && !line_ends && input.len() < MAX_V1_HEADER {
+        return Header::More;
+    }
+    let result = HeaderResult::parse(input);
+    if result.is_incomplete() {
+        return match input.len() {
+            n if n >= MAX_HEADER => Header::Invalid(format!("no header in the first {n} bytes")),
+            _ => Header::More,
+        };
+    }
+    match result {
+        HeaderResult::V1(Ok(header)) => {
+            let client = match header.addresses {
+                v1::Addresses::Tcp4(ip) => Some((ip.source_address.into(), ip.source_port)),
+                v1::Addresses::Tcp6(ip) => Some((ip.source_address.into(), ip.source_port)),
+                v1::Addresses::Unknown => None,
+            };
+            Header::Read {
+                len: header.header.len(),
+                client: client.map(|(ip, port): (IpAddr, u16)| SocketAddr::new(ip, port)),
+            }
+        }
+        HeaderResult::V2(Ok(header)) => {
+            let client = match (header.command, header.addresses) {
+                (v2::Command::Local, _) => None,
+                (v2::Command::Proxy, v2::Addresses::IPv4(ip)) => {
+                    Some(SocketAddr::new(ip.source_address.into(), ip.source_port))
+                }
+                (v2::Command::Proxy, v2::Addresses::IPv6(ip)) => {
+                    Some(SocketAddr::new(ip.source_address.into(), ip.source_port))
+                }
+                (v2::Command::Proxy, _) => None,
+            };
+            Header::Read {
+                len: header.header.len(),
+                client,
+            }
+        }
+        HeaderResult::V1(Err(error)) => Header::Invalid(format!("PROXY v1: {error}")),
+        HeaderResult::V2(Err(error)) => Header::Invalid(format!("PROXY v2: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v2 header: `command` (0x20 LOCAL, 0x21 PROXY), TCP over IPv4, 203.0.113.7:5555 to
+    /// 10.0.0.1:7000, with `tlvs` after the addresses.
+    fn v2(command: u8, tlvs: &[u8]) -> Vec<u8> {
+        let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        header.push(command);
+        header.push(0x11);
+        header.extend_from_slice(&(12 + tlvs.len() as u16).to_be_bytes());
+        header.extend_from_slice(&[203, 0, 113, 7, 10, 0, 0, 1]);
+        header.extend_from_slice(&5555u16.to_be_bytes());
+        header.extend_from_slice(&7000u16.to_be_bytes());
+        header.extend_from_slice(tlvs);
+        header
+    }
+
+    #[test]
+    fn a_v1_header_gives_the_client_and_its_length() {
+        let input = b"PROXY TCP4 198.51.100.2 10.0.0.1 40000 7000\r\nhello\n";
+        let len = input.len() - b"hello\n".len();
+        let client = Some("198.51.100.2:40000".parse().unwrap());
+        assert_eq!(examine(input), Header::Read { len, client });
+        let input = b"PROXY TCP6 2001:db8::9 2001:db8::1 40000 7000\r\n";
+        let client = Some("[2001:db8::9]:40000".parse().unwrap());
+        let len = input.len();
+        assert_eq!(examine(input), Header::Read { len, client });
+        let unknown = b"PROXY UNKNOWN\r\n";
+        let (len, client) = (unknown.len(), None);
+        assert_eq!(examine(unknown), Header::Read { len, client });
+    }
+
+    #[test]
+    fn a_v2_header_gives_the_client_and_local_keeps_the_connection_s_own() {
+        let proxy = v2(0x21, &[0x04, 0x00, 0x01, 0x00]); // a NOOP TLV, read past
+        let client = Some("203.0.113.7:5555".parse().unwrap());
+        let len = proxy.len();
+        let mut input = proxy.clone();
+        input.extend_from_slice(b"\x16\x03\x01"); // what follows is not the header's
+        assert_eq!(examine(&input), Header::Read { len, client });
+        let local = v2(0x20, &[]);
+        let len = local.len();
+        assert_eq!(examine(&local), Header::Read { len, client: None });
+    }
+
+    #[test]
+    fn a_header_split_anywhere_waits_for_the_rest() {
+        let v1 = b"PROXY TCP4 198.51.100.2 10.0.0.1 40000 7000\r\n".to_vec();
+        for header in [v1, v2(0x21, &[0x04, 0x00, 0x01, 0x00])] {
+            for cut in 0..header.len() {
+                assert_eq!(examine(&header[..cut]), Header::More, "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn anything_else_is_invalid_and_nothing_is_guessed() {
+        for input in [
+            b"GET / HTTP/1.1\r\n\r\n".as_slice(),
+            b"hello\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            b"PROXY TCP4 999.1.1.1 10.0.0.1 1 2\r\n",
+            b"PROXY TCP9 1.1.1.1 10.0.0.1 1 2\r\n",
+        ] {
+            assert!(
+                matches!(examine(input), Header::Invalid(_)),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let mut bad_version = v2(0x21, &[]);
+        bad_version[12] = 0x31;
+        assert!(matches!(examine(&bad_version), Header::Invalid(_)));
+    }
+}
