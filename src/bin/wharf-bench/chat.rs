@@ -70,7 +70,7 @@ struct Sending {
 pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
     let target = args.target();
     let conns = args.conns as usize;
-    preflight(&target, conns as u64)?;
+    preflight(&target, conns as u64, None)?;
     let probe = ServerProbe::of(args.peer.server_pid)?;
     let mut room = Room::new(Dialer::new(args.peer.addr, args.peer.src.as_ref()), conns)?;
 
@@ -161,7 +161,7 @@ fn join(room: &mut Client<Room>, args: &ChatArgs) -> Result<f64, BenchError> {
             .first
             .as_deref()
             .unwrap_or("no failure seen");
-        return Err(BenchError::NoRoom(format!(
+        return Err(BenchError::Unreachable(format!(
             "no chat room formed at {addr}: {ready} of {conns} clients got into it (first \
              failure: {first}). Is a line chat server listening there, e.g. `wharf chat \
              --listen {addr}`? If clients were still joining, raise --timeout (now {secs} s)",

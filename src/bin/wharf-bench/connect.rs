@@ -30,7 +30,7 @@ const TURN: Duration = Duration::from_millis(50);
 pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
     let target = &args.target;
     let concurrency = u64::from(args.concurrency);
-    preflight(target, concurrency)?;
+    preflight(target, concurrency, None)?;
     let tls = tls_config(&args.tls, target.peer.addr)?;
     let probe = ServerProbe::of(target.peer.server_pid)?;
     let dialer = Dialer::new(target.peer.addr, target.peer.src.as_ref());

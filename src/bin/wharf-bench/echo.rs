@@ -12,18 +12,19 @@
 //! first message goes out when that is done (so the first round trip includes both), and a
 //! connection closed on purpose says close_notify first.
 //!
-//! Hot path: a round trip costs one `write` (or `writev` in line mode), one `read` and a share
-//! of `epoll_wait`, and allocates nothing (see `conn.rs`).
+//! Hot path: a round trip is one `write` (or `writev` in line mode) and one `read` into the
+//! loop's shared scratch buffer, compared in place, and a share of `epoll_wait`; nothing is
+//! allocated. Over TLS the same calls go through rustls (`stream.rs`, `tls_stream.rs`), which
+//! adds its own copies and the cipher, and still one `writev` and one `read` per round trip.
 
-use std::io;
+use std::io::{self, IoSlice, Read, Write};
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::Interest;
 
-use crate::client::{After, Client, Key, Readiness, Scenario};
-use crate::conn::Conn;
-use crate::dial::Dialer;
+use crate::client::{nonblocking, After, Client, Key, Readiness, Scenario};
+use crate::dial::{connected, Dialer};
 use crate::error::BenchError;
 use crate::failure::{Failure, FailureKind, Tally};
 use crate::latency::Latencies;
@@ -117,7 +118,7 @@ impl Scenario for Echo {
             self.latencies.record(latency);
         }
         match self.then {
-            Next::Idle => conn.go_idle(),
+            Next::Idle => conn.phase = Phase::Idle,
             Next::Close => return Ok(After::Close),
             // The end of this round trip is the start of the next: one clock read serves both.
             Next::Send => conn.start_exchange(&self.message, conn.started + latency)?,
@@ -126,10 +127,10 @@ impl Scenario for Echo {
     }
 
     fn on_tick(&mut self, _key: Key, conn: &mut Conn, now: Instant) -> Result<(), Failure> {
-        if conn.is_idle() || now.duration_since(conn.started) <= self.timeout {
+        if matches!(conn.phase, Phase::Idle) || now.duration_since(conn.started) <= self.timeout {
             return Ok(());
         }
-        let kind = if conn.is_connecting() {
+        let kind = if matches!(conn.phase, Phase::Connecting) {
             FailureKind::ConnectFailed
         } else {
             FailureKind::Timeout
@@ -169,7 +170,13 @@ impl Client<Echo> {
                     .map_err(|error| Failure::new(FailureKind::Tls, Some(error)))
             })
             .and_then(|stream| {
-                let conn = Conn::connecting(stream, self.next_key() as u32);
+                let conn = Conn {
+                    stream,
+                    phase: Phase::Connecting,
+                    seq: self.next_key() as u32,
+                    started: Instant::now(),
+                    first: true,
+                };
                 self.add(conn, Interest::READABLE | Interest::WRITABLE)
                     .map_err(|error| Failure::new(FailureKind::ConnectFailed, Some(error)))
             });
@@ -182,7 +189,7 @@ impl Client<Echo> {
     /// Sends the next message on every idle connection; those that fail are closed.
     pub fn send_idle(&mut self, now: Instant) {
         self.each(|echo, _, conn| {
-            if conn.is_idle() {
+            if matches!(conn.phase, Phase::Idle) {
                 conn.start_exchange(&echo.message, now)?;
             }
             Ok(())
@@ -194,9 +201,8 @@ impl Client<Echo> {
         self.scenario.up - self.scenario.dropped
     }
 
-    /// Fails with [`BenchError::NoConnection`] (or [`BenchError::NoTlsSession`]) when no
-    /// connection is established because every handshake failed: there is no server to
-    /// measure. A server that accepts but answers wrongly is measured (as errors).
+    /// Fails with [`BenchError::Unreachable`] when no connection is established because
+    /// every handshake failed: there is no server to measure. A server that accepts but answers wrongly is measured (as errors).
     pub fn reached(&self) -> Result<(), BenchError> {
         let echo = &self.scenario;
         match BenchError::unreachable(echo.dialer.target(), &echo.tally) {
@@ -215,4 +221,204 @@ pub fn note_version(agreed: &mut Option<String>, version: Option<&str>) {
         (Some(seen), Some(version)) if seen != version => *agreed = Some("mixed".to_string()),
         _ => {}
     }
+}
+
+/// Where a connection is in its exchange.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// The TCP handshake is under way.
+    Connecting,
+    /// TLS only: the TCP handshake is done and the TLS one under way.
+    Handshaking,
+    /// A message is out: `sent` bytes of it written, `received` bytes of the reply checked.
+    /// Both can advance together: an echo server answers the first part of a large message
+    /// while the rest is still being written, and waiting for the write to finish before
+    /// reading would deadlock once both socket buffers are full.
+    Exchanging { sent: usize, received: usize },
+    /// Open, nothing in flight.
+    Idle,
+}
+
+/// A client connection and its exchange in flight.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket (or the TLS session over it), registered with the loop's poller.
+    stream: Stream,
+    phase: Phase,
+    /// Which message is in flight: selects its bytes (see [`Message`]). The first is the
+    /// connection's key, so connections started together do not all send the same bytes.
+    seq: u32,
+    /// When the current exchange started (the dial, for the first one).
+    started: Instant,
+    /// Whether the current exchange is the connection's first (it includes the handshake).
+    first: bool,
+}
+
+impl Conn {
+    /// Moves the connection on as far as `readiness` allows: finishes the handshake, writes,
+    /// reads and checks. `Ok(Some(latency))` when a whole reply has come back.
+    fn advance(
+        &mut self,
+        readiness: Readiness,
+        message: &Message,
+        scratch: &mut [u8],
+    ) -> Result<Option<Duration>, Failure> {
+        match self.phase {
+            Phase::Connecting => {
+                if !(readiness.writable || readiness.hangup) {
+                    return Ok(None);
+                }
+                match connected(self.stream.tcp()) {
+                    Ok(false) => return Ok(None),
+                    Ok(true) if self.stream.is_tls() => {
+                        // Out goes the ClientHello. The server cannot have answered it yet, so
+                        // the read that would say `WouldBlock` waits for the next event.
+                        flush(&mut self.stream)?;
+                        self.phase = Phase::Handshaking;
+                        return Ok(None);
+                    }
+                    Ok(true) => self.start_exchange(message, self.started)?,
+                    Err(error) => {
+                        return Err(Failure::new(FailureKind::ConnectFailed, Some(error)))
+                    }
+                }
+            }
+            Phase::Handshaking => return self.handshake(message),
+            Phase::Idle => {
+                if readiness.writable {
+                    flush(&mut self.stream)?;
+                }
+                if readiness.readable || readiness.hangup {
+                    check_idle(&mut self.stream, scratch)?;
+                }
+                return Ok(None);
+            }
+            Phase::Exchanging { .. } => {}
+        }
+        let Phase::Exchanging { sent, received } = self.phase else {
+            return Ok(None);
+        };
+        if readiness.writable {
+            if sent < message.size() {
+                let sent = write_some(&mut self.stream, message, self.seq, sent)?;
+                self.phase = Phase::Exchanging { sent, received };
+            } else {
+                // TLS records of the message the socket refused before.
+                flush(&mut self.stream)?;
+            }
+        }
+        if !(readiness.readable || readiness.hangup) {
+            return Ok(None);
+        }
+        if self.read_reply(message, scratch, readiness.hangup)? {
+            Ok(Some(self.started.elapsed()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Moves the TLS handshake on; once it is done, the first message goes out (and takes
+    /// the handshake's last flight along).
+    fn handshake(&mut self, message: &Message) -> Result<Option<Duration>, Failure> {
+        match self.stream.handshake() {
+            Ok(true) => self.start_exchange(message, self.started).map(|()| None),
+            Ok(false) => Ok(None),
+            Err(error) => Err(Failure::handshake(error)),
+        }
+    }
+
+    /// Begins the next message on a connection with nothing in flight (or the first one,
+    /// timed from the dial, once the handshake is done).
+    fn start_exchange(&mut self, message: &Message, now: Instant) -> Result<(), Failure> {
+        if !self.first {
+            self.seq = self.seq.wrapping_add(1);
+            self.started = now;
+        }
+        let sent = write_some(&mut self.stream, message, self.seq, 0)?;
+        self.phase = Phase::Exchanging { sent, received: 0 };
+        Ok(())
+    }
+
+    /// Reads and checks reply bytes; `Ok(true)` once the whole message is back.
+    ///
+    /// A short read (fewer bytes than the scratch buffer holds) drained the socket, and with
+    /// edge-triggered polling the next arrival raises a new event, so the read that would only
+    /// say `WouldBlock` is skipped. Not after a hangup, though: then reads go on to learn
+    /// whether it is the end of stream or an error. Over TLS a short read of plaintext says
+    /// nothing about the socket, so the stream tells (`Stream::drained`).
+    fn read_reply(
+        &mut self,
+        message: &Message,
+        scratch: &mut [u8],
+        hangup: bool,
+    ) -> Result<bool, Failure> {
+        let Phase::Exchanging { sent, mut received } = self.phase else {
+            return Ok(false);
+        };
+        loop {
+            match nonblocking(|| self.stream.read(scratch)).map_err(Failure::from_io)? {
+                None => return Ok(false),
+                Some(0) => return Err(Failure::new(FailureKind::Closed, None)),
+                Some(n) => {
+                    if !message.matches(self.seq, received, &scratch[..n]) {
+                        return Err(Failure::mismatch(received, &scratch[..n]));
+                    }
+                    received += n;
+                    self.phase = Phase::Exchanging { sent, received };
+                    if received == message.size() {
+                        return Ok(true);
+                    }
+                    if n < scratch.len() && !hangup && self.stream.drained() {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An idle connection was reported readable: nothing was asked, so any byte is a mismatch,
+/// and the end of stream or an error means the server dropped it.
+fn check_idle(stream: &mut Stream, scratch: &mut [u8]) -> Result<(), Failure> {
+    match nonblocking(|| stream.read(scratch)).map_err(Failure::from_io)? {
+        None => Ok(()),
+        Some(0) => Err(Failure::new(FailureKind::Closed, None)),
+        Some(n) => Err(Failure::mismatch(0, &scratch[..n])),
+    }
+}
+
+/// Sends what the stream holds back (TLS records the socket refused before).
+fn flush(stream: &mut Stream) -> Result<(), Failure> {
+    nonblocking(|| stream.flush())
+        .map(drop)
+        .map_err(Failure::from_io)
+}
+
+/// Writes what remains of message `seq` until it is all sent or the socket is full; returns
+/// the bytes sent so far.
+fn write_some(
+    stream: &mut Stream,
+    message: &Message,
+    seq: u32,
+    mut sent: usize,
+) -> Result<usize, Failure> {
+    while sent < message.size() {
+        let (body, tail) = message.unsent(seq, sent);
+        // A plain write when there is one slice, so the common case is the cheapest call.
+        let written = nonblocking(|| {
+            if tail.is_empty() {
+                stream.write(body)
+            } else if body.is_empty() {
+                stream.write(tail)
+            } else {
+                stream.write_vectored(&[IoSlice::new(body), IoSlice::new(tail)])
+            }
+        });
+        match written.map_err(Failure::from_io)? {
+            None => break,
+            Some(0) => return Err(Failure::new(FailureKind::Closed, None)),
+            Some(n) => sent += n,
+        }
+    }
+    Ok(sent)
 }

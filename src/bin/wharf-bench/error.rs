@@ -12,37 +12,17 @@ use crate::failure::Tally;
 /// Exit status of a run that finished but counted failures (one that could not run exits 1).
 pub const EXIT_ERRORS_COUNTED: u8 = 3;
 
-/// A run that could not be carried out.
+/// A run that could not be carried out. Each text says what went wrong and what to do.
 #[derive(Debug)]
 pub enum BenchError {
-    /// A limit of this machine would make the run fail; the text says which and what to do.
+    /// A limit of this machine would make the run fail.
     Limit(String),
     /// Flags that cannot work together, e.g. an IPv4 source for an IPv6 server.
     Usage(String),
-    /// Not one connection to the server could be established.
-    NoConnection {
-        /// The server address.
-        addr: SocketAddr,
-        /// The first failure seen, for example "connection refused".
-        first_failure: String,
-    },
-    /// A local operation (the poller, a file, /proc) failed.
-    Io {
-        /// What was being done, e.g. "creating the poller".
-        context: String,
-        /// The underlying error.
-        error: io::Error,
-    },
-    /// Not one TLS session with the server could be established: every connection that
-    /// got through TCP failed its handshake.
-    NoTlsSession {
-        /// The server address.
-        addr: SocketAddr,
-        /// The first failure seen, for example "invalid peer certificate: UnknownIssuer".
-        first_failure: String,
-    },
-    /// The chat clients could not all get into one room; the text says how far they got.
-    NoRoom(String),
+    /// No server to measure: not one connection (or TLS session, or chat room) came up.
+    Unreachable(String),
+    /// A local operation (the poller, a file, /proc) failed while doing `context`.
+    Io { context: String, error: io::Error },
     /// An input file (a results.json or a JSON-lines file) is not what was expected.
     BadInput(String),
     /// A client process of a `--procs` run failed, or its parent went away.
@@ -54,28 +34,9 @@ impl fmt::Display for BenchError {
         match self {
             BenchError::Limit(text)
             | BenchError::Usage(text)
+            | BenchError::Unreachable(text)
             | BenchError::BadInput(text)
-            | BenchError::NoRoom(text)
             | BenchError::ClientProcess(text) => f.write_str(text),
-            BenchError::NoConnection {
-                addr,
-                first_failure,
-            } => write!(
-                f,
-                "no connection to {addr} could be established ({first_failure}): is an echo \
-                 server listening there? e.g. `wharf echo --listen {addr}`"
-            ),
-            BenchError::NoTlsSession {
-                addr,
-                first_failure,
-            } => write!(
-                f,
-                "no TLS session with {addr} could be established ({first_failure}): does the \
-                 server speak TLS there? Does its certificate chain to --tls-ca (--insecure \
-                 accepts any) and name --tls-server-name (by default the IP address of \
-                 --addr)? If it asks for a client certificate, do --tls-cert and --tls-key \
-                 give one it trusts?"
-            ),
             BenchError::Io { context, error } => write!(f, "{context}: {error}"),
         }
     }
@@ -92,21 +53,20 @@ impl BenchError {
         if total == 0 || total != tally.connect_failed + tally.tls_errors {
             return None;
         }
-        let first_failure = tally
-            .first
-            .clone()
-            .unwrap_or_else(|| "connect failed".into());
-        Some(if tally.tls_errors > 0 {
-            BenchError::NoTlsSession {
-                addr,
-                first_failure,
-            }
+        let first = tally.first.as_deref().unwrap_or("connect failed");
+        Some(BenchError::Unreachable(if tally.tls_errors > 0 {
+            format!(
+                "no TLS session with {addr} could be established ({first}): does the server \
+                 speak TLS there? Does its certificate chain to --tls-ca (--insecure accepts \
+                 any) and name --tls-server-name (by default the IP address of --addr)? If it \
+                 asks for a client certificate, do --tls-cert and --tls-key give one it trusts?"
+            )
         } else {
-            BenchError::NoConnection {
-                addr,
-                first_failure,
-            }
-        })
+            format!(
+                "no connection to {addr} could be established ({first}): is an echo server \
+                 listening there? e.g. `wharf echo --listen {addr}`"
+            )
+        }))
     }
 
     /// Wraps an I/O error with what was being done.

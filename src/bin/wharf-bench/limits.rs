@@ -16,40 +16,11 @@ use crate::sys;
 /// stdin, stdout, stderr.
 const FALLBACK_OPEN_FILES: u64 = 3;
 
-/// Every check before a run of `connections` connections to `target`: open files, local
-/// ports, matching address families, and (a warning only) the server's own open-files limit.
-pub fn preflight(target: &Target, connections: u64) -> Result<(), BenchError> {
-    check_families(target)?;
-    ensure_open_files(connections)?;
-    check_ports_and_server(target, connections)
-}
-
-/// [`preflight`] for a run whose connections `procs` client processes share (`--procs`):
-/// each process must hold its share under its own open-files limit. When they cannot, the
-/// refusal says how many processes would do.
-pub fn preflight_spread(target: &Target, connections: u64, procs: u32) -> Result<(), BenchError> {
-    check_families(target)?;
-    let per_process = connections.div_ceil(u64::from(procs.max(1)));
-    let open_files = OpenFiles::now()?;
-    if let Some(needed) = open_files.short_of(per_process) {
-        let procs_needed = connections.div_ceil(open_files.room().max(1));
-        let asked = if procs > 1 {
-            format!("-c {connections} over {procs} client processes is {per_process} each, which")
-        } else {
-            format!("-c {connections}")
-        };
-        return Err(BenchError::Limit(format!(
-            "{}; {asked} needs {needed} open files per process. Spread the connections over \
-             more client processes, each with a limit of its own: --procs {procs_needed}; or \
-             raise the limit (`ulimit -n {needed}`, above the hard limit only as root), or \
-             lower -c",
-            open_files.limit_text()
-        )));
-    }
-    check_ports_and_server(target, connections)
-}
-
-fn check_families(target: &Target) -> Result<(), BenchError> {
+/// Every check before a run of `connections` connections to `target`: matching address
+/// families, open files, local ports and (a warning only) the server's own open-files limit.
+/// With `procs`, the process that splits a `--procs` run: each of `procs` client processes
+/// must hold its share under its own open-files limit, and a refusal says how many would do.
+pub fn preflight(target: &Target, connections: u64, procs: Option<u32>) -> Result<(), BenchError> {
     let peer = &target.peer;
     if let Some(source) = peer
         .sources()
@@ -58,36 +29,52 @@ fn check_families(target: &Target) -> Result<(), BenchError> {
     {
         return Err(BenchError::Usage(format!(
             "source address {source} and server address {} are of different IP versions",
-            target.peer.addr
+            peer.addr
         )));
     }
-    Ok(())
-}
-
-/// Ports are checked for all `connections` together: the kernel hands out local ports per
-/// (source, server) pair to every process alike.
-fn check_ports_and_server(target: &Target, connections: u64) -> Result<(), BenchError> {
-    let sources = target.peer.sources().len();
-    ensure_ports(connections, sources)?;
-    if let Some(pid) = target.peer.server_pid {
+    ensure_open_files(connections, procs)?;
+    // Ports are checked for all the connections together: the kernel hands out local ports
+    // per (source, server) pair to every process alike.
+    ensure_ports(connections, peer.sources().len())?;
+    if let Some(pid) = peer.server_pid {
         warn_if_server_limited(pid, connections);
     }
     Ok(())
 }
 
 /// Raises the soft open-files limit to the hard limit, then checks that `connections`
-/// sockets fit.
-pub fn ensure_open_files(connections: u64) -> Result<(), BenchError> {
+/// sockets fit (in each of `procs` processes, when they are shared).
+pub fn ensure_open_files(connections: u64, procs: Option<u32>) -> Result<(), BenchError> {
     let open_files = OpenFiles::now()?;
-    let Some(needed) = open_files.short_of(connections) else {
+    let limit = format!(
+        "ulimit -n is {} (hard limit {})",
+        open_files.limit.soft, open_files.limit.hard
+    );
+    let Some(procs) = procs else {
+        let Some(needed) = open_files.short_of(connections) else {
+            return Ok(());
+        };
+        return Err(BenchError::Limit(format!(
+            "{limit}; -c {connections} needs {needed} open files (one per connection, one for \
+             the poller and the {} already open). Raise it with `ulimit -n {needed}` (above the \
+             hard limit only as root, or with nofile in /etc/security/limits.conf), or lower -c",
+            open_files.already_open,
+        )));
+    };
+    let per_process = connections.div_ceil(u64::from(procs.max(1)));
+    let Some(needed) = open_files.short_of(per_process) else {
         return Ok(());
     };
+    let procs_needed = connections.div_ceil(open_files.room().max(1));
+    let asked = if procs > 1 {
+        format!("-c {connections} over {procs} client processes is {per_process} each, which")
+    } else {
+        format!("-c {connections}")
+    };
     Err(BenchError::Limit(format!(
-        "{}; -c {connections} needs {needed} open files (one per connection, one for the \
-         poller and the {} already open). Raise it with `ulimit -n {needed}` (above the hard \
-         limit only as root, or with nofile in /etc/security/limits.conf), or lower -c",
-        open_files.limit_text(),
-        open_files.already_open,
+        "{limit}; {asked} needs {needed} open files per process. Spread the connections over \
+         more client processes, each with a limit of its own: --procs {procs_needed}; or raise \
+         the limit (`ulimit -n {needed}`, above the hard limit only as root), or lower -c"
     )))
 }
 
@@ -122,18 +109,11 @@ impl OpenFiles {
     fn short_of(&self, connections: u64) -> Option<u64> {
         (connections > self.room()).then_some(connections + self.already_open + 1)
     }
-
-    fn limit_text(&self) -> String {
-        format!(
-            "ulimit -n is {} (hard limit {})",
-            self.limit.soft, self.limit.hard
-        )
-    }
 }
 
 /// Checks that `connections` to one server address can each get a local port from
 /// `sources` source addresses (one when the kernel chooses).
-pub fn ensure_ports(connections: u64, sources: usize) -> Result<(), BenchError> {
+fn ensure_ports(connections: u64, sources: usize) -> Result<(), BenchError> {
     let Some((low, high)) = ephemeral_port_range() else {
         return Ok(()); // not Linux, or /proc unreadable: let connect() report it
     };
@@ -171,7 +151,7 @@ fn crowded(connections: u64, sources: u64, per_source: u64) -> Option<u64> {
 
 /// Warns (without refusing) when the server process's own open-files limit is below what
 /// `connections` need: the run goes on, and the failures it will count are explained.
-pub fn warn_if_server_limited(pid: u32, connections: u64) {
+fn warn_if_server_limited(pid: u32, connections: u64) {
     // A server with worker processes accepts in the workers, each under its own limit.
     let workers = server::descendants_of(pid);
     let serving = if workers.is_empty() {

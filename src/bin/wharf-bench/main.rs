@@ -19,8 +19,8 @@
 //! - measuring: `limits` (checks before a run), `server` (/proc of the server), `kernel`
 //!   (its slab memory), `latency`, `progress`, `dial` (sockets), and `client`, the one
 //!   event loop every scenario runs on, through its `Scenario` trait:
-//!   - `echo`, the round trips of `pingpong`, `hold` and `connect`, with `conn` (one
-//!     connection's I/O), `stream` (plain TCP or TLS under it), `tls` (the client's TLS
+//!   - `echo`, the round trips of `pingpong`, `hold` and `connect` and each connection's
+//!     I/O, with `stream` (plain TCP or TLS under it), `tls` (the client's TLS
 //!     settings) and `tls_stream` (one TLS session, sans-IO; both feature `tls`), `message`
 //!     (the bytes and their check) and `session` (paced connecting, then the measured
 //!     interval of `pingpong` and `hold`, here or over client processes: `procs` and
@@ -33,7 +33,6 @@
 mod chat;
 mod cli;
 mod client;
-mod conn;
 mod connect;
 mod dial;
 mod echo;

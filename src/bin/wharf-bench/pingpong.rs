@@ -41,7 +41,7 @@ pub fn run_at(
     connections: u64,
     load: &Load,
 ) -> Result<PingpongReport, BenchError> {
-    preflight(target, connections)?;
+    preflight(target, connections, None)?;
     measure(
         Plan::here(target.clone(), connections, Role::Alone),
         load,

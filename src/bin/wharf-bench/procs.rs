@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use crate::cli::Target;
 use crate::error::BenchError;
-use crate::limits::{preflight, preflight_spread};
+use crate::limits::preflight;
 use crate::spread::{ChildOf, Spread};
 
 /// How much longer than its own schedule a child may take to reach a step before the run is
@@ -74,18 +74,18 @@ pub struct Plan {
 
 impl Plan {
     /// The plan for `connections` connections to `target` spread as `spread` says, after the
-    /// checks before a run ([`preflight_spread`] in the process that splits the run, so its
-    /// refusal can say how many processes would do). A process per connection is the most
+    /// checks before a run ([`preflight`], whose refusal in the process that splits the run
+    /// says how many processes would do). A process per connection is the most
     /// that makes sense, so `--procs` is cut down to `-c`.
     pub fn new(spread: &Spread, target: &Target, connections: u64) -> Result<Plan, BenchError> {
         if let Some(child) = spread.child {
             let (target, connections) = (child_target(child, target), child.share(connections));
-            preflight(&target, connections)?;
+            preflight(&target, connections, None)?;
             let role = Role::Child(Parent::new());
             return Ok(Plan::here(target, connections, role));
         }
         let procs = u64::from(spread.procs).min(connections) as u32;
-        preflight_spread(target, connections, procs)?;
+        preflight(target, connections, Some(procs))?;
         let role = if procs > 1 {
             Role::Parent(procs)
         } else {

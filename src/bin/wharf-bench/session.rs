@@ -168,8 +168,7 @@ pub fn run(
 /// Opens `count` connections through `client`, at most `pace` handshakes at a time, each
 /// left idle after its first round trip. Failures are counted in its tally.
 ///
-/// Refuses to go on ([`BenchError::NoConnection`], or [`BenchError::NoTlsSession`]) when not
-/// one handshake succeeded, since then there is no server to measure; a server that accepts
+/// Refuses to go on ([`BenchError::Unreachable`]) when not one handshake succeeded, since then there is no server to measure; a server that accepts
 /// but answers wrongly is measured (as errors).
 fn establish(client: &mut Client<Echo>, count: u64, pace: u64) -> Result<(), BenchError> {
     client.scenario.then = Next::Idle;

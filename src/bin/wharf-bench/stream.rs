@@ -1,5 +1,5 @@
 //! The byte stream of one client connection: the TCP socket itself, or (feature `tls`) a TLS
-//! session over it (`tls_stream.rs`). `conn.rs` reads and writes plaintext through it and
+//! session over it (`tls_stream.rs`). `echo.rs` reads and writes plaintext through it and
 //! cannot tell which it has, except for the handshake step TLS adds after the TCP one.
 //!
 //! This file is also the one place that knows whether the build has TLS: [`TlsConfig`] is

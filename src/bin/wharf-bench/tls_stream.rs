@@ -1,7 +1,7 @@
 //! One client connection's TLS session, driven sans-IO over its non-blocking socket: rustls
 //! never sees the socket on its own. Bytes from the socket go in with `read_tls` and
 //! `process_new_packets`, plaintext comes out of `reader()`; plaintext goes in through
-//! `writer()`, and records go out with `write_tls`. To `conn.rs` this is a `Read + Write` of
+//! `writer()`, and records go out with `write_tls`. To `echo.rs` this is a `Read + Write` of
 //! plaintext, with two additions: an explicit [`TlsStream::handshake`] step, and
 //! [`TlsStream::drained`] to keep its short-read shortcut sound.
 //!

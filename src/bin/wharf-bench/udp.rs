@@ -114,7 +114,7 @@ impl Scenario for Flows {
 /// Runs `udp` as the command line asks.
 pub fn run(args: &UdpArgs) -> Result<UdpReport, BenchError> {
     let flows = u64::from(args.flows);
-    ensure_open_files(flows)?;
+    ensure_open_files(flows, None)?;
     let size = args.size as usize;
     let mut client = Client::new(Flows {
         loss_timeout: args.loss_timeout,

@@ -14,75 +14,60 @@ use serde_json::Value;
 
 use crate::error::BenchError;
 
-/// How a metric's rounds are folded into one figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fold {
-    /// The median of the rounds: for rates, latencies and costs.
-    Median,
-    /// The sum over all rounds: for errors, where any is news.
-    Sum,
+/// The rows of the table, by mode: a run's key, then the row's name. A row named "(all
+/// rounds)" sums its rounds (errors, where any is news); the others take their median (rates,
+/// latencies, costs).
+const METRICS: &str = "
+pingpong  round_trips_per_s           round trips/s
+pingpong  p99_us                      p99 latency, us
+pingpong  server_user_ns_per_op       server user ns / round trip
+pingpong  server_sys_ns_per_op        server sys ns / round trip
+pingpong  server_cpu_ns_per_op        server CPU ns / round trip
+pingpong  errors                      errors (all rounds)
+hold      established                 connections held
+hold      server_rss_per_conn_bytes   server RSS bytes / connection
+hold      errors                      errors (all rounds)
+connect   connections_per_s           connections/s
+connect   server_user_ns_per_op       server user ns / connection
+connect   server_sys_ns_per_op        server sys ns / connection
+connect   server_cpu_ns_per_op        server CPU ns / connection
+connect   errors                      errors (all rounds)
+chat      offered_deliveries_per_s    offered deliveries/s
+chat      delivered_deliveries_per_s  delivered deliveries/s
+chat      delivered_fraction          fraction delivered
+chat      p50_us                      p50 fan-out latency, us
+chat      p99_us                      p99 fan-out latency, us
+chat      server_cpu_ns_per_delivery  server CPU ns / delivery
+chat      join_secs                   join, s
+chat      undelivered                 undelivered (all rounds)
+chat      out_of_order                out of order (all rounds)
+chat      errors                      errors (all rounds)
+";
+
+/// One row of [`METRICS`]: a run's key and the row's name.
+struct Metric<'a> {
+    key: &'a str,
+    name: &'a str,
 }
 
-/// A row of the table: which key of a run, under what name, folded how.
-type Metric = (&'static str, &'static str, Fold);
+impl Metric<'_> {
+    /// Whether the rounds are summed rather than folded into their median.
+    fn sums(&self) -> bool {
+        self.name.ends_with("(all rounds)")
+    }
+}
 
-use Fold::{Median, Sum};
-
-const PINGPONG: &[Metric] = &[
-    ("round_trips_per_s", "round trips/s", Median),
-    ("p99_us", "p99 latency, us", Median),
-    (
-        "server_user_ns_per_op",
-        "server user ns / round trip",
-        Median,
-    ),
-    ("server_sys_ns_per_op", "server sys ns / round trip", Median),
-    ("server_cpu_ns_per_op", "server CPU ns / round trip", Median),
-    ("errors", "errors (all rounds)", Sum),
-];
-
-const HOLD: &[Metric] = &[
-    ("established", "connections held", Median),
-    (
-        "server_rss_per_conn_bytes",
-        "server RSS bytes / connection",
-        Median,
-    ),
-    ("errors", "errors (all rounds)", Sum),
-];
-
-const CONNECT: &[Metric] = &[
-    ("connections_per_s", "connections/s", Median),
-    (
-        "server_user_ns_per_op",
-        "server user ns / connection",
-        Median,
-    ),
-    ("server_sys_ns_per_op", "server sys ns / connection", Median),
-    ("server_cpu_ns_per_op", "server CPU ns / connection", Median),
-    ("errors", "errors (all rounds)", Sum),
-];
-
-const CHAT: &[Metric] = &[
-    ("offered_deliveries_per_s", "offered deliveries/s", Median),
-    (
-        "delivered_deliveries_per_s",
-        "delivered deliveries/s",
-        Median,
-    ),
-    ("delivered_fraction", "fraction delivered", Median),
-    ("p50_us", "p50 fan-out latency, us", Median),
-    ("p99_us", "p99 fan-out latency, us", Median),
-    (
-        "server_cpu_ns_per_delivery",
-        "server CPU ns / delivery",
-        Median,
-    ),
-    ("join_secs", "join, s", Median),
-    ("undelivered", "undelivered (all rounds)", Sum),
-    ("out_of_order", "out of order (all rounds)", Sum),
-    ("errors", "errors (all rounds)", Sum),
-];
+/// The rows of `mode`'s runs, in order.
+fn metrics(mode: &str) -> impl Iterator<Item = Metric<'_>> + '_ {
+    METRICS.lines().filter_map(move |row| {
+        let (row_mode, row) = row.split_once(' ')?;
+        let (key, name) = row.trim_start().split_once(' ')?;
+        (row_mode == mode).then(|| Metric {
+            key,
+            name: name.trim_start(),
+        })
+    })
+}
 
 /// Runs of one scenario, in file order.
 struct Scenario {
@@ -149,19 +134,12 @@ fn table(runs: &[Value], ratio: Option<(&str, &str)>) -> String {
     }
     out.push('\n');
     for scenario in &scenarios {
-        let metrics = match scenario.mode.as_str() {
-            "pingpong" => PINGPONG,
-            "hold" => HOLD,
-            "connect" => CONNECT,
-            "chat" => CHAT,
-            _ => continue,
-        };
         let rounds = scenario.runs.len() / labels.len().max(1);
         let mut first_row = true;
-        for metric in metrics {
+        for metric in metrics(&scenario.mode) {
             let figures: Vec<Option<f64>> = labels
                 .iter()
-                .map(|label| fold(&scenario.runs, label, metric))
+                .map(|label| fold(&scenario.runs, label, &metric))
                 .collect();
             if figures.iter().all(Option::is_none) {
                 continue; // not measured (e.g. no --server-pid)
@@ -172,7 +150,7 @@ fn table(runs: &[Value], ratio: Option<(&str, &str)>) -> String {
                 String::new()
             };
             first_row = false;
-            let _ = write!(out, "| {name} | {} |", metric.1);
+            let _ = write!(out, "| {name} | {} |", metric.name);
             for figure in &figures {
                 let _ = write!(out, " {} |", figure.map_or("-".to_string(), number));
             }
@@ -184,7 +162,7 @@ fn table(runs: &[Value], ratio: Option<(&str, &str)>) -> String {
                         .and_then(|i| figures[i])
                 };
                 let cell = match (pick(a), pick(b)) {
-                    (Some(a), Some(b)) if b != 0.0 && metric.2 == Median => {
+                    (Some(a), Some(b)) if b != 0.0 && !metric.sums() => {
                         format!("{:.2}", a / b)
                     }
                     _ => "-".to_string(),
@@ -198,26 +176,24 @@ fn table(runs: &[Value], ratio: Option<(&str, &str)>) -> String {
 }
 
 /// One label's figure for `metric` in a scenario, or None when no run of it has the key.
-fn fold(runs: &[Value], label: &str, metric: &Metric) -> Option<f64> {
+fn fold(runs: &[Value], label: &str, metric: &Metric<'_>) -> Option<f64> {
     let mut values: Vec<f64> = runs
         .iter()
         .filter(|run| text_of(run, "label") == label)
-        .filter_map(|run| run.get(metric.0)?.as_f64())
+        .filter_map(|run| run.get(metric.key)?.as_f64())
         .collect();
     if values.is_empty() {
         return None;
     }
-    Some(match metric.2 {
-        Fold::Sum => values.iter().sum(),
-        Fold::Median => {
-            values.sort_by(f64::total_cmp);
-            let middle = values.len() / 2;
-            if values.len() % 2 == 1 {
-                values[middle]
-            } else {
-                (values[middle - 1] + values[middle]) / 2.0
-            }
-        }
+    if metric.sums() {
+        return Some(values.iter().sum());
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
     })
 }
 
