@@ -82,7 +82,7 @@ pub struct Target {
     pub timeout: Duration,
     /// Most handshakes in flight at once while connecting, so the server's SYN and accept
     /// queues (backlog) are not overrun.
-    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = at_least(1))]
     pub connect_pace: u32,
     #[command(flatten)]
     pub output: Output,
@@ -118,14 +118,14 @@ impl Peer {
 #[derive(Args, Debug, Clone)]
 pub struct Load {
     /// Bytes per message (in --line mode, including the \n).
-    #[arg(short = 's', long = "size", value_name = "BYTES", default_value_t = 64,
+    #[arg(short, long, value_name = "BYTES", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
     pub size: u32,
     /// Line-echo server: each message is SIZE-1 bytes without a newline, then \n.
     #[arg(long)]
     pub line: bool,
     /// How long to measure, in seconds (after all connections are up).
-    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub duration: Duration,
 }
 
@@ -135,8 +135,7 @@ pub struct PingpongArgs {
     #[command(flatten)]
     pub target: Target,
     /// Concurrent connections.
-    #[arg(short = 'c', long = "conns", value_name = "CONNS", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short, long, value_name = "CONNS", default_value_t = 1, value_parser = at_least(1))]
     pub conns: u32,
     #[command(flatten)]
     pub load: Load,
@@ -153,11 +152,11 @@ pub struct HoldArgs {
     #[command(flatten)]
     pub target: Target,
     /// Connections to open and hold.
-    #[arg(short = 'c', long = "conns", value_name = "CONNS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short, long, value_name = "CONNS", default_value_t = 1000,
+          value_parser = at_least(1))]
     pub conns: u32,
     /// How long to hold them once all are up, in seconds.
-    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub duration: Duration,
     #[command(flatten)]
     pub spread: Spread,
@@ -236,11 +235,10 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub target: Target,
     /// Connections in flight at once.
-    #[arg(short = 'c', long = "concurrency", value_name = "N", default_value_t = 16,
-          value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short, long, value_name = "N", default_value_t = 16, value_parser = at_least(1))]
     pub concurrency: u32,
     /// How long to measure, in seconds.
-    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub duration: Duration,
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -253,7 +251,7 @@ pub struct SweepArgs {
     pub target: Target,
     /// Connection counts to run pingpong at, in order.
     #[arg(long, value_name = "LIST", default_value = "1,10,100,1000,10000", value_delimiter = ',',
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = at_least(1))]
     pub conns: Vec<u32>,
     #[command(flatten)]
     pub load: Load,
@@ -268,8 +266,7 @@ pub struct ChatArgs {
     #[command(flatten)]
     pub peer: Peer,
     /// Chat clients in the room.
-    #[arg(short = 'c', long = "conns", value_name = "CONNS", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(short, long, value_name = "CONNS", default_value_t = 10, value_parser = at_least(2))]
     pub conns: u32,
     /// Lines per second over all clients together (not per client), sent in turn by one
     /// client after another on a fixed schedule, whether or not anything comes back (open
@@ -277,12 +274,12 @@ pub struct ChatArgs {
     #[arg(long, value_name = "LINES_PER_S", default_value = "1000", value_parser = parse_rate)]
     pub rate: f64,
     /// How long to send, in seconds (after every client has joined).
-    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub duration: Duration,
     /// Most connects in flight at once while joining, so the server's SYN and accept queues
     /// are not overrun. A server that accepts slowly behind a short listen backlog leaves
     /// the connections beyond it half-open, never joined: for `ncat --chat` use 8.
-    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = at_least(1))]
     pub join_concurrency: u32,
     /// Joining (every connect, then the barrier) must be done within this long; clients not
     /// in the room by then are dropped and counted as timeouts.
@@ -314,15 +311,15 @@ pub struct UdpArgs {
                   PORT (loopback)")]
     pub addr: SocketAddr,
     /// Flows: sockets, each with one datagram in flight.
-    #[arg(short = 'c', long = "flows", value_name = "FLOWS", default_value_t = 1,
+    #[arg(short = 'c', long, value_name = "FLOWS", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub flows: u32,
     /// Bytes per datagram (at most 65507, the most an IPv4 UDP datagram carries).
-    #[arg(short = 's', long = "size", value_name = "BYTES", default_value_t = 64,
+    #[arg(short, long, value_name = "BYTES", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=65_507))]
     pub size: u32,
     /// How long to measure, in seconds.
-    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    #[arg(short, long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub duration: Duration,
     /// A datagram without its echo for this long counts as lost; the flow sends the next.
     #[arg(long, value_name = "SECS", default_value = "0.2", value_parser = parse_seconds)]
@@ -364,6 +361,11 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .resolve()
         .map_err(|e| format!("cannot resolve '{spec}': {e}"))?;
     Ok(addrs[0])
+}
+
+/// A count of at least `min`.
+fn at_least(min: i64) -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(min..)
 }
 
 /// Parses a duration in seconds, fractions allowed ("2", "0.5").

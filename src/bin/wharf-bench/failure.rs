@@ -5,7 +5,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-/// The kinds of failure a report counts separately.
+/// The kinds of failure a report counts separately, in the order of [`Tally`]'s counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The handshake failed: refused, reset, timed out, or no local port or descriptor.
@@ -122,24 +122,18 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Failures counted over a run, by kind. Serialised as the report's `errors_by_kind`, and
-/// read back from the reports of the client processes of a `--procs` run.
+/// Failures counted over a run, one counter per [`FailureKind`] in its order. Serialised
+/// as the report's `errors_by_kind`, and read back from the reports of the client processes
+/// of a `--procs` run.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Tally {
-    /// Handshakes that failed.
     pub connect_failed: u64,
-    /// Established connections reset.
     pub resets: u64,
-    /// Connections the server closed mid-reply.
     pub closed: u64,
-    /// Replies that differed from what was sent.
     pub mismatches: u64,
-    /// Exchanges without a whole reply within the timeout.
     pub timeouts: u64,
-    /// TLS failures: refused certificates, alerts, bad records, handshakes cut short.
     #[serde(default)]
     pub tls_errors: u64,
-    /// Other socket errors.
     pub other: u64,
     /// The first failure, word for word, to tell the user what went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,18 +141,22 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// The counters, in [`FailureKind`] order.
+    fn counters(&mut self) -> [&mut u64; 7] {
+        [
+            &mut self.connect_failed,
+            &mut self.resets,
+            &mut self.closed,
+            &mut self.mismatches,
+            &mut self.timeouts,
+            &mut self.tls_errors,
+            &mut self.other,
+        ]
+    }
+
     /// Counts one failure.
     pub fn record(&mut self, failure: &Failure) {
-        let counter = match failure.kind {
-            FailureKind::ConnectFailed => &mut self.connect_failed,
-            FailureKind::Reset => &mut self.resets,
-            FailureKind::Closed => &mut self.closed,
-            FailureKind::Mismatch => &mut self.mismatches,
-            FailureKind::Timeout => &mut self.timeouts,
-            FailureKind::Tls => &mut self.tls_errors,
-            FailureKind::Other => &mut self.other,
-        };
-        *counter += 1;
+        *self.counters()[failure.kind as usize] += 1;
         if self.first.is_none() {
             self.first = Some(failure.to_string());
         }
@@ -166,13 +164,9 @@ impl Tally {
 
     /// Adds the counts of `other`; its first failure is kept only if this tally has none.
     pub fn add(&mut self, other: &Tally) {
-        self.connect_failed += other.connect_failed;
-        self.resets += other.resets;
-        self.closed += other.closed;
-        self.mismatches += other.mismatches;
-        self.timeouts += other.timeouts;
-        self.tls_errors += other.tls_errors;
-        self.other += other.other;
+        for (mine, theirs) in self.counters().into_iter().zip(other.counts()) {
+            *mine += theirs;
+        }
         if self.first.is_none() {
             self.first.clone_from(&other.first);
         }
@@ -180,12 +174,15 @@ impl Tally {
 
     /// Every failure counted, failed handshakes included: zero means a clean run.
     pub fn total(&self) -> u64 {
-        self.connect_failed
-            + self.resets
-            + self.closed
-            + self.mismatches
-            + self.timeouts
-            + self.tls_errors
-            + self.other
+        self.counts().iter().sum()
+    }
+
+    fn counts(&self) -> [u64; 7] {
+        Tally {
+            first: None,
+            ..*self
+        }
+        .counters()
+        .map(|count| *count)
     }
 }
