@@ -66,7 +66,6 @@ struct Sending {
     max_lag_ns: u64,
 }
 
-/// Runs `chat` as the command line asks.
 pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
     let target = args.target();
     let conns = args.conns as usize;

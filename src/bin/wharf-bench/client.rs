@@ -56,7 +56,6 @@ impl From<&Event> for Readiness {
 /// Whether a connection stays open after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum After {
-    /// It stays open.
     Stay,
     /// The scenario is done with it: close it (no failure).
     Close,
@@ -101,12 +100,10 @@ pub struct Client<S: Scenario> {
     conns: Slab<S::Conn>,
     scratch: Box<[u8]>,
     last_tick: Instant,
-    /// What the connections do, and what it counts.
     pub scenario: S,
 }
 
 impl<S: Scenario> Client<S> {
-    /// A loop with no connections yet.
     pub fn new(scenario: S) -> Result<Client<S>, BenchError> {
         Ok(Client {
             poll: Poll::new().map_err(|error| BenchError::io("creating the poller", error))?,
@@ -118,17 +115,14 @@ impl<S: Scenario> Client<S> {
         })
     }
 
-    /// Open connections.
     pub fn open(&self) -> usize {
         self.conns.len()
     }
 
-    /// The key the next connection added will have.
     pub fn next_key(&self) -> Key {
         self.conns.vacant_key()
     }
 
-    /// Connection `key`, if it is open.
     pub fn get(&self, key: Key) -> Option<&S::Conn> {
         self.conns.get(key)
     }

@@ -26,7 +26,6 @@ use crate::stream::tls_config;
 /// Longest wait for events in one turn.
 const TURN: Duration = Duration::from_millis(50);
 
-/// Runs `connect` as the command line asks.
 pub fn run(args: &ConnectArgs) -> Result<ConnectReport, BenchError> {
     let target = &args.target;
     let concurrency = u64::from(args.concurrency);

@@ -14,7 +14,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::sources::Sources;
 use crate::sys;
 
-/// Opens connections to one server address.
 #[derive(Debug)]
 pub struct Dialer {
     target: SocketAddr,
@@ -32,7 +31,6 @@ impl Dialer {
         }
     }
 
-    /// The server address.
     pub fn target(&self) -> SocketAddr {
         self.target
     }

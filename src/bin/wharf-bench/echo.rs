@@ -34,11 +34,9 @@ use crate::stream::{Stream, TlsConfig};
 /// What a connection does after a round trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// Send the next message at once.
     Send,
     /// Stay open and quiet until [`Client::send_idle`].
     Idle,
-    /// Close the connection.
     Close,
 }
 
@@ -54,7 +52,6 @@ pub struct Echo {
     pub then: Next,
     /// Round trips timed (not those of connections being established).
     pub latencies: Latencies,
-    /// Failures, by kind.
     pub tally: Tally,
     /// Connections whose first round trip came back.
     pub up: u64,
@@ -387,7 +384,6 @@ fn check_idle(stream: &mut Stream, scratch: &mut [u8]) -> Result<(), Failure> {
     }
 }
 
-/// Sends what the stream holds back (TLS records the socket refused before).
 fn flush(stream: &mut Stream) -> Result<(), Failure> {
     nonblocking(|| stream.flush())
         .map(drop)

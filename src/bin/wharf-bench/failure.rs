@@ -31,7 +31,6 @@ const QUOTED_BYTES: usize = 60;
 /// One connection's failure, with the error behind it when there is one.
 #[derive(Debug)]
 pub struct Failure {
-    /// What went wrong.
     pub kind: FailureKind,
     /// The socket error, if the failure came from one.
     pub error: Option<io::Error>,
@@ -40,7 +39,6 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A failure of `kind`.
     pub fn new(kind: FailureKind, error: Option<io::Error>) -> Failure {
         Failure {
             kind,
@@ -82,7 +80,6 @@ impl Failure {
         Failure::from_io(error)
     }
 
-    /// Classifies a socket error on an established connection.
     pub fn from_io(error: io::Error) -> Failure {
         // A rustls error, as `tls_stream.rs` wraps it.
         #[cfg(feature = "tls")]
@@ -154,7 +151,6 @@ impl Tally {
         ]
     }
 
-    /// Counts one failure.
     pub fn record(&mut self, failure: &Failure) {
         *self.counters()[failure.kind as usize] += 1;
         if self.first.is_none() {

@@ -54,10 +54,8 @@ pub fn spread<T: DeserializeOwned>(
     fleet.reports(procs::close_within(connections))
 }
 
-/// One child, as the parent sees it.
 struct ClientProc {
     child: Child,
-    /// Its exit status, once reaped.
     status: Option<ExitStatus>,
 }
 
@@ -161,7 +159,6 @@ impl Fleet {
         Ok(())
     }
 
-    /// Tells every child to go on past `step`.
     fn answer_all(&mut self, step: Step) -> Result<(), BenchError> {
         for slot in 0..self.procs.len() {
             let stdin = self.procs[slot].child.stdin.as_mut();
@@ -251,7 +248,6 @@ impl Fleet {
         )
     }
 
-    /// An error naming child `slot`.
     fn failed(&self, slot: usize, what: String) -> BenchError {
         BenchError::ClientProcess(format!(
             "client process {} of {} {what}",

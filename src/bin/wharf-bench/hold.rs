@@ -99,9 +99,7 @@ const MIN_MEMORY_SAMPLE: u64 = 1000;
 /// The memory a hold is about, at one moment.
 #[derive(Debug, Default, Clone, Copy)]
 struct Memory {
-    /// The server's processes (`--server-pid`).
     server: Option<ServerSample>,
-    /// The kernel's slab caches, machine-wide.
     slab_bytes: Option<u64>,
 }
 

@@ -27,14 +27,12 @@ pub struct Latencies {
 }
 
 impl Latencies {
-    /// An empty histogram.
     pub fn new() -> Latencies {
         let histogram = Histogram::new_with_bounds(1, MAX_TRACKED_NS, SIGNIFICANT_DIGITS)
             .expect("constant histogram bounds are valid");
         Latencies { histogram }
     }
 
-    /// Records one latency.
     pub fn record(&mut self, latency: Duration) {
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.histogram.saturating_record(ns.max(1));
@@ -58,7 +56,6 @@ impl Latencies {
         }
     }
 
-    /// Latencies recorded so far.
     pub fn len(&self) -> u64 {
         self.histogram.len()
     }

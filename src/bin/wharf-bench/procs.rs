@@ -161,7 +161,6 @@ pub enum Step {
 }
 
 impl Step {
-    /// What a child says when it reaches the step.
     pub fn said(self) -> &'static str {
         match self {
             Step::Established => "established",
@@ -169,7 +168,6 @@ impl Step {
         }
     }
 
-    /// What the parent answers once every child has reached it.
     pub fn answer(self) -> &'static str {
         match self {
             Step::Established => "go",
@@ -184,7 +182,6 @@ pub struct Parent {
 }
 
 impl Parent {
-    /// The link of a client process to the process that started it.
     pub fn new() -> Parent {
         Parent {
             answers: io::stdin().lock(),

@@ -18,7 +18,6 @@ const UPDATE_EVERY: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
-    /// The elapsed time of the last update.
     last_update: Cell<Duration>,
 }
 

@@ -49,12 +49,10 @@ impl ServerProbe {
         Ok(probe)
     }
 
-    /// A probe of `--server-pid`, if it was given.
     pub fn of(pid: Option<u32>) -> Result<Option<ServerProbe>, BenchError> {
         pid.map(ServerProbe::new).transpose()
     }
 
-    /// The process id given (the root of the processes summed).
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -77,7 +75,6 @@ impl ServerProbe {
         Ok(sample)
     }
 
-    /// The counters of process `pid` alone.
     fn process_sample(&self, pid: u32) -> Result<ServerSample, BenchError> {
         let stat = self.read(pid, "stat")?;
         let (user_ticks, system_ticks) = parse_cpu_ticks(&stat)

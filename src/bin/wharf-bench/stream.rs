@@ -44,7 +44,6 @@ pub fn tls_config(args: &TlsArgs, addr: SocketAddr) -> Result<Option<TlsConfig>,
 /// A connection's bytes, in the clear or through TLS.
 #[derive(Debug)]
 pub enum Stream {
-    /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP. Boxed: a rustls session is a kilobyte or so, and plain connections
     /// should not pay for the room.
@@ -70,7 +69,6 @@ impl Stream {
         }
     }
 
-    /// The socket.
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(tcp) => tcp,
@@ -79,7 +77,6 @@ impl Stream {
         }
     }
 
-    /// The socket, to register with the poller.
     pub fn tcp_mut(&mut self) -> &mut TcpStream {
         match self {
             Stream::Plain(tcp) => tcp,

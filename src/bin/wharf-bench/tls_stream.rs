@@ -38,7 +38,6 @@ pub struct TlsStream {
 }
 
 impl TlsStream {
-    /// A session over `tcp`, whose connect has not necessarily completed yet.
     pub fn new(tcp: TcpStream, session: ClientConnection) -> TlsStream {
         TlsStream {
             tcp,
@@ -47,12 +46,10 @@ impl TlsStream {
         }
     }
 
-    /// The socket.
     pub fn tcp(&self) -> &TcpStream {
         &self.tcp
     }
 
-    /// The socket, to register with the poller.
     pub fn tcp_mut(&mut self) -> &mut TcpStream {
         &mut self.tcp
     }
@@ -62,7 +59,6 @@ impl TlsStream {
         self.drained
     }
 
-    /// The negotiated version, once the handshake is done.
     pub fn version(&self) -> Option<&'static str> {
         match self.session.protocol_version()? {
             ProtocolVersion::TLSv1_3 => Some("1.3"),

@@ -33,11 +33,9 @@ const SEQ_BYTES: usize = 8;
 /// One socket and its datagram in flight.
 struct Flow {
     socket: UdpSocket,
-    /// Sequence number of the datagram in flight.
     seq: u64,
     /// Its bytes, as the echo must return them.
     expected: Vec<u8>,
-    /// When it was sent.
     sent_at: Instant,
     /// Whether it went out (a failed send is retried at the loss timeout, not counted lost).
     sent: bool,
@@ -63,7 +61,6 @@ impl Flows {
         }
     }
 
-    /// A send or a receive failed.
     fn socket_error(&mut self, what: String) {
         self.socket_errors += 1;
         self.error(what);
@@ -111,7 +108,6 @@ impl Scenario for Flows {
     fn on_closed(&mut self, _key: Key, _flow: &mut Flow, _failure: Option<Failure>) {}
 }
 
-/// Runs `udp` as the command line asks.
 pub fn run(args: &UdpArgs) -> Result<UdpReport, BenchError> {
     let flows = u64::from(args.flows);
     ensure_open_files(flows, None)?;

@@ -37,7 +37,6 @@ pub enum Stage {
     Ready,
 }
 
-/// One chat client.
 pub struct Member {
     stream: TcpStream,
     stage: Stage,
@@ -75,7 +74,6 @@ impl Census {
 /// What became of a line handed to [`Client::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
-    /// The socket took it.
     Written,
     /// The socket took part or none of it; the rest waits in the client's queue.
     Queued,
@@ -94,9 +92,7 @@ pub struct Room {
     next_syncer: usize,
     /// The client that sent the last barrier line.
     last_syncer: Option<usize>,
-    /// What the receivers counted.
     pub deliveries: Deliveries,
-    /// Connection failures.
     pub tally: Tally,
 }
 
@@ -182,7 +178,6 @@ impl Scenario for Room {
         Ok(After::Stay)
     }
 
-    /// Counts the client's failure, if it failed.
     fn on_closed(&mut self, _index: Key, member: &mut Member, failure: Option<Failure>) {
         *self.census.of(member.stage) -= 1;
         if let Some(failure) = failure {
@@ -251,7 +246,6 @@ impl Client<Room> {
             })
     }
 
-    /// Sends `line` from client `index`.
     pub fn send(&mut self, index: usize, line: &Line) -> Sent {
         self.with(index, |_, member| write_line(member, line.as_bytes()))
             .unwrap_or(Sent::Dropped)

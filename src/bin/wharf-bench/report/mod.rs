@@ -42,11 +42,9 @@ pub trait Report: Serialize {
 pub struct RunId {
     /// `pingpong`, `hold`, `connect`, `chat` or `udp`.
     pub mode: &'static str,
-    /// `--label`: the server under test.
     pub label: Option<String>,
     /// `--scenario`: the group this run belongs to in a comparison.
     pub scenario: Option<String>,
-    /// The server address.
     pub addr: String,
 }
 
