@@ -71,10 +71,8 @@ impl Report for ChatReport {
     }
 
     fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{}: {} clients, {} lines/s in all, {:.1} s",
+        let mut out = format!(
+            "{}: {} clients, {} lines/s in all, {:.1} s\n",
             self.id.heading(),
             self.conns,
             self.rate,

@@ -55,11 +55,9 @@ impl Report for PingpongReport {
     }
 
     fn text(&self) -> String {
-        let mut out = String::new();
         let mode = if self.line { "line" } else { "echo" };
-        let _ = writeln!(
-            out,
-            "{}: {} x {} B {mode} messages, {:.1} s",
+        let mut out = format!(
+            "{}: {} x {} B {mode} messages, {:.1} s\n",
             self.id.heading(),
             self.connections,
             self.size,
@@ -135,10 +133,8 @@ impl Report for HoldReport {
     }
 
     fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{}: {} idle connections, held {:.1} s",
+        let mut out = format!(
+            "{}: {} idle connections, held {:.1} s\n",
             self.id.heading(),
             self.connections,
             self.hold_s
@@ -219,14 +215,12 @@ impl Report for ConnectReport {
     }
 
     fn text(&self) -> String {
-        let mut out = String::new();
         let handshake = match self.tls.name() {
             Some(_) => "TLS handshake, ",
             None => "",
         };
-        let _ = writeln!(
-            out,
-            "{}: connect, {handshake}round trip, close; {} in flight, {:.1} s",
+        let mut out = format!(
+            "{}: connect, {handshake}round trip, close; {} in flight, {:.1} s\n",
             self.id.heading(),
             self.concurrency,
             self.duration_s

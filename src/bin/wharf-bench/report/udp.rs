@@ -44,10 +44,8 @@ impl Report for UdpReport {
     }
 
     fn text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{}: {} flows x {} B datagrams, {:.1} s",
+        let mut out = format!(
+            "{}: {} flows x {} B datagrams, {:.1} s\n",
             self.id.heading(),
             self.flows,
             self.size,
