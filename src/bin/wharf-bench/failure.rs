@@ -152,7 +152,16 @@ impl Tally {
     }
 
     pub fn record(&mut self, failure: &Failure) {
-        *self.counters()[failure.kind as usize] += 1;
+        let counter = match failure.kind {
+            FailureKind::ConnectFailed => &mut self.connect_failed,
+            FailureKind::Reset => &mut self.resets,
+            FailureKind::Closed => &mut self.closed,
+            FailureKind::Mismatch => &mut self.mismatches,
+            FailureKind::Timeout => &mut self.timeouts,
+            FailureKind::Tls => &mut self.tls_errors,
+            FailureKind::Other => &mut self.other,
+        };
+        *counter += 1;
         if self.first.is_none() {
             self.first = Some(failure.to_string());
         }
