@@ -161,6 +161,9 @@ impl Control {
             // Closing the listeners first: no new connections (or datagrams) while the
             // others finish.
             server.stop_listening();
+            if let Some(hook) = self.on_drain.as_mut() {
+                hook();
+            }
             let received = match requests.signal() {
                 Some(name) => format!("received {name}: "),
                 None => String::new(),
@@ -202,6 +205,7 @@ impl Control {
         let next = [
             server.next_deadline(),
             self.next_stats_at,
+            self.periodic.as_ref().map_or(NEVER, |(next, _, _)| *next),
             self.drain_until.unwrap_or(NEVER),
         ]
         .into_iter()
@@ -219,6 +223,12 @@ impl Control {
             // From the planned tick, not from now: the lines keep their rhythm.
             let every = self.stats_every.unwrap_or(NEVER);
             self.next_stats_at = self.next_stats_at.saturating_add(every).max(now + 1);
+        }
+        if let Some((next, every, report)) = self.periodic.as_mut() {
+            if *next <= now {
+                report(&server.stats);
+                *next = next.saturating_add(*every).max(now + 1);
+            }
         }
     }
 }

@@ -101,6 +101,32 @@ impl Listener {
         })
     }
 
+    /// Takes a socket that is already listening (passed by systemd's socket activation,
+    /// or by a parent process): made non-blocking, with `options`' per-connection settings
+    /// (`nodelay`, `keepalive`) set on it; the backlog, SO_REUSEPORT and IPV6_V6ONLY are
+    /// whatever its creator chose.
+    ///
+    /// ```
+    /// use wharf::{ListenOptions, Listener};
+    ///
+    /// let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = std_listener.local_addr()?;
+    /// let listener = Listener::from_std(std_listener, &ListenOptions::default())?;
+    /// assert_eq!(listener.local_addr(), addr);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_std(listener: StdListener, options: &ListenOptions) -> io::Result<Listener> {
+        listener.set_nonblocking(true)?;
+        socket::set_stream_options(listener.as_raw_fd(), options.nodelay, options.keepalive)?;
+        let socket = mio::net::TcpListener::from_std(listener);
+        let local_addr = socket.local_addr()?;
+        Ok(Listener {
+            socket,
+            local_addr,
+            options: options.clone(),
+        })
+    }
+
     /// Applies the per-connection options to an accepted socket where the operating system
     /// does not inherit them from the listening socket.
     pub(crate) fn prepare(&self, stream: &mio::net::TcpStream) -> io::Result<()> {

@@ -110,6 +110,10 @@ pub(crate) struct Control {
     pub(crate) stats_every: Option<Tick>,
     /// Called with the counters whenever the stats line is logged.
     pub(crate) stats_reporter: Option<StatsReporter>,
+    /// [`Reactor::report_every`]: when next, how often, and what.
+    pub(crate) periodic: Option<(Tick, Tick, StatsReporter)>,
+    /// [`Reactor::on_drain`].
+    pub(crate) on_drain: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Control {
@@ -127,6 +131,8 @@ impl Control {
             next_stats_at: stats_every.unwrap_or(NEVER),
             stats_every,
             stats_reporter: None,
+            periodic: None,
+            on_drain: None,
         }
     }
 }
@@ -386,6 +392,35 @@ impl<H: Handler> Reactor<H> {
     /// The counters so far.
     pub fn stats(&self) -> &Stats {
         &self.server.stats
+    }
+
+    /// Calls `report` with the counters every `interval` (at least one tick, 100 ms), on the
+    /// loop's thread, logging nothing: for a status that a supervisor shows (systemd's
+    /// `STATUS=`). It runs inside the loop, so it must not block.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use wharf::{Config, Reactor, service::Echo};
+    /// let mut reactor = Reactor::new(Config::default(), Echo)?;
+    /// reactor.report_every(Duration::from_secs(5), |stats| {
+    ///     let _status = format!("{} connections", stats.active);
+    /// });
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn report_every(
+        &mut self,
+        interval: Duration,
+        report: impl FnMut(&Stats) + Send + 'static,
+    ) {
+        let every = timer::ticks(Some(interval)).unwrap_or(1).max(1);
+        self.control.periodic = Some((every, every, Box::new(report)));
+    }
+
+    /// Calls `hook` on the loop's thread when a drain begins ([`Handle::drain`], or the
+    /// first SIGTERM with [`Handle::install_signal_handlers`]), after the listeners close:
+    /// for telling a supervisor the service is stopping (systemd's `STOPPING=1`).
+    pub fn on_drain(&mut self, hook: impl FnMut() + Send + 'static) {
+        self.control.on_drain = Some(Box::new(hook));
     }
 
     /// The handler.

@@ -247,6 +247,14 @@ pub struct ServerArgs {
     /// Internal: a worker listens for TLS here instead of --tls-listen.
     #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]
     worker_tls_listen: Vec<SocketAddr>,
+    /// Internal: a worker serves on this listening socket, which it inherits from its
+    /// parent (socket activation), as `FD:KIND`.
+    #[arg(long, hide = true, value_name = "FD:KIND", requires = "worker_id")]
+    pub worker_socket: Vec<String>,
+    /// The listening sockets systemd passed (or a worker's parent), with what each is for:
+    /// used instead of binding any address.
+    #[arg(skip)]
+    pub activated: Vec<(std::net::TcpListener, crate::systemd::Role)>,
     /// Internal: a worker's --proxy-listen.
     #[arg(long, hide = true, value_name = "ADDR", requires = "worker_id")]
     worker_proxy_listen: Vec<SocketAddr>,
@@ -285,6 +293,23 @@ impl Kind {
         tls: true,
         proxy: true,
     };
+
+    /// The kind a socket name or `--worker-socket` says (`plain`, `tls`, `proxy`,
+    /// `proxy-tls`).
+    pub fn named(name: &str) -> Option<Kind> {
+        [Kind::PLAIN, Kind::TLS, Kind::PROXY, Kind::PROXY_TLS]
+            .into_iter()
+            .find(|kind| kind.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match (self.tls, self.proxy) {
+            (false, false) => "plain",
+            (true, false) => "tls",
+            (false, true) => "proxy",
+            (true, true) => "proxy-tls",
+        }
+    }
 
     /// The flag that gives such a listener.
     pub fn flag(self) -> &'static str {
@@ -483,6 +508,15 @@ impl ServerArgs {
 
     /// Every TCP listener of the service: plain, TLS, and behind a PROXY-protocol balancer.
     pub fn listeners(&self) -> Vec<Point> {
+        if !self.activated.is_empty() {
+            return (self.activated.iter())
+                .filter_map(|(socket, role)| match role {
+                    crate::systemd::Role::Service(kind) => Some((socket.local_addr().ok()?, *kind)),
+                    crate::systemd::Role::Metrics => None,
+                })
+                .map(|(addr, kind)| Point { addr, kind })
+                .collect();
+        }
         let (proxy, proxy_tls) = match self.worker_id {
             Some(_) => (&self.worker_proxy_listen, &self.worker_proxy_tls_listen),
             None => (&self.proxy_addrs, &self.proxy_tls_addrs),
@@ -544,6 +578,14 @@ impl Mode {
         }
     }
 
+    pub fn server_mut(&mut self) -> &mut ServerArgs {
+        match self {
+            Mode::Echo { server, .. } | Mode::Line { server, .. } | Mode::Chat { server, .. } => {
+                server
+            }
+        }
+    }
+
     pub fn server(&self) -> &ServerArgs {
         match self {
             Mode::Echo { server, .. } | Mode::Line { server, .. } | Mode::Chat { server, .. } => {
@@ -564,7 +606,9 @@ impl Mode {
         server.tls_addrs = resolve_all("--tls-listen", &server.tls_specs)?;
         server.proxy_addrs = resolve_all("--proxy-listen", &server.proxy_specs)?;
         server.proxy_tls_addrs = resolve_all("--proxy-tls-listen", &server.proxy_tls_specs)?;
-        let proxied = !server.proxy_addrs.is_empty() || !server.proxy_tls_addrs.is_empty();
+        let proxied = !server.proxy_addrs.is_empty()
+            || !server.proxy_tls_addrs.is_empty()
+            || server.listeners().iter().any(|point| point.kind.proxy);
         match (proxied, server.proxy_from.is_empty()) {
             (true, true) => {
                 return Err(

@@ -20,6 +20,7 @@ mod metrics;
 mod pidfile;
 mod protect;
 mod sys;
+mod systemd;
 mod tls;
 mod workers;
 
@@ -28,6 +29,44 @@ use metrics::{ServiceFigures, WithMetrics};
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    // First, before this process opens anything: the sockets systemd passed, or in a
+    // worker those its parent passed on.
+    let server = cli.mode.server_mut();
+    let activated = match server.worker_id {
+        None => systemd::activated_sockets(),
+        Some(_) => (server.worker_socket.iter())
+            .map(|passed| workers::inherited_listener(passed))
+            .collect(),
+    };
+    let serves = |sockets: &[(std::net::TcpListener, systemd::Role)]| {
+        sockets.is_empty()
+            || sockets
+                .iter()
+                .any(|(_, role)| *role != systemd::Role::Metrics)
+    };
+    match activated {
+        Ok(sockets) if !serves(&sockets) => {
+            eprintln!(
+                "wharf: error: socket activation passed only metrics sockets: name the \
+                 service's socket anything but `metrics` (FileDescriptorName=)"
+            );
+            return ExitCode::from(2);
+        }
+        Ok(sockets) => {
+            if !sockets.is_empty() && server.worker_id.is_none() {
+                eprintln!(
+                    "wharf: socket activated: serving on the {} sockets systemd passed \
+                     (addresses given on the command line are not bound)",
+                    sockets.len()
+                );
+            }
+            server.activated = sockets;
+        }
+        Err(refusal) => {
+            eprintln!("wharf: error: {refusal}");
+            return ExitCode::from(2);
+        }
+    }
     // Host names are looked up once, by the parent: workers get its addresses.
     if cli.mode.server().worker_id.is_none() {
         if let Err(refusal) = cli.mode.resolve() {
@@ -122,15 +161,31 @@ fn serve<H: Handler + ServiceFigures>(
     protect::check(mode, args, tokens.is_some())?;
     let options = args.listen_options(nodelay_by_default);
     let tls = tls::settings(args)?;
-    let listeners = (args.listeners().into_iter())
-        .map(|point| Ok((Listener::bind(point.addr, &options)?, point.kind)))
-        .collect::<Result<Vec<_>, wharf::ListenError>>()?;
+    let mut listeners = Vec::new();
+    let mut metrics_activated = Vec::new();
+    for (socket, role) in args.activated.iter() {
+        let socket = socket.try_clone()?;
+        match role {
+            systemd::Role::Service(kind) => {
+                listeners.push((Listener::from_std(socket, &options)?, *kind))
+            }
+            systemd::Role::Metrics => metrics_activated.push(socket),
+        }
+    }
+    if args.activated.is_empty() {
+        for point in args.listeners() {
+            listeners.push((Listener::bind(point.addr, &options)?, point.kind));
+        }
+    }
     // A worker's parent serves the metrics of all its workers.
     let metrics_options = ListenOptions {
         nodelay: true,
         ..ListenOptions::default()
     };
     let metrics_listeners = match args.worker_id {
+        None if !metrics_activated.is_empty() => (metrics_activated.into_iter())
+            .map(|socket| Listener::from_std(socket, &metrics_options))
+            .collect::<Result<Vec<_>, _>>()?,
         None => (args.metrics_addrs.iter())
             .map(|addr| Listener::bind(*addr, &metrics_options))
             .collect::<Result<Vec<_>, _>>()?,
@@ -197,6 +252,12 @@ fn serve<H: Handler + ServiceFigures>(
     }
     if args.worker_id.is_some() {
         workers::announce_ready(); // the parent says `listening on` once all workers serve
+    } else if systemd::notifying() {
+        reactor.on_drain(systemd::stopping);
+        reactor.report_every(systemd::STATUS_EVERY, |stats| {
+            systemd::status(&format!("serving {} connections", stats.active));
+        });
+        systemd::ready("serving 0 connections");
     }
     reactor.run()?;
     log::info!("stopped: {}", reactor.stats());

@@ -45,6 +45,19 @@ mod supervisor;
 pub use channel::report_to;
 pub use relay::announce_ready;
 
+/// In a worker: the listening socket its parent passed on, from `--worker-socket FD:KIND`.
+pub fn inherited_listener(
+    passed: &str,
+) -> Result<(std::net::TcpListener, crate::systemd::Role), String> {
+    let invalid = || format!("--worker-socket {passed}: expected FD:KIND");
+    let (fd, kind) = passed.split_once(':').ok_or_else(invalid)?;
+    let fd = fd.parse().map_err(|_| invalid())?;
+    let kind = crate::cli::Kind::named(kind).ok_or_else(invalid)?;
+    let socket = crate::systemd::listening_tcp(fd)
+        .map_err(|why| format!("--worker-socket {passed}: {why}"))?;
+    Ok((socket, crate::systemd::Role::Service(kind)))
+}
+
 use supervisor::Supervisor;
 
 /// How many servers the command line asks for: 1 runs the server in this process, as it

@@ -24,12 +24,17 @@ use super::relay::{self, Event};
 use super::stats::{Counters, StatsRound};
 use crate::cli::{Kind, Mode};
 use crate::sys;
+use crate::systemd::Role;
+use std::net::TcpListener;
 
 pub struct Supervisor {
     mode: &'static str,
     /// Held while the parent lives, so the ports stay taken while workers come and go; each
     /// with the kind of listener it is for.
     reservations: Vec<(Reservation, Kind)>,
+    /// Socket activation: the listening sockets systemd passed, which every worker inherits
+    /// and accepts on (instead of reservations and listeners of their own).
+    activated: Vec<(TcpListener, Kind)>,
     /// This program, and the parent's own arguments, passed on to every worker.
     program: PathBuf,
     args: Vec<OsString>,
@@ -84,10 +89,25 @@ impl Supervisor {
         // share the port with other servers: without it, a second `wharf --workers` on this
         // port is refused while these workers listen (see Reservation).
         let options: ListenOptions = server.listen_options(false);
-        let reservations = (server.listeners().into_iter())
-            .map(|point| Reservation::bind(point.addr, &options).map(|r| (r, point.kind)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| error.to_string())?;
+        let mut activated = Vec::new();
+        let mut metrics_activated = Vec::new();
+        for (socket, role) in &server.activated {
+            let socket = socket
+                .try_clone()
+                .and_then(|socket| Ok(TcpListener::from(sys::above_stdio(socket.into())?)))
+                .map_err(|e| format!("cannot pass on an activated socket: {e}"))?;
+            match role {
+                Role::Service(kind) => activated.push((socket, *kind)),
+                Role::Metrics => metrics_activated.push(socket),
+            }
+        }
+        let reservations = match activated.is_empty() {
+            true => (server.listeners().into_iter())
+                .map(|point| Reservation::bind(point.addr, &options).map(|r| (r, point.kind)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| error.to_string())?,
+            false => Vec::new(),
+        };
         // Files every worker needs are checked once, here: a bad one is one line, not one
         // per worker.
         crate::tls::settings(server).map_err(|error| error.to_string())?;
@@ -115,6 +135,7 @@ impl Supervisor {
         let mut supervisor = Supervisor {
             mode: mode.name(),
             reservations,
+            activated,
             program,
             args: args.collect(),
             arg0,
@@ -138,12 +159,20 @@ impl Supervisor {
             metrics: Vec::new(),
             scrapes: 0,
         };
-        for addr in &server.metrics_addrs {
-            let listener = std::net::TcpListener::bind(addr)
-                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
-            supervisor
-                .metrics
-                .push(listener.local_addr().unwrap_or(*addr));
+        let metrics_bound = match metrics_activated.is_empty() {
+            true => (server.metrics_addrs.iter())
+                .map(|addr| {
+                    TcpListener::bind(addr)
+                        .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            false => metrics_activated,
+        };
+        for listener in metrics_bound {
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            // The thread accepts in blocking mode; systemd's sockets may be non-blocking.
+            listener.set_nonblocking(false).map_err(|e| e.to_string())?;
+            supervisor.metrics.push(addr);
             let thread = super::metrics::serve(listener, supervisor.sender.clone())
                 .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
             supervisor.relays.push(thread);
@@ -222,6 +251,13 @@ impl Supervisor {
             let flag = kind.flag().replacen("--", "--worker-", 1);
             command.arg(flag).arg(reservation.local_addr().to_string());
         }
+        for (socket, kind) in &self.activated {
+            sys::inherit_fd(&mut command, socket.as_raw_fd());
+            let passed = format!("{}:{}", socket.as_raw_fd(), kind.name());
+            command.arg("--worker-socket").arg(passed);
+        }
+        // The parent speaks to systemd for them all.
+        command.env_remove("NOTIFY_SOCKET");
         // Its own process group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches
         // the parent alone, which passes it on once. Reaching the workers too, it would count
         // as their second signal and stop them without a drain.
@@ -381,6 +417,9 @@ impl Supervisor {
     }
 
     fn terminate(&mut self, signal: i32) {
+        if self.terminations == 0 {
+            crate::systemd::stopping();
+        }
         self.terminations += 1;
         self.stopping = true;
         for worker in &mut self.workers {
@@ -442,15 +481,18 @@ impl Supervisor {
             .all(|w| matches!(w.state, State::Running { ready: true, .. }));
         if all_ready && !self.announced && !self.stopping {
             self.announced = true;
-            for (reservation, kind) in &self.reservations {
+            let reserved = (self.reservations.iter()).map(|(r, kind)| (Some(r.local_addr()), kind));
+            let activated = (self.activated.iter()).map(|(s, kind)| (s.local_addr().ok(), kind));
+            for (addr, kind) in reserved.chain(activated) {
+                let addr = addr.map_or("?".to_string(), |addr| addr.to_string());
                 eprintln!(
-                    "wharf: listening on {} ({}{}, {} workers)",
-                    reservation.local_addr(),
+                    "wharf: listening on {addr} ({}{}, {} workers)",
                     self.mode,
                     kind.suffix(),
                     self.workers.len()
                 );
             }
+            crate::systemd::ready(&format!("{} workers serving", self.workers.len()));
             for addr in &self.metrics {
                 eprintln!("wharf: listening on {addr} (metrics)");
             }

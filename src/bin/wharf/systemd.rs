@@ -1,0 +1,111 @@
+//! systemd: socket activation and readiness notification (`sd-notify` crate), and how the
+//! `--workers` parent hands activated sockets on to its workers.
+//!
+//! **Socket activation.** When systemd (or `systemd-socket-activate`) starts wharf with
+//! listening sockets (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`), wharf serves on them
+//! instead of binding `--listen` and its kin. Each socket's name
+//! (`FileDescriptorName=` in the `.socket` unit) says what it is for: `tls`, `proxy`,
+//! `proxy-tls`, `metrics`, or anything else (the default, the unit's name) for the plain
+//! service. The checks that flags ask for still apply (`--proxy-from` for `proxy`,
+//! `--tls-cert` for `tls`).
+//!
+//! **Notification.** With `NOTIFY_SOCKET` set (`Type=notify`), wharf says `READY=1` once
+//! it serves, `STOPPING=1` when a drain begins, and `STATUS=` with its connection count
+//! every few seconds. Workers never notify: their parent speaks for them.
+
+use std::net::TcpListener;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+use crate::cli::Kind;
+
+/// How often `STATUS=` is updated.
+pub const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// What one activated socket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Service(Kind),
+    Metrics,
+}
+
+impl Role {
+    /// The role of a socket named `name` (`FileDescriptorName=`).
+    fn of(name: &str) -> Role {
+        match name {
+            "metrics" => Role::Metrics,
+            name => Role::Service(Kind::named(name).unwrap_or(Kind::PLAIN)),
+        }
+    }
+}
+
+/// The listening sockets systemd passed, each with its role; empty when not socket
+/// activated. Reads and unsets `LISTEN_*`, so workers and other children never take them
+/// for their own. Call it once, first thing.
+pub fn activated_sockets() -> Result<Vec<(TcpListener, Role)>, String> {
+    let passed = sd_notify::listen_fds_with_names(true)
+        .map_err(|e| format!("cannot use the sockets systemd passed (LISTEN_FDS): {e}"))?;
+    let mut sockets = Vec::new();
+    for (fd, name) in passed {
+        let listener = listening_tcp(fd).map_err(|why| {
+            format!("socket activation: descriptor {fd} ({name}) is not usable: {why}")
+        })?;
+        sockets.push((listener, Role::of(&name)));
+    }
+    Ok(sockets)
+}
+
+/// Takes `fd`, which must be a listening TCP socket this process owns, with nothing else in
+/// it using the number (passed by systemd, or by a worker's parent).
+pub fn listening_tcp(fd: RawFd) -> Result<TcpListener, String> {
+    if fd < 3 {
+        return Err("not a passed descriptor (0, 1 or 2)".into());
+    }
+    // SAFETY: `fd` was passed to this process for it to own (LISTEN_FDS, or the parent's
+    // --worker-socket), is above stdio, and is taken once; a number that is not open makes
+    // the checks below fail before the socket is used.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = socket2::Socket::from(owned);
+    let stream = socket.r#type().map_err(|e| e.to_string())? == socket2::Type::STREAM;
+    let listening = socket.is_listener().map_err(|e| e.to_string())?;
+    let inet = socket
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .as_socket()
+        .is_some();
+    if !(stream && listening && inet) {
+        return Err("not a listening TCP socket".into());
+    }
+    socket.set_cloexec(true).map_err(|e| e.to_string())?;
+    Ok(TcpListener::from(socket))
+}
+
+/// Whether systemd waits for notifications from this process.
+pub fn notifying() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// `READY=1`, with a first status.
+pub fn ready(status: &str) {
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// `STOPPING=1`: a drain began.
+pub fn stopping() {
+    notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+}
+
+/// `STATUS=...`, shown by `systemctl status`.
+pub fn status(status: &str) {
+    notify(&[NotifyState::Status(status)]);
+}
+
+/// Sends `states`, if systemd listens. Never fatal: a notification that cannot be sent is
+/// logged and the server goes on.
+fn notify(states: &[NotifyState]) {
+    if let Err(error) = sd_notify::notify(false, states) {
+        log::warn!("cannot notify systemd (NOTIFY_SOCKET): {error}");
+    }
+}
