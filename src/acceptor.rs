@@ -12,6 +12,9 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use log::Level;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -98,10 +101,13 @@ impl Acceptor {
             sweep_at: NEVER,
             spare_fd: spare_descriptor(),
             drain: Vec::new(),
-            access_log: LogLimit::per_second(),
-            reject_log: LogLimit::per_second(),
-            error_log: LogLimit::per_second(),
-            lockout_log: LogLimit::per_second(),
+            access_log: LogLimit::per_second(
+                Level::Warn,
+                "connections refused by the access rules",
+            ),
+            reject_log: LogLimit::per_second(Level::Warn, "connections refused: server full"),
+            error_log: LogLimit::per_second(Level::Warn, "accept failures"),
+            lockout_log: LogLimit::per_second(Level::Warn, "lockouts"),
             lockout: (
                 config.lockout_failures,
                 config.lockout_window,
@@ -474,6 +480,33 @@ impl Acceptor {
     fn plan_sweep(&mut self, now: Tick) {
         if self.sweep_at == NEVER && self.access.remembers() {
             self.sweep_at = timer::after(now, ACCESS_SWEEP_TICKS);
+        }
+    }
+
+    fn log_limits(&mut self) -> [&mut LogLimit; 4] {
+        [
+            &mut self.access_log,
+            &mut self.reject_log,
+            &mut self.error_log,
+            &mut self.lockout_log,
+        ]
+    }
+
+    /// When one of its rate-limited log lines owes a count of what it did not log.
+    pub(crate) fn logs_due(&self) -> Option<Instant> {
+        let limits = [
+            &self.access_log,
+            &self.reject_log,
+            &self.error_log,
+            &self.lockout_log,
+        ];
+        limits.into_iter().filter_map(LogLimit::due).min()
+    }
+
+    /// Logs the counts its rate-limited log lines owe, where due.
+    pub(crate) fn flush_logs(&mut self, now: Instant) {
+        for limit in self.log_limits() {
+            limit.flush(now);
         }
     }
 

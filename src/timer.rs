@@ -76,6 +76,14 @@ impl Clock {
         self.tick
     }
 
+    /// The first tick that begins at or after `at`.
+    pub(crate) fn tick_at(&self, at: Instant) -> Tick {
+        let elapsed = at.saturating_duration_since(self.start);
+        let tick_ms = TICK.as_millis();
+        let ticks = elapsed.as_millis().div_ceil(tick_ms);
+        ticks.min(u128::from(NEVER - 1)) as Tick
+    }
+
     /// How long from the last update until `tick` begins (zero if it has).
     pub(crate) fn until(&self, tick: Tick) -> Duration {
         let at = self.start + TICK * tick;

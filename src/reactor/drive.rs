@@ -111,6 +111,7 @@ impl<H: Handler> Server<H> {
                 }
             } else {
                 self.stats.bytes_in += n as u64;
+                self.access_log.read(id.key(), n);
                 if matches!(conn.stage(), Stage::ProxyHeader { .. }) {
                     self.read_proxy_header(id, n); // then `receive` what follows it
                 } else {

@@ -39,6 +39,7 @@ impl<H: Handler> Server<H> {
         match self.conns[id.key()].flush(self.clock.tick()) {
             Ok(written) => {
                 self.stats.bytes_out += written as u64;
+                self.access_log.wrote(id.key(), written);
                 true
             }
             Err(error) => {

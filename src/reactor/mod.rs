@@ -14,7 +14,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use log::Level;
 
 use mio::{Events, Poll, Registry, Waker};
 use slab::Slab;
@@ -36,6 +38,7 @@ use crate::timer::{self, Clock, Tick, Timers, NEVER};
 use crate::transport::Transports;
 use crate::udp::UdpSockets;
 
+mod access_log;
 mod door;
 mod drive;
 mod flush;
@@ -46,6 +49,7 @@ mod settle;
 mod timeouts;
 mod tls;
 
+use access_log::AccessLog;
 pub(crate) use drive::Readiness;
 use peers::Peers;
 
@@ -157,6 +161,7 @@ pub(crate) struct Server<H: Handler> {
     generations: Generations,
     /// Each connection's address and identity, by slab key.
     peers: Peers,
+    access_log: AccessLog,
     handler: H,
     /// What the current callback asked for, performed when it returns.
     outbox: Outbox,
@@ -217,6 +222,7 @@ impl<H: Handler> Reactor<H> {
             conns: Slab::new(),
             generations: Generations::default(),
             peers: Peers::default(),
+            access_log: AccessLog::new(),
             handler,
             outbox: Outbox::new(water.high),
             handed_back: false,
@@ -225,11 +231,11 @@ impl<H: Handler> Reactor<H> {
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             resume: Vec::new(),
             clock: Clock::new(),
-            tls_log: LogLimit::per_second(),
-            auth_log: LogLimit::per_second(),
-            proxy_log: LogLimit::per_second(),
-            slow_reader_log: LogLimit::per_second(),
-            message_timeout_log: LogLimit::per_second(),
+            tls_log: LogLimit::per_second(Level::Info, "TLS errors"),
+            auth_log: LogLimit::per_second(Level::Info, "failed authentications"),
+            proxy_log: LogLimit::per_second(Level::Warn, "PROXY header errors"),
+            slow_reader_log: LogLimit::per_second(Level::Info, "slow readers dropped"),
+            message_timeout_log: LogLimit::per_second(Level::Info, "unfinished messages closed"),
         };
         Ok(Reactor {
             poll,
@@ -455,10 +461,40 @@ impl<H: Handler> Server<H> {
     /// The nearest tick anything here is due: a connection's deadline, an accept retry, an
     /// access sweep ([`NEVER`]: none).
     pub(crate) fn next_deadline(&self) -> Tick {
+        let logs = self.logs_due().map_or(NEVER, |due| self.clock.tick_at(due));
         self.timers
             .next()
             .unwrap_or(NEVER)
             .min(self.acceptor.next_deadline())
+            .min(logs)
+    }
+
+    /// When a rate-limited log line owes a count of what it did not log.
+    fn logs_due(&self) -> Option<Instant> {
+        let own = [
+            &self.tls_log,
+            &self.auth_log,
+            &self.proxy_log,
+            &self.slow_reader_log,
+            &self.message_timeout_log,
+        ];
+        let own = own.into_iter().filter_map(LogLimit::due);
+        own.chain(self.acceptor.logs_due()).min()
+    }
+
+    /// Logs the counts rate-limited log lines owe, where due.
+    pub(crate) fn flush_logs(&mut self) {
+        let now = self.clock.now();
+        for limit in [
+            &mut self.tls_log,
+            &mut self.auth_log,
+            &mut self.proxy_log,
+            &mut self.slow_reader_log,
+            &mut self.message_timeout_log,
+        ] {
+            limit.flush(now);
+        }
+        self.acceptor.flush_logs(now);
     }
 
     /// Closes the listeners and UDP sockets (a drain): no new connections or datagrams.

@@ -64,6 +64,7 @@ impl<H: Handler> Server<H> {
         self.stats.active += 1;
         entry.insert(Conn::new(stream, id.generation(), now, stage));
         self.peers.opened(id.key(), peer, listener);
+        self.access_log.opened(id.key(), self.clock.now());
         log::trace!("conn={id} peer={peer} opened");
         if !self.start_transport(id, index) {
             return;

@@ -18,7 +18,10 @@ impl<H: Handler> Server<H> {
             self.outbox.reply = reply;
             self.outbox.reply.clear();
             match result {
-                Ok(written) => self.stats.bytes_out += written as u64,
+                Ok(written) => {
+                    self.stats.bytes_out += written as u64;
+                    self.access_log.wrote(id.key(), written);
+                }
                 Err(error) => {
                     self.close(id, CloseReason::from_error(&error));
                     return;
@@ -93,6 +96,8 @@ impl<H: Handler> Server<H> {
             self.acceptor.release(listener, peer.ip());
         }
         log::debug!("conn={id} closed: {reason}");
+        self.access_log
+            .closed(id.key(), self.peers.peer(id.key()), reason);
         let identity = self.peers.forget(id.key());
         // A clean close_notify only when nothing owed is being dropped: after lost output it
         // would tell the client the stream ended cleanly (a truncation attack's disguise),

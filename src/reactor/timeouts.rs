@@ -71,6 +71,7 @@ impl<H: Handler> Server<H> {
                 None => {}
             }
         }
+        self.flush_logs();
         if self.acceptor.on_time(now, &mut self.stats) {
             self.resume_listeners();
         }
