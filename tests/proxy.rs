@@ -132,6 +132,23 @@ fn untrusted_sources_and_missing_headers_are_closed_with_a_reason() {
 }
 
 #[test]
+fn a_header_that_does_not_come_in_time_closes_the_connection() {
+    let server = start_line_behind_proxy(&["--proxy-timeout", "300ms"]);
+    let addr = proxy_addr(&server);
+    let mut slow = connect(addr);
+    slow.write_all(b"PROXY TCP4 198.51").unwrap(); // and nothing more
+    assert!(
+        closed_at_once(&mut slow),
+        "closed once the header is overdue"
+    );
+    server.wait_for_log("no complete PROXY header within", IO_TIMEOUT);
+    let stats = server.wait_for_stats(IO_TIMEOUT, "the timeout is counted", |line| {
+        stat(line, "proxy_timeouts") == 1
+    });
+    assert_eq!(stat(&stats, "proxy_errors"), 1, "{stats}");
+}
+
+#[test]
 fn the_per_address_limit_counts_each_client_behind_the_balancer() {
     let server = start_line_behind_proxy(&["--max-conns-per-ip", "1"]);
     let addr = proxy_addr(&server);

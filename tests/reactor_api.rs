@@ -9,7 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wharf::{CloseReason, Config, ConnId, Context, Handler};
+use wharf::{CloseReason, Config, ConnId, Context, Handler, ListenOptions, Listener, Reactor};
 
 fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -249,4 +249,53 @@ fn input_over_max_input_closes_the_connection() {
     client.write_all(&[1u8; 64 * 1024]).unwrap();
     // The server gives up on the connection: end of stream, not a read timeout.
     assert_eq!(read_to_end(&mut client), b"");
+}
+
+/// Says, on open, which listener the connection came in on and who its peer is.
+struct WhoAmI;
+
+impl Handler for WhoAmI {
+    type Session = ();
+
+    fn on_open(&mut self, ctx: &mut Context<'_>, peer: SocketAddr) {
+        let line = format!("{:?} {peer} {:?}\n", ctx.listener(), ctx.peer_addr());
+        ctx.write(line.as_bytes());
+        ctx.close();
+    }
+
+    fn on_data(&mut self, _: &mut Context<'_>, _: &mut (), input: &[u8]) -> usize {
+        input.len()
+    }
+}
+
+#[test]
+fn each_connection_knows_its_listener_and_a_proxy_header_names_its_peer() {
+    let bind = || Listener::bind("127.0.0.1:0".parse().unwrap(), &ListenOptions::default());
+    let (plain, behind) = (bind().unwrap(), bind().unwrap());
+    let (plain_addr, behind_addr) = (plain.local_addr(), behind.local_addr());
+    let mut reactor = Reactor::new(Config::default(), WhoAmI).unwrap();
+    let plain_id = reactor.add_listener(plain).unwrap();
+    let behind_id = reactor.add_listener(behind).unwrap();
+    reactor.expect_proxy_header(behind_id, vec!["127.0.0.0/8".parse().unwrap()]);
+    let handle = reactor.handle();
+    let thread = std::thread::spawn(move || reactor.run());
+
+    let mut direct = TcpStream::connect(plain_addr).unwrap();
+    let line = String::from_utf8(read_to_end(&mut direct)).unwrap();
+    let own = direct.local_addr().unwrap();
+    assert_eq!(line, format!("Some({plain_id:?}) {own} Some({own})\n"));
+
+    let mut proxied = TcpStream::connect(behind_addr).unwrap();
+    proxied
+        .write_all(b"PROXY TCP4 198.51.100.7 127.0.0.1 4000 7000\r\n")
+        .unwrap();
+    let line = String::from_utf8(read_to_end(&mut proxied)).unwrap();
+    let client = "198.51.100.7:4000";
+    assert_eq!(
+        line,
+        format!("Some({behind_id:?}) {client} Some({client})\n")
+    );
+
+    handle.stop();
+    thread.join().unwrap().unwrap();
 }

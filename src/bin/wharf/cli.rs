@@ -112,6 +112,10 @@ pub struct ServerArgs {
     /// sources a --proxy-listen port takes connections from.
     #[arg(long = "proxy-from", value_name = "CIDR", value_parser = parse_cidr)]
     pub proxy_from: Vec<IpNet>,
+    /// Close a connection on a --proxy-listen port that has not sent a whole PROXY header
+    /// within this long.
+    #[arg(long, value_name = "DURATION", default_value = "5", value_parser = parse_duration)]
+    proxy_timeout: Duration,
     /// Serve metrics in the Prometheus text format at http://ADDR/metrics (the forms of
     /// --listen: PORT alone is loopback). With --workers, the parent serves the workers'
     /// sum and each worker's figures.
@@ -449,6 +453,7 @@ impl ServerArgs {
             max_accept_rate: self.max_accept_rate,
             auth_timeout: self.auth_timeout.max(TICK),
             tls_handshake_timeout: self.tls_handshake_timeout.max(TICK),
+            proxy_header_timeout: self.proxy_timeout.max(TICK),
             lockout_failures: self.lockout_failures,
             lockout_window: self.lockout_secs,
             lockout_duration: self.lockout_secs,
