@@ -191,21 +191,22 @@ impl Acceptor {
             return Accepted::Done; // closed by a drain since it was put on the resume list
         };
         match listener.socket_mut().accept() {
-            Ok((stream, peer)) if self.exempt[index] => Accepted::Conn(stream, peer),
-            // Admitted by the access rules once its header names the client.
+            // Admitted by the access rules once its header names the client (trusted
+            // sources only, exempt or not).
             Ok((stream, peer)) if self.proxies[index].is_some() => {
                 if !self.trusts(index, peer.ip()) {
                     stats.proxy_errors += 1;
                     drop(stream);
                     self.count_refusal(peer, Refusal::UntrustedProxy, stats, clock);
                     Accepted::Refused
-                } else if active >= self.max_conns {
+                } else if active >= self.max_conns && !self.exempt[index] {
                     self.refuse(tls, &stream, peer, Full::Connections, stats, clock);
                     Accepted::Refused
                 } else {
                     Accepted::Conn(stream, peer)
                 }
             }
+            Ok((stream, peer)) if self.exempt[index] => Accepted::Conn(stream, peer),
             Ok((stream, peer)) => {
                 let admitted = self.access.admit(peer.ip(), clock.tick());
                 self.plan_sweep(clock.tick());
@@ -307,10 +308,14 @@ impl Acceptor {
     /// reactor closes the connection, without a word.
     pub(crate) fn admit_client(
         &mut self,
+        listener: ListenerId,
         peer: SocketAddr,
         stats: &mut Stats,
         clock: &Clock,
     ) -> bool {
+        if self.is_exempt(listener) {
+            return true; // and never released: the rules do not count it
+        }
         let admitted = self.access.admit(peer.ip(), clock.tick());
         self.plan_sweep(clock.tick());
         match admitted {
@@ -414,7 +419,7 @@ impl Acceptor {
         clock: &Clock,
     ) {
         stats.accept_errors += 1;
-        self.release(listener, peer.ip());
+        self.release_unopened(listener, peer.ip());
         if let Some(count) = self.error_log.hit(clock.now()) {
             log::warn!(
                 "peer={peer} cannot register connection: {error} ({count} in the last second)"
@@ -426,6 +431,15 @@ impl Acceptor {
     pub(crate) fn release(&mut self, listener: ListenerId, ip: IpAddr) {
         if !self.is_exempt(listener) {
             self.release_ip(ip);
+        }
+    }
+
+    /// A connection from `ip` on `listener`, just accepted, could not be opened: released
+    /// if the rules admitted it at accept (not on a PROXY listener, whose connections are
+    /// admitted only after their header).
+    pub(crate) fn release_unopened(&mut self, listener: ListenerId, ip: IpAddr) {
+        if !self.expects_proxy(listener) {
+            self.release(listener, ip);
         }
     }
 

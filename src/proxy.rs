@@ -48,10 +48,23 @@ pub(crate) fn examine(input: &[u8]) -> Header {
     let result = HeaderResult::parse(input);
     if result.is_incomplete() {
         return match input.len() {
+            // A whole v1 line that still lacks a field ("PROXY TCP4\r\n") will not get it.
+            _ if v1_line && line_ends => Header::Invalid("PROXY v1: a field is missing".into()),
             n if n >= MAX_HEADER => Header::Invalid(format!("no header in the first {n} bytes")),
             _ => Header::More,
         };
     }
+    let header = read(result);
+    match header {
+        Header::Read { len, .. } if len > MAX_HEADER => {
+            Header::Invalid(format!("a {len}-byte header, over {MAX_HEADER}"))
+        }
+        header => header,
+    }
+}
+
+/// What a complete parse says.
+fn read(result: HeaderResult<'_>) -> Header {
     match result {
         HeaderResult::V1(Ok(header)) => {
             let client = match header.addresses {
@@ -159,5 +172,12 @@ mod tests {
         let mut bad_version = v2(0x21, &[]);
         bad_version[12] = 0x31;
         assert!(matches!(examine(&bad_version), Header::Invalid(_)));
+        // A whole v1 line missing a field is refused at once, not left to time out.
+        assert!(matches!(examine(b"PROXY TCP4\r\n"), Header::Invalid(_)));
+        let short = b"PROXY TCP4 198.51.100.2 10.0.0.1 40000\r\n";
+        assert!(matches!(examine(short), Header::Invalid(_)));
+        // However it arrives, a header over the limit is refused.
+        let tlvs = [[0x04u8, 0x0f, 0xf0].as_slice(), &[0; 0x0ff0]].concat();
+        assert!(matches!(examine(&v2(0x21, &tlvs)), Header::Invalid(_)));
     }
 }

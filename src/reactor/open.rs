@@ -45,7 +45,7 @@ impl<H: Handler> Server<H> {
         if entry.key() > MAX_KEY {
             // Four billion connections: drop the new one rather than alias a token.
             self.stats.rejected += 1;
-            self.acceptor.release(listener, peer.ip());
+            self.acceptor.release_unopened(listener, peer.ip());
             return;
         }
         self.acceptor.prepare(index, &stream, peer);

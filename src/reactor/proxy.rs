@@ -22,7 +22,8 @@ impl<H: Handler> Server<H> {
         self.stats.proxy_headers += 1;
         let balancer = self.peer(id);
         let client = client.unwrap_or(balancer);
-        if !(self.acceptor).admit_client(client, &mut self.stats, &self.clock) {
+        let listener = self.peers.listener(id.key());
+        if !(self.acceptor).admit_client(listener, client, &mut self.stats, &self.clock) {
             return self.close(id, CloseReason::Closed);
         }
         self.peers.moved(id.key(), client);
@@ -35,7 +36,6 @@ impl<H: Handler> Server<H> {
         let after = rest.len();
         self.scratch[..after].copy_from_slice(rest);
         drop(input);
-        let listener = self.peers.listener(id.key());
         let next = self.first_stage(listener, self.clock.tick());
         self.conns[id.key()].advance(|stage| stage.header_read(next));
         // A door stage's deadline is later than the header's, whose timer entry finds it

@@ -5,8 +5,8 @@
 //! listening sockets (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`), wharf serves on them
 //! instead of binding `--listen` and its kin. Each socket's name
 //! (`FileDescriptorName=` in the `.socket` unit) says what it is for: `tls`, `proxy`,
-//! `proxy-tls`, `metrics`, or anything else (the default, the unit's name) for the plain
-//! service. The checks that flags ask for still apply (`--proxy-from` for `proxy`,
+//! `proxy-tls`, `metrics`, or `service`, `plain` or systemd's default (the unit's name) for
+//! the plain service; any other name is refused. The checks that flags ask for still apply (`--proxy-from` for `proxy`,
 //! `--tls-cert` for `tls`).
 //!
 //! **Notification.** With `NOTIFY_SOCKET` set (`Type=notify`), wharf says `READY=1` once
@@ -32,11 +32,21 @@ pub enum Role {
 }
 
 impl Role {
-    /// The role of a socket named `name` (`FileDescriptorName=`).
-    fn of(name: &str) -> Role {
+    /// The role of a socket named `name` (`FileDescriptorName=`): a role's name; `service`,
+    /// or a name systemd gives by default (the unit's, `NAME.socket`; `unknown`), for the
+    /// plain service. Anything else is refused: a typo (`TLS`, `proxy_tls`) must not
+    /// quietly make a plaintext port.
+    fn of(name: &str) -> Result<Role, String> {
         match name {
-            "metrics" => Role::Metrics,
-            name => Role::Service(Kind::named(name).unwrap_or(Kind::PLAIN)),
+            "metrics" => Ok(Role::Metrics),
+            "" | "service" | "unknown" => Ok(Role::Service(Kind::PLAIN)),
+            name if name.ends_with(".socket") => Ok(Role::Service(Kind::PLAIN)),
+            name => Kind::named(name).map(Role::Service).ok_or_else(|| {
+                format!(
+                    "socket activation: a socket named {name:?}: FileDescriptorName must be \
+                     service (or the unit's name), plain, tls, proxy, proxy-tls or metrics"
+                )
+            }),
         }
     }
 }
@@ -52,7 +62,7 @@ pub fn activated_sockets() -> Result<Vec<(TcpListener, Role)>, String> {
         let listener = listening_tcp(fd).map_err(|why| {
             format!("socket activation: descriptor {fd} ({name}) is not usable: {why}")
         })?;
-        sockets.push((listener, Role::of(&name)));
+        sockets.push((listener, Role::of(&name)?));
     }
     Ok(sockets)
 }

@@ -10,9 +10,10 @@
 //! out: the endpoint binds to loopback unless told otherwise, and bounds itself.
 //!
 //! The endpoint cannot starve the service: at most [`MAX_SCRAPERS`] metrics connections are
-//! served at once (more are answered 503 and closed), a request head is at most
-//! [`http::MAX_REQUEST`] bytes, each connection serves one request and closes, and a page
-//! is a few kilobytes rendered in microseconds.
+//! open at once, a request head is at most [`http::MAX_REQUEST`] bytes, each connection
+//! serves one request and closes, and a page is a few kilobytes rendered in microseconds.
+//! Nor can idle connections starve the endpoint: a new scraper past the limit is served,
+//! and the oldest of those still waiting to send a request is answered 503 and closed.
 //!
 //! With `--workers N` the parent serves the endpoint instead ([`crate::workers`]): it asks
 //! every worker for its figures and serves their sum, with each worker's series beside it.
@@ -20,7 +21,7 @@
 use std::net::SocketAddr;
 
 use wharf::service::{Chat, Echo, Line};
-use wharf::{CloseReason, Context, Handler, ListenerId};
+use wharf::{CloseReason, ConnId, Context, Handler, ListenerId};
 
 pub mod exposition;
 pub mod http;
@@ -117,6 +118,8 @@ pub struct WithMetrics<H> {
     service: H,
     metrics: Option<ListenerId>,
     scrapes: Scrapes,
+    /// Metrics connections that have not sent a whole request yet, oldest first.
+    waiting: Vec<ConnId>,
 }
 
 /// The session of a connection: the service's, or a scrape.
@@ -132,6 +135,7 @@ impl<H> WithMetrics<H> {
             service,
             metrics: None,
             scrapes: Scrapes::default(),
+            waiting: Vec::new(),
         }
     }
 
@@ -150,9 +154,14 @@ impl<H: Handler + ServiceFigures> Handler for WithMetrics<H> {
         }
         self.scrapes.open += 1;
         self.scrapes.accepted += 1;
-        if self.scrapes.open > MAX_SCRAPERS as u64 {
-            self.respond(ctx, http::refusal(http::Status::Busy));
+        if self.waiting.len() >= MAX_SCRAPERS {
+            let oldest = self.waiting.remove(0);
+            let busy = http::refusal(http::Status::Busy);
+            self.scrapes.bytes_out += busy.len() as u64;
+            ctx.write_to(oldest, &busy);
+            ctx.close_conn(oldest);
         }
+        self.waiting.push(ctx.id());
         Routed::Metrics
     }
 
@@ -178,7 +187,10 @@ impl<H: Handler + ServiceFigures> Handler for WithMetrics<H> {
     fn on_close(&mut self, ctx: &mut Context<'_>, session: Self::Session, reason: CloseReason) {
         match session {
             Routed::Service(session) => self.service.on_close(ctx, session, reason),
-            Routed::Metrics => self.scrapes.closed(reason),
+            Routed::Metrics => {
+                self.waiting.retain(|id| *id != ctx.id());
+                self.scrapes.closed(reason);
+            }
         }
     }
 
@@ -215,6 +227,7 @@ impl<H: Handler + ServiceFigures> WithMetrics<H> {
     }
 
     fn respond(&mut self, ctx: &mut Context<'_>, response: Vec<u8>) {
+        self.waiting.retain(|id| *id != ctx.id());
         self.scrapes.bytes_out += response.len() as u64;
         ctx.write(&response);
         ctx.close();

@@ -2,7 +2,8 @@
 //! a time. The parent has no reactor, and its figures come from its workers, whose answers
 //! take a moment, so a plain blocking server is the simple fit: the thread reads the request
 //! (the same sans-IO [`http`] as a worker's endpoint), asks the main thread for the page
-//! ([`Event::Scrape`]) and waits for it, then writes it. Timeouts bound each step, so a
+//! ([`Event::Scrape`]) and waits for it, then writes it. One deadline bounds reading the
+//! request and another writing the page, however the client trickles its bytes, so a
 //! client that stalls holds this thread for seconds at most and never holds the workers,
 //! which serve the clients, at all.
 
@@ -10,12 +11,12 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{self, Sender};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::relay::Event;
 use crate::metrics::http;
 
-/// How long a scraper may take to send its request, or to read the response.
+/// How long a scraper may take to send its whole request, and to read the whole response.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a scrape waits for the page: the workers get 2 s to answer (see
@@ -47,8 +48,7 @@ pub fn serve(listener: TcpListener, events: Sender<Event>) -> io::Result<JoinHan
 
 /// Reads one request from `stream` and answers it.
 fn scrape(mut stream: TcpStream, events: &Sender<Event>) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let deadline = Instant::now() + IO_TIMEOUT;
     let mut request = Vec::new();
     let mut buffer = [0; 1024];
     let asked = loop {
@@ -56,6 +56,15 @@ fn scrape(mut stream: TcpStream, events: &Sender<Event>) -> io::Result<()> {
             http::Asked::More => {}
             asked => break asked,
         }
+        // What is left of the deadline, for this read: never zero, which means "no timeout".
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request took too long",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buffer)?;
         if n == 0 {
             return Ok(()); // gone before the request was whole
@@ -76,5 +85,8 @@ fn scrape(mut stream: TcpStream, events: &Sender<Event>) -> io::Result<()> {
         http::Asked::Refuse(status) => http::refusal(status),
         http::Asked::More => unreachable!("the loop ends on a whole request"),
     };
+    // A page is a few kilobytes: the socket's buffer takes it in one write, unless the
+    // client stopped reading long ago; then this write waits at most the timeout.
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
     stream.write_all(&response)
 }

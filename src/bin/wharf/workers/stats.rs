@@ -77,15 +77,16 @@ impl StatsRound {
         self.waiting.is_empty() || self.deadline <= now
     }
 
-    /// Ends the round: logs the summed line, `stats: workers=N name=sum ...`, if asked to,
-    /// and sends the metrics page to every scrape waiting (with `own`, the parent's own
-    /// figures, added to the sum).
-    pub fn finish(self, own: &Counters) {
-        let total = total(self.answers.values());
+    /// Ends the round: logs the summed line, `stats: workers=N name=sum ...`, if asked to
+    /// (of the workers that answered), and sends the metrics page to every scrape waiting
+    /// (with `own`, the parent's own figures, added to the sum). `last` holds each running
+    /// worker's last answer: this round's answers replace them, and the page shows them
+    /// for workers that did not answer this time.
+    pub fn finish(self, own: &Counters, last: &mut BTreeMap<usize, Counters>) {
         if self.log {
             // The reactors' counters, as a single server logs them; the processes' own
             // figures are for the metrics page.
-            let counters: Counters = (total.iter())
+            let counters: Counters = (total(self.answers.values()).iter())
                 .filter(|(name, _)| !name.starts_with("process_"))
                 .cloned()
                 .collect();
@@ -102,12 +103,15 @@ impl StatsRound {
                 self.waiting.len()
             );
         }
+        last.extend(self.answers);
         if !self.scrapes.is_empty() {
-            let total: Counters = total.into_iter().chain(own.iter().cloned()).collect();
-            let workers: Vec<(usize, &[(String, u64)])> = (self.answers.iter())
+            let sum: Counters = (total(last.values()).into_iter())
+                .chain(own.iter().cloned())
+                .collect();
+            let workers: Vec<(usize, &[(String, u64)])> = (last.iter())
                 .map(|(id, counters)| (*id, counters.as_slice()))
                 .collect();
-            let page = exposition::render(&total, &workers);
+            let page = exposition::render(&sum, &workers);
             for scrape in self.scrapes {
                 let _ = scrape.send(page.clone()); // it may have given up waiting
             }

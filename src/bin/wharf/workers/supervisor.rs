@@ -59,6 +59,9 @@ pub struct Supervisor {
     /// The metrics endpoint's addresses (its threads serve them), and the scrapes served.
     metrics: Vec<std::net::SocketAddr>,
     scrapes: u64,
+    /// Each running worker's last counters, by id: a page shows them for a worker that
+    /// did not answer in time, so the sums never drop (a drop reads as a counter reset).
+    last_answers: std::collections::BTreeMap<usize, Counters>,
 }
 
 struct Worker {
@@ -158,6 +161,7 @@ impl Supervisor {
             stats_round: None,
             metrics: Vec::new(),
             scrapes: 0,
+            last_answers: std::collections::BTreeMap::new(),
         };
         let metrics_bound = match metrics_activated.is_empty() {
             true => (server.metrics_addrs.iter())
@@ -173,9 +177,9 @@ impl Supervisor {
             // The thread accepts in blocking mode; systemd's sockets may be non-blocking.
             listener.set_nonblocking(false).map_err(|e| e.to_string())?;
             supervisor.metrics.push(addr);
-            let thread = super::metrics::serve(listener, supervisor.sender.clone())
+            // Not joined: it waits in accept until the process exits.
+            super::metrics::serve(listener, supervisor.sender.clone())
                 .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
-            supervisor.relays.push(thread);
         }
         for index in 0..count {
             if supervisor.stopping {
@@ -557,7 +561,10 @@ impl Supervisor {
         }
         if self.stats_round.as_ref().is_some_and(|r| r.is_over(now)) {
             if let Some(round) = self.stats_round.take() {
-                round.finish(&vec![("metrics_scrapes".to_string(), self.scrapes)]);
+                let running: BTreeSet<usize> = self.running().map(|(w, _, _)| w.id).collect();
+                self.last_answers.retain(|id, _| running.contains(id));
+                let own = vec![("metrics_scrapes".to_string(), self.scrapes)];
+                round.finish(&own, &mut self.last_answers);
             }
         }
         if let (Some(at), Some(every)) = (self.next_stats_at, self.stats_every) {
