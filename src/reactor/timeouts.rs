@@ -101,7 +101,7 @@ impl<H: Handler> Server<H> {
             Expiry::ProxyHeader => {
                 self.stats.proxy_errors += 1;
                 if let Some(count) = self.proxy_log.hit(self.clock.now()) {
-                    log::info!(
+                    log::warn!(
                         "conn={id} peer={} closed: no complete PROXY header within {:?} ({count} \
                          PROXY header errors in the last second)",
                         self.peer(id),
