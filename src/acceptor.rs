@@ -102,12 +102,17 @@ impl Acceptor {
             spare_fd: spare_descriptor(),
             drain: Vec::new(),
             access_log: LogLimit::per_second(
+                module_path!(),
                 Level::Warn,
                 "connections refused by the access rules",
             ),
-            reject_log: LogLimit::per_second(Level::Warn, "connections refused: server full"),
-            error_log: LogLimit::per_second(Level::Warn, "accept failures"),
-            lockout_log: LogLimit::per_second(Level::Warn, "lockouts"),
+            reject_log: LogLimit::per_second(
+                module_path!(),
+                Level::Warn,
+                "connections refused: server full",
+            ),
+            error_log: LogLimit::per_second(module_path!(), Level::Warn, "accept failures"),
+            lockout_log: LogLimit::per_second(module_path!(), Level::Warn, "lockouts"),
             lockout: (
                 config.lockout_failures,
                 config.lockout_window,

@@ -17,19 +17,27 @@ pub(crate) struct LogLimit {
     last: Option<Instant>,
     /// Occurrences since the last line: the next one's count.
     suppressed: u64,
-    /// How a flushed count is logged: at this level, as "N more `what`".
+    /// How a flushed count is logged: under the log target of the lines it stands for
+    /// (their module's path), at their level, as "N more `what`".
+    target: &'static str,
     level: Level,
     what: &'static str,
 }
 
 impl LogLimit {
-    /// At most one line per second; occurrences not logged are flushed at `level` as
-    /// "N more `what`".
-    pub(crate) const fn per_second(level: Level, what: &'static str) -> LogLimit {
+    /// At most one line per second; occurrences not logged are flushed under `target`
+    /// (`module_path!()` where the lines are logged) at `level`, as "N more `what`", so
+    /// that `RUST_LOG` filters them as it filters the lines.
+    pub(crate) const fn per_second(
+        target: &'static str,
+        level: Level,
+        what: &'static str,
+    ) -> LogLimit {
         LogLimit {
             interval: Duration::from_secs(1),
             last: None,
             suppressed: 0,
+            target,
             level,
             what,
         }
@@ -54,6 +62,7 @@ impl LogLimit {
             .last
             .map_or(Duration::ZERO, |last| now.duration_since(last));
         log::log!(
+            target: self.target,
             self.level,
             "{} more {} in the last {:.1}s (not logged one by one)",
             self.suppressed,
@@ -85,7 +94,7 @@ mod tests {
 
     #[test]
     fn one_line_per_interval_with_the_count_of_the_rest() {
-        let mut limit = LogLimit::per_second(Level::Info, "events");
+        let mut limit = LogLimit::per_second(module_path!(), Level::Info, "events");
         let start = Instant::now();
         assert_eq!(limit.hit(start), Some(1));
         for ms in 1..=999 {
@@ -97,7 +106,7 @@ mod tests {
 
     #[test]
     fn what_was_not_logged_is_due_a_line_of_its_own_after_the_interval() {
-        let mut limit = LogLimit::per_second(Level::Info, "events");
+        let mut limit = LogLimit::per_second(module_path!(), Level::Info, "events");
         let start = Instant::now();
         assert_eq!(limit.hit(start), Some(1));
         assert_eq!(limit.due(), None, "nothing suppressed yet");

@@ -148,7 +148,7 @@ impl Line {
     pub fn new(max_line: usize) -> Line {
         Line {
             protocol: LineEcho::new(max_line),
-            overlong_log: LogLimit::per_second(log::Level::Info, "overlong lines"),
+            overlong_log: LogLimit::per_second(module_path!(), log::Level::Info, "overlong lines"),
         }
     }
 }

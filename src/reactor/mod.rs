@@ -231,11 +231,19 @@ impl<H: Handler> Reactor<H> {
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             resume: Vec::new(),
             clock: Clock::new(),
-            tls_log: LogLimit::per_second(Level::Info, "TLS errors"),
-            auth_log: LogLimit::per_second(Level::Info, "failed authentications"),
-            proxy_log: LogLimit::per_second(Level::Warn, "PROXY header errors"),
-            slow_reader_log: LogLimit::per_second(Level::Info, "slow readers dropped"),
-            message_timeout_log: LogLimit::per_second(Level::Info, "unfinished messages closed"),
+            tls_log: LogLimit::per_second(module_path!(), Level::Info, "TLS errors"),
+            auth_log: LogLimit::per_second(module_path!(), Level::Info, "failed authentications"),
+            proxy_log: LogLimit::per_second(module_path!(), Level::Warn, "PROXY header errors"),
+            slow_reader_log: LogLimit::per_second(
+                module_path!(),
+                Level::Info,
+                "slow readers dropped",
+            ),
+            message_timeout_log: LogLimit::per_second(
+                module_path!(),
+                Level::Info,
+                "unfinished messages closed",
+            ),
         };
         Ok(Reactor {
             poll,

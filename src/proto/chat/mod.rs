@@ -112,7 +112,7 @@ impl Chat {
             conns: Vec::new(),
             out: Vec::new(),
             marks: Vec::new(),
-            overlong_log: LogLimit::per_second(log::Level::Info, "overlong lines"),
+            overlong_log: LogLimit::per_second(module_path!(), log::Level::Info, "overlong lines"),
             lines: 0,
             deliveries: 0,
         }
