@@ -57,6 +57,8 @@ pub(crate) struct Acceptor {
     /// rules, the connection limit and authentication. Kept after a drain closes the
     /// listeners, for the connections still open.
     exempt: Vec<bool>,
+    /// Connections open on exempt listeners: not counted against `max_conns`.
+    exempt_open: u64,
     /// For each listener that expects a PROXY protocol header, the sources trusted to send
     /// one (kept after a drain, as `exempt` is).
     proxies: Vec<Option<Box<[IpNet]>>>,
@@ -91,6 +93,7 @@ impl Acceptor {
         Acceptor {
             listeners: Vec::new(),
             exempt: Vec::new(),
+            exempt_open: 0,
             proxies: Vec::new(),
             access: Access::new(config),
             max_conns: config.max_conns as u64,
@@ -161,6 +164,20 @@ impl Acceptor {
         }
     }
 
+    /// A connection on `listener` opened.
+    pub(crate) fn opened(&mut self, listener: ListenerId) {
+        if self.is_exempt(listener) {
+            self.exempt_open += 1;
+        }
+    }
+
+    /// A connection on `listener` that opened closed.
+    pub(crate) fn closed(&mut self, listener: ListenerId) {
+        if self.is_exempt(listener) {
+            self.exempt_open = self.exempt_open.saturating_sub(1);
+        }
+    }
+
     /// Whether connections on `listener` skip the rules.
     pub(crate) fn is_exempt(&self, listener: ListenerId) -> bool {
         self.exempt.get(listener.index()).copied().unwrap_or(false)
@@ -181,7 +198,7 @@ impl Acceptor {
 
     /// Accepts one connection from listener `index` and applies the rules: the access rules
     /// first (they need no buffer and no byte), then the connection limit (`active` are
-    /// open). `Done` once nothing waits, the listener is gone, or accept itself failed (then
+    /// open, of which those on exempt listeners do not count). `Done` once nothing waits, the listener is gone, or accept itself failed (then
     /// accepting pauses until [`Acceptor::resume`]). `tls`: the listener speaks TLS, so a
     /// refusal is a close, not a line a TLS client could not read.
     pub(crate) fn accept(
@@ -192,6 +209,7 @@ impl Acceptor {
         stats: &mut Stats,
         clock: &Clock,
     ) -> Accepted {
+        let active = active.saturating_sub(self.exempt_open);
         let Some(listener) = self.listeners.get_mut(index) else {
             return Accepted::Done; // closed by a drain since it was put on the resume list
         };

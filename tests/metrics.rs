@@ -295,3 +295,41 @@ fn idle_scrapers_cannot_lock_the_endpoint_the_oldest_makes_way() {
     let mut client = connect(server.addr());
     assert_eq!(round_trip(&mut client, b"echo"), b"echo");
 }
+
+#[test]
+fn scrapes_neither_take_nor_lose_a_place_under_max_conns() {
+    let server = Server::start(
+        "line",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--max-conns",
+            "2",
+        ],
+    );
+    let metrics = metrics_addr(&server);
+    // Ten scrapers waiting to send their request...
+    let idle: Vec<TcpStream> = (0..10).map(|_| connect(metrics)).collect();
+    // ...leave the service both its places,
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect(server.addr())).collect();
+    for (i, stream) in held.iter_mut().enumerate() {
+        let line = format!("client {i}\n");
+        assert_eq!(round_trip(stream, line.as_bytes()), line.as_bytes());
+    }
+    // and the service being full does not turn a scrape away.
+    let mut third = connect(server.addr());
+    assert!(read_line(&mut third).starts_with("ERR server full"));
+    let page = scrape(metrics);
+    assert_eq!(must(&page, "wharf_connections_active", &[]), 2.0);
+    assert_eq!(
+        must(
+            &page,
+            "wharf_connections_refused_total",
+            &[("reason", "full")]
+        ),
+        1.0
+    );
+    drop(idle);
+}

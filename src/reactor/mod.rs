@@ -266,8 +266,8 @@ impl<H: Handler> Reactor<H> {
 
     /// Exempts `listener` from the rules that protect the service: its connections skip
     /// the access rules (`Config::allow`, the per-address limit, the accept rate, lockout),
-    /// are not refused at `Config::max_conns` (they still count in
-    /// [`Stats::active`](crate::Stats::active)) and reach the handler without
+    /// neither take nor are refused a place under `Config::max_conns` (they still count in
+    /// [`Stats::active`](crate::Stats::active)), and reach the handler without
     /// authenticating ([`Reactor::set_authenticator`]). For an internal endpoint the handler
     /// serves apart ([`Context::listener`](crate::Context::listener)) and bounds itself,
     /// such as a metrics port, which must answer most when the service is full; bind it

@@ -62,6 +62,7 @@ impl<H: Handler> Server<H> {
         }
         self.stats.accepted += 1;
         self.stats.active += 1;
+        self.acceptor.opened(listener);
         entry.insert(Conn::new(stream, id.generation(), now, stage));
         self.peers.opened(id.key(), peer, listener);
         self.access_log.opened(id.key(), self.clock.now());

@@ -90,6 +90,7 @@ impl<H: Handler> Server<H> {
         // no deregister call needed.
         let conn = self.conns.remove(id.key());
         self.stats.count_close(reason);
+        self.acceptor.closed(self.peers.listener(id.key()));
         // Still waiting for its PROXY header, it was never admitted: nothing to release.
         if !matches!(conn.stage(), Stage::ProxyHeader { .. }) {
             let (peer, listener) = (self.peers.peer(id.key()), self.peers.listener(id.key()));
