@@ -64,7 +64,7 @@ mod log_limit;
 mod outbox;
 mod output;
 pub mod proto;
-mod proxy;
+pub mod proxy;
 mod reactor;
 pub mod service;
 mod stats;

@@ -9,6 +9,21 @@
 //! balancer's own health check) and a v1 `UNKNOWN` or v2 `UNSPEC`/Unix address family keep
 //! the connection's own address, as the spec says. v2 TLVs are read past and ignored; a
 //! CRC32C TLV is not verified (the spec asks that only of receivers that support it).
+//!
+//! Public so that it can be fuzzed (fuzz/) and used by an embedder that reads headers
+//! itself; the reactor does all of this for a listener given to
+//! [`crate::Reactor::expect_proxy_header`].
+//!
+//! ```
+//! use wharf::proxy::{examine, Header};
+//!
+//! let input = b"PROXY TCP4 198.51.100.7 10.0.0.1 40000 7000\r\nhello\n";
+//! let Header::Read { len, client } = examine(input) else { panic!() };
+//! assert_eq!(&input[len..], b"hello\n");
+//! assert_eq!(client, Some("198.51.100.7:40000".parse()?));
+//! assert_eq!(examine(&input[..10]), Header::More);
+//! # Ok::<(), std::net::AddrParseError>(())
+//! ```
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,17 +31,19 @@ use ppp::{v1, v2, HeaderResult, PartialResult};
 
 /// The longest header read: a v1 header is at most 107 bytes; a v2 header is 16 bytes plus
 /// its addresses and TLVs, which HAProxy keeps to a few hundred. A longer one is refused.
-pub(crate) const MAX_HEADER: usize = 4096;
+pub const MAX_HEADER: usize = 4096;
 
 /// What the first bytes of a connection came to.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Header {
+pub enum Header {
     /// Not enough bytes yet to tell.
     More,
     /// A valid header of `len` bytes; `client` is the address it carries, or `None` to
     /// keep the connection's own (LOCAL, UNKNOWN, an address family without one).
     Read {
+        /// The header's length: what follows it is the client's.
         len: usize,
+        /// The client's address, if the header carries one to use.
         client: Option<SocketAddr>,
     },
     /// Not a valid header: why.
@@ -36,8 +53,9 @@ pub(crate) enum Header {
 /// The longest v1 header, CRLF included.
 const MAX_V1_HEADER: usize = 107;
 
-/// Reads the header at the start of `input`.
-pub(crate) fn examine(input: &[u8]) -> Header {
+/// Reads the header at the start of `input`, every byte received so far: `More` until it
+/// is whole, `Invalid` as soon as it cannot become a header (or passes [`MAX_HEADER`]).
+pub fn examine(input: &[u8]) -> Header {
     // A v1 header is a line: read to its CRLF (within 107 bytes) before parsing, since the
     // parser can take a line cut short for a bad one ("... 40000 " for a bad port).
     let v1_line = input.starts_with(b"PROXY ") || b"PROXY ".starts_with(input);
@@ -150,6 +168,75 @@ mod tests {
         for header in [v1, v2(0x21, &[0x04, 0x00, 0x01, 0x00])] {
             for cut in 0..header.len() {
                 assert_eq!(examine(&header[..cut]), Header::More, "cut at {cut}");
+            }
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// A header (v1 or v2, IPv4 or IPv6) carrying `client`.
+    fn header_for(client: SocketAddr, v2_form: bool) -> Vec<u8> {
+        match (v2_form, client) {
+            (false, SocketAddr::V4(c)) => {
+                format!("PROXY TCP4 {} 10.0.0.1 {} 7000\r\n", c.ip(), c.port()).into_bytes()
+            }
+            (false, SocketAddr::V6(c)) => {
+                format!("PROXY TCP6 {} ::1 {} 7000\r\n", c.ip(), c.port()).into_bytes()
+            }
+            (true, SocketAddr::V4(c)) => {
+                let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+                h.extend_from_slice(&c.ip().octets());
+                h.extend_from_slice(&[10, 0, 0, 1]);
+                h.extend_from_slice(&c.port().to_be_bytes());
+                h.extend_from_slice(&7000u16.to_be_bytes());
+                h
+            }
+            (true, SocketAddr::V6(c)) => {
+                let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+                h.extend_from_slice(&c.ip().octets());
+                h.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+                h.extend_from_slice(&c.port().to_be_bytes());
+                h.extend_from_slice(&7000u16.to_be_bytes());
+                h
+            }
+        }
+    }
+
+    fn client() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+        ]
+    }
+
+    proptest! {
+        /// Whatever arrives: no panic, a header never longer than what arrived or the cap,
+        /// and "more" only while under the cap.
+        #[test]
+        fn any_bytes_give_a_bounded_answer(input in proptest::collection::vec(any::<u8>(), 0..300)) {
+            match examine(&input) {
+                Header::Read { len, .. } => prop_assert!(len <= input.len() && len <= MAX_HEADER),
+                Header::More => prop_assert!(input.len() < MAX_HEADER),
+                Header::Invalid(_) => {}
+            }
+        }
+
+        /// A header for any client, in either version, followed by anything: every prefix
+        /// short of it waits, and from its end on it reads as that client, whatever follows.
+        #[test]
+        fn a_header_reads_the_same_however_it_is_cut(
+            client in client(),
+            v2_form in any::<bool>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let header = header_for(client, v2_form);
+            let input = [header.as_slice(), &tail].concat();
+            for cut in 0..header.len() {
+                prop_assert_eq!(examine(&input[..cut]), Header::More, "cut at {}", cut);
+            }
+            let read = Header::Read { len: header.len(), client: Some(client) };
+            for end in header.len()..=input.len() {
+                prop_assert_eq!(&examine(&input[..end]), &read);
             }
         }
     }
