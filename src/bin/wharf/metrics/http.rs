@@ -148,6 +148,18 @@ mod tests {
         assert_eq!(refused(many.as_bytes()), Some(Status::HeadTooLarge));
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends: no panic, and "more" only while under the limit.
+        #[test]
+        fn any_bytes_get_an_answer_or_wait_within_the_limit(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        ) {
+            if examine(&input) == Asked::More {
+                proptest::prop_assert!(input.len() < MAX_REQUEST);
+            }
+        }
+    }
+
     #[test]
     fn responses_say_their_length_and_close() {
         let response = String::from_utf8(metrics("a 1\n", false)).unwrap();
