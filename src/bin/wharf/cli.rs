@@ -22,11 +22,15 @@ use wharf::{Config, HostPort, ListenOptions};
         wharf chat                                  # a chat room on 127.0.0.1:7000\n  \
         wharf echo --udp 127.0.0.1:7000             # TCP and UDP echo on port 7000\n  \
         wharf line --tls-listen 127.0.0.1:7443 --tls-cert cert.pem --tls-key key.pem\n  \
-        wharf echo --workers auto                   # one worker process per CPU, one port\n\n\
+        wharf echo --workers auto                   # one worker process per CPU, one port\n  \
+        wharf echo --metrics-listen 9100            # Prometheus metrics on 127.0.0.1:9100\n  \
+        wharf line --proxy-listen 0.0.0.0:7000 --proxy-from 10.0.0.5  # behind HAProxy\n\n\
         Signals: SIGINT or SIGTERM drains (listeners close, connections get --drain-timeout \
         to finish, exit 0); a second one stops at once. SIGUSR1 logs the counters. SIGHUP \
         reloads the TLS certificate and key. With --workers, signal the parent: it passes \
         them on to every worker.\n\
+        Under systemd, sockets passed by socket activation (LISTEN_FDS) replace the listen \
+        addresses, and NOTIFY_SOCKET hears READY=1 and STOPPING=1 (docs/systemd/).\n\
         Logging goes to stderr; set RUST_LOG (error, warn, info, debug, trace), default info.\n\
         docs/OPERATIONS.md explains every limit and the kernel settings behind it."
 )]
