@@ -415,6 +415,33 @@ fn chat_fans_every_line_out_to_every_other_client_in_order() {
 }
 
 #[test]
+fn chat_with_silent_members_still_delivers_everything_to_the_readers() {
+    let server = Server::start("chat");
+    let output = run(bench().args([
+        "chat",
+        "--addr",
+        &server.addr.to_string(),
+        "-c",
+        "8",
+        "--silent",
+        "2",
+        "-d",
+        "1",
+        "--rate",
+        "160",
+        "--json",
+    ]));
+    assert!(output.status.success(), "{output:?}");
+    let report = json_report(&output);
+    assert_eq!(number(&report, "silent"), 2.0, "{report}");
+    assert_eq!(number(&report, "joined"), 8.0, "{report}");
+    assert_eq!(number(&report, "errors"), 0.0, "{report}");
+    // Nothing is expected of the silent members: the readers get every line.
+    let sent = number(&report, "sent");
+    assert_eq!(number(&report, "received"), sent * 7.0, "{report}");
+}
+
+#[test]
 fn chat_open_loop_delivers_every_line_at_a_total_rate() {
     let server = Server::start("chat");
     let output = run(bench().args([

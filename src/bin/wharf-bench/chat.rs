@@ -28,6 +28,8 @@ mod room;
 
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Socket, Type};
+
 use crate::cli::ChatArgs;
 use crate::client::Client;
 use crate::dial::Dialer;
@@ -69,10 +71,12 @@ struct Sending {
 pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
     let target = args.target();
     let conns = args.conns as usize;
-    preflight(&target, conns as u64, None)?;
+    preflight(&target, conns as u64 + u64::from(args.silent), None)?;
     let probe = ServerProbe::of(args.peer.server_pid)?;
     let mut room = Room::new(Dialer::new(args.peer.addr, args.peer.src.as_ref()), conns)?;
 
+    // In first, so that their joining is announced while the others join, not in the window.
+    let silent = join_silent(args)?;
     let join_secs = join(&mut room, args)?;
     let joined = room.scenario.census().ready;
 
@@ -80,6 +84,7 @@ pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
     let sending = measure(&mut room, args)?;
     let drain_secs = drain(&mut room, sending.expected)?;
     let after = probe.as_ref().map(ServerProbe::sample).transpose()?;
+    drop(silent);
 
     let Room {
         deliveries, tally, ..
@@ -92,6 +97,7 @@ pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
         id: RunId::new("chat", args.peer.addr, &args.output),
         conns: conns as u64,
         joined: joined as u64,
+        silent: u64::from(args.silent),
         join_secs,
         rate: args.rate,
         duration_s: seconds,
@@ -122,6 +128,25 @@ pub fn run(args: &ChatArgs) -> Result<ChatReport, BenchError> {
         errors: undelivered + deliveries.out_of_order + sending.unsent + connection_errors,
         errors_by_kind: tally,
     })
+}
+
+/// `--silent`: members that connect and never read, with a receive buffer of 4 KiB so that
+/// the kernel's side fills at once and the server's output to them backs up.
+fn join_silent(args: &ChatArgs) -> Result<Vec<std::net::TcpStream>, BenchError> {
+    let addr = args.peer.addr;
+    (0..args.silent)
+        .map(|_| {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            socket.set_recv_buffer_size(4096)?;
+            socket.connect_timeout(&addr.into(), args.timeout)?;
+            Ok(socket.into())
+        })
+        .collect::<std::io::Result<_>>()
+        .map_err(|error| {
+            BenchError::Unreachable(format!(
+                "a --silent member cannot connect to {addr}: {error}"
+            ))
+        })
 }
 
 /// Phase 1: connects every client and passes the barrier; returns the seconds it took.

@@ -285,6 +285,11 @@ pub struct ChatArgs {
     /// in the room by then are dropped and counted as timeouts.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
     pub timeout: Duration,
+    /// Also join N members that never read (a 4 KiB receive buffer), before the others, and
+    /// hold them to the end: the server must throttle or drop them without slowing the room.
+    /// They are not clients of the count: nothing is expected of them.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub silent: u32,
     #[command(flatten)]
     pub output: Output,
 }

@@ -15,6 +15,8 @@ pub struct ChatReport {
     pub conns: u64,
     /// Clients in the room when the window began (past the barrier).
     pub joined: u64,
+    /// `--silent`: members that never read, held through the run besides the clients.
+    pub silent: u64,
     /// From the first connect until every client had passed the barrier, in seconds.
     pub join_secs: f64,
     /// `--rate`: lines per second over all clients.
@@ -83,6 +85,13 @@ impl Report for ChatReport {
             "  joined        {} of {} in {:.2} s (first connect to barrier)",
             self.joined, self.conns, self.join_secs
         );
+        if self.silent > 0 {
+            let _ = writeln!(
+                out,
+                "  silent        {} members that never read",
+                self.silent
+            );
+        }
         let _ = writeln!(
             out,
             "  offered       {:.0} lines/s, {:.0} deliveries/s",
