@@ -9,11 +9,11 @@
 //! `--max-conns`), so a scrape is answered when the service is full or a client is locked
 //! out: the endpoint binds to loopback unless told otherwise, and bounds itself.
 //!
-//! The endpoint cannot starve the service: at most [`MAX_SCRAPERS`] metrics connections are
-//! open at once, a request head is at most [`http::MAX_REQUEST`] bytes, each connection
-//! serves one request and closes, and a page is a few kilobytes rendered in microseconds.
-//! Nor can idle connections starve the endpoint: a new scraper past the limit is served,
-//! and the oldest of those still waiting to send a request is answered 503 and closed.
+//! The endpoint cannot starve the service: at most [`MAX_SCRAPERS`] metrics connections
+//! wait for their request at once, a request head is at most [`http::MAX_REQUEST`] bytes,
+//! each connection serves one request and closes, and a page is a few kilobytes rendered in
+//! microseconds. Nor can idle connections starve the endpoint: a new scraper past the
+//! limit is served, and the oldest of those still waiting is answered 503 and closed.
 //!
 //! With `--workers N` the parent serves the endpoint instead ([`crate::workers`]): it asks
 //! every worker for its figures and serves their sum, with each worker's series beside it.
@@ -27,7 +27,7 @@ pub mod exposition;
 pub mod http;
 pub mod process;
 
-/// Most metrics connections served at once.
+/// Most metrics connections waiting for their request at once.
 pub const MAX_SCRAPERS: usize = 16;
 
 /// Figures a service keeps beyond the reactor's [`wharf::Stats`], by name (see
