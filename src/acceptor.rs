@@ -30,10 +30,6 @@ use ipnet::IpNet;
 /// How long accepting pauses when it failed and no spare descriptor could make room.
 const ACCEPT_RETRY_TICKS: u32 = 10; // 1 s
 
-/// Input read from a refused connection before it closes: one read's worth, as the reactor
-/// reads.
-const DRAIN_SIZE: usize = 64 * 1024;
-
 /// How often the lockout and rate tables drop what expired.
 const ACCESS_SWEEP_TICKS: u32 = 10; // 1 s
 
@@ -48,20 +44,26 @@ pub(crate) enum Accepted {
     Done,
 }
 
+/// One listener and the rules for its connections, which outlive its socket: a drain
+/// closes the socket, and the connections still open are still the listener's.
+#[derive(Debug)]
+struct Entry {
+    /// `None` once closed.
+    socket: Option<Listener>,
+    /// Its connections skip the access rules, the connection limit and authentication.
+    exempt: bool,
+    /// It expects a PROXY protocol header, from these sources only.
+    proxy_from: Option<Box<[IpNet]>>,
+}
+
 /// Listeners, access rules, the connection limit and what refusing costs. See the module
 /// docs.
 #[derive(Debug)]
 pub(crate) struct Acceptor {
-    listeners: Vec<Listener>,
-    /// Whether each listener is exempt from the rules: its connections skip the access
-    /// rules, the connection limit and authentication. Kept after a drain closes the
-    /// listeners, for the connections still open.
-    exempt: Vec<bool>,
+    /// By index (a [`ListenerId`]'s).
+    listeners: Vec<Entry>,
     /// Connections open on exempt listeners: not counted against `max_conns`.
     exempt_open: u64,
-    /// For each listener that expects a PROXY protocol header, the sources trusted to send
-    /// one (kept after a drain, as `exempt` is).
-    proxies: Vec<Option<Box<[IpNet]>>>,
     access: Access,
     max_conns: u64,
     full_reply: Box<[u8]>,
@@ -76,9 +78,6 @@ pub(crate) struct Acceptor {
     /// A descriptor held in reserve: closed to make room to accept and refuse a connection
     /// when the process is out of descriptors, then reopened.
     spare_fd: Option<File>,
-    /// Input a refused client sent at once, read and dropped so the close is not a reset
-    /// (allocated at the first refusal).
-    drain: Vec<u8>,
     access_log: LogLimit,
     reject_log: LogLimit,
     error_log: LogLimit,
@@ -92,9 +91,7 @@ impl Acceptor {
         let reply = |text: &Option<Vec<u8>>| text.clone().unwrap_or_default().into_boxed_slice();
         Acceptor {
             listeners: Vec::new(),
-            exempt: Vec::new(),
             exempt_open: 0,
-            proxies: Vec::new(),
             access: Access::new(config),
             max_conns: config.max_conns as u64,
             full_reply: reply(&config.full_reply),
@@ -103,7 +100,6 @@ impl Acceptor {
             retry_at: NEVER,
             sweep_at: NEVER,
             spare_fd: spare_descriptor(),
-            drain: Vec::new(),
             access_log: LogLimit::per_second(
                 module_path!(),
                 Level::Warn,
@@ -138,29 +134,31 @@ impl Acceptor {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, error));
         };
         registry.register(listener.socket_mut(), token(index), Interest::READABLE)?;
-        self.listeners.push(listener);
-        self.exempt.push(false);
-        self.proxies.push(None);
+        self.listeners.push(Entry {
+            socket: Some(listener),
+            exempt: false,
+            proxy_from: None,
+        });
         Ok(id)
     }
 
     /// Connections on `listener` must come from `from` and send a PROXY header first.
     pub(crate) fn expect_proxy_header(&mut self, listener: ListenerId, from: Vec<IpNet>) {
-        if let Some(proxy) = self.proxies.get_mut(listener.index()) {
-            *proxy = Some(from.into_boxed_slice());
+        if let Some(entry) = self.listeners.get_mut(listener.index()) {
+            entry.proxy_from = Some(from.into_boxed_slice());
         }
     }
 
     /// Whether connections on `listener` send a PROXY header first.
     pub(crate) fn expects_proxy(&self, listener: ListenerId) -> bool {
-        matches!(self.proxies.get(listener.index()), Some(Some(_)))
+        (self.listeners.get(listener.index())).is_some_and(|entry| entry.proxy_from.is_some())
     }
 
     /// Connections on `listener` skip the access rules, the connection limit and
     /// authentication.
     pub(crate) fn exempt_from_rules(&mut self, listener: ListenerId) {
-        if let Some(exempt) = self.exempt.get_mut(listener.index()) {
-            *exempt = true;
+        if let Some(entry) = self.listeners.get_mut(listener.index()) {
+            entry.exempt = true;
         }
     }
 
@@ -171,16 +169,20 @@ impl Acceptor {
         }
     }
 
-    /// A connection on `listener` that opened closed.
-    pub(crate) fn closed(&mut self, listener: ListenerId) {
+    /// A connection from `ip` on `listener` that opened closed. `admitted`: the access rules
+    /// counted it (every one but a connection still owing its PROXY header); then it is
+    /// released, unless the listener is exempt, where nothing is counted.
+    pub(crate) fn closed(&mut self, listener: ListenerId, ip: IpAddr, admitted: bool) {
         if self.is_exempt(listener) {
             self.exempt_open = self.exempt_open.saturating_sub(1);
+        } else if admitted {
+            self.release_ip(ip);
         }
     }
 
     /// Whether connections on `listener` skip the rules.
     pub(crate) fn is_exempt(&self, listener: ListenerId) -> bool {
-        self.exempt.get(listener.index()).copied().unwrap_or(false)
+        (self.listeners.get(listener.index())).is_some_and(|entry| entry.exempt)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -188,74 +190,80 @@ impl Acceptor {
     }
 
     pub(crate) fn local_addr(&self, index: usize) -> Option<SocketAddr> {
-        self.listeners.get(index).map(Listener::local_addr)
+        let socket = self.listeners.get(index)?.socket.as_ref();
+        socket.map(Listener::local_addr)
     }
 
     /// Closes every listener (a drain, or the end): no new connections.
     pub(crate) fn close(&mut self) {
-        self.listeners.clear();
+        for entry in &mut self.listeners {
+            entry.socket = None;
+        }
     }
 
-    /// Accepts one connection from listener `index` and applies the rules: the access rules
-    /// first (they need no buffer and no byte), then the connection limit (`active` are
-    /// open, of which those on exempt listeners do not count). `Done` once nothing waits, the listener is gone, or accept itself failed (then
-    /// accepting pauses until [`Acceptor::resume`]). `tls`: the listener speaks TLS, so a
-    /// refusal is a close, not a line a TLS client could not read.
+    /// Accepts one connection from listener `index` and applies the rules: on a PROXY
+    /// listener, the source's trust; on others, the access rules (they need no buffer and
+    /// no byte); then the connection limit (on exempt listeners, none of these). `Done`
+    /// once nothing waits, the listener is gone, or accept itself failed (then accepting
+    /// pauses until [`Acceptor::resume`]). `tls`: the listener speaks TLS, so a refusal is a
+    /// close, not a line a TLS client could not read. `scratch`: room to read what a refused
+    /// client sent at once.
     pub(crate) fn accept(
         &mut self,
         index: usize,
         tls: bool,
-        active: u64,
         stats: &mut Stats,
         clock: &Clock,
+        scratch: &mut [u8],
     ) -> Accepted {
-        let active = active.saturating_sub(self.exempt_open);
-        let Some(listener) = self.listeners.get_mut(index) else {
-            return Accepted::Done; // closed by a drain since it was put on the resume list
+        // Closed by a drain since it was put on the resume list: nothing more.
+        let Some(entry) = self.listeners.get_mut(index) else {
+            return Accepted::Done;
         };
-        match listener.socket_mut().accept() {
-            // Admitted by the access rules once its header names the client (trusted
-            // sources only, exempt or not).
-            Ok((stream, peer)) if self.proxies[index].is_some() => {
-                if !self.trusts(index, peer.ip()) {
-                    stats.proxy_errors += 1;
-                    drop(stream);
-                    self.count_refusal(peer, Refusal::UntrustedProxy, stats, clock);
-                    Accepted::Refused
-                } else if active >= self.max_conns && !self.exempt[index] {
-                    self.refuse(tls, &stream, peer, Full::Connections, stats, clock);
-                    Accepted::Refused
-                } else {
-                    Accepted::Conn(stream, peer)
-                }
-            }
-            Ok((stream, peer)) if self.exempt[index] => Accepted::Conn(stream, peer),
-            Ok((stream, peer)) => {
-                let admitted = self.access.admit(peer.ip(), clock.tick());
-                self.plan_sweep(clock.tick());
-                if let Err(refusal) = admitted {
-                    drop(stream);
-                    self.count_refusal(peer, refusal, stats, clock);
-                    Accepted::Refused
-                } else if active >= self.max_conns {
-                    self.release_ip(peer.ip());
-                    self.refuse(tls, &stream, peer, Full::Connections, stats, clock);
-                    Accepted::Refused
-                } else {
-                    Accepted::Conn(stream, peer)
-                }
-            }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Accepted::Done,
+        let Some(socket) = entry.socket.as_mut() else {
+            return Accepted::Done;
+        };
+        let (stream, peer) = match socket.socket_mut().accept() {
+            Ok(accepted) => accepted,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Accepted::Done,
             Err(error)
                 if matches!(
                     error.kind(),
                     io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                 ) =>
             {
-                Accepted::Refused
+                return Accepted::Refused
             }
-            Err(error) => self.failed(index, tls, &error, stats, clock),
+            Err(error) => return self.failed(index, tls, &error, stats, clock, scratch),
+        };
+        let (exempt, proxied) = (entry.exempt, entry.proxy_from.is_some());
+        // A PROXY listener's connection is admitted by the access rules once its header
+        // names the client; only trusted sources may send one, exempt or not.
+        if proxied && !self.trusts(index, peer.ip()) {
+            stats.proxy_errors += 1;
+            drop(stream);
+            self.count_refusal(peer, Refusal::UntrustedProxy, stats, clock);
+            return Accepted::Refused;
         }
+        if !exempt && !proxied {
+            let admitted = self.access.admit(peer.ip(), clock.tick());
+            self.plan_sweep(clock.tick());
+            if let Err(refusal) = admitted {
+                drop(stream);
+                self.count_refusal(peer, refusal, stats, clock);
+                return Accepted::Refused;
+            }
+        }
+        let served = stats.active.saturating_sub(self.exempt_open);
+        if !exempt && served >= self.max_conns {
+            if !proxied {
+                self.release_ip(peer.ip());
+            }
+            self.refuse(tls, &stream, peer, Full::Connections, stats, clock);
+            read_what_came(&stream, scratch);
+            return Accepted::Refused;
+        }
+        Accepted::Conn(stream, peer)
     }
 
     /// Accept itself failed (not "nothing waiting").
@@ -266,6 +274,7 @@ impl Acceptor {
         error: &io::Error,
         stats: &mut Stats,
         clock: &Clock,
+        scratch: &mut [u8],
     ) -> Accepted {
         stats.accept_errors += 1;
         if let Some(count) = self.error_log.hit(clock.now()) {
@@ -275,7 +284,7 @@ impl Acceptor {
             );
         }
         if is_out_of_descriptors(error) {
-            match self.shed(index, tls, stats, clock) {
+            match self.shed(index, tls, stats, clock, scratch) {
                 Shed::One => return Accepted::Refused,
                 // Linux reserves the descriptor before it looks at the queue, so EMFILE can
                 // mean "nothing waiting": the next arrival is an edge.
@@ -295,12 +304,22 @@ impl Acceptor {
     /// and refuses it, then takes the spare back. The client learns at once that the server
     /// is full, instead of waiting in the kernel's queue, and the listener is drained, so the
     /// loop does not wake for it again and again.
-    fn shed(&mut self, index: usize, tls: bool, stats: &mut Stats, clock: &Clock) -> Shed {
+    fn shed(
+        &mut self,
+        index: usize,
+        tls: bool,
+        stats: &mut Stats,
+        clock: &Clock,
+        scratch: &mut [u8],
+    ) -> Shed {
+        let Some(socket) = self.listeners[index].socket.as_mut() else {
+            return Shed::Failed;
+        };
         let Some(spare) = self.spare_fd.take() else {
             return Shed::Failed;
         };
         drop(spare);
-        let shed = match self.listeners[index].socket_mut().accept() {
+        let shed = match socket.socket_mut().accept() {
             // An address outside the allow-list learns nothing, not even that the server is
             // full.
             Ok((stream, peer)) if !self.access.allows(peer.ip()) => {
@@ -310,6 +329,7 @@ impl Acceptor {
             }
             Ok((stream, peer)) => {
                 self.refuse(tls, &stream, peer, Full::Descriptors, stats, clock);
+                read_what_came(&stream, scratch);
                 Shed::One
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Shed::QueueEmpty,
@@ -322,7 +342,7 @@ impl Acceptor {
     /// Whether `ip` may send a PROXY header to listener `index`.
     fn trusts(&self, index: usize, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        let trusted = self.proxies.get(index).and_then(Option::as_deref);
+        let trusted = (self.listeners.get(index)).and_then(|entry| entry.proxy_from.as_deref());
         trusted.is_some_and(|nets| nets.iter().any(|net| net.contains(&ip)))
     }
 
@@ -360,28 +380,26 @@ impl Acceptor {
         stats: &mut Stats,
         clock: &Clock,
     ) {
-        let why = match refusal {
-            Refusal::UntrustedProxy => {
-                stats.refused_not_allowed += 1;
-                "not a trusted proxy: a PROXY listener takes only the sources it trusts"
-            }
-            Refusal::NotAllowed => {
-                stats.refused_not_allowed += 1;
-                "not in the allow-list"
-            }
-            Refusal::TooManyFromIp => {
-                stats.refused_per_ip += 1;
-                "too many connections from this address"
-            }
-            Refusal::LockedOut => {
-                stats.refused_locked_out += 1;
-                "locked out after failed authentications"
-            }
-            Refusal::RateLimited => {
-                stats.refused_rate_limited += 1;
-                "connecting faster than --max-accept-rate"
-            }
+        let (counter, why) = match refusal {
+            Refusal::UntrustedProxy => (
+                &mut stats.refused_not_allowed,
+                "not a trusted proxy: a PROXY listener takes only the sources it trusts",
+            ),
+            Refusal::NotAllowed => (&mut stats.refused_not_allowed, "not in the allow-list"),
+            Refusal::TooManyFromIp => (
+                &mut stats.refused_per_ip,
+                "too many connections from this address",
+            ),
+            Refusal::LockedOut => (
+                &mut stats.refused_locked_out,
+                "locked out after failed authentications",
+            ),
+            Refusal::RateLimited => (
+                &mut stats.refused_rate_limited,
+                "connecting faster than --max-accept-rate",
+            ),
         };
+        *counter += 1;
         if let Some(count) = self.access_log.hit(clock.now()) {
             log::warn!(
                 "peer={peer} refused: {why} ({count} refused by access rules in the last second)"
@@ -390,7 +408,7 @@ impl Acceptor {
     }
 
     /// Sends the reply for `full` to a connection the server will not serve; it closes when
-    /// dropped.
+    /// dropped (after [`read_what_came`]).
     fn refuse(
         &mut self,
         tls: bool,
@@ -411,10 +429,6 @@ impl Acceptor {
         if !reply.is_empty() && !tls {
             let _ = (&*stream).write(reply);
         }
-        // Closing with unread input would answer it with a reset, which can destroy the reply
-        // before the client reads it; clients often send at once, so read what came.
-        self.drain.resize(DRAIN_SIZE, 0);
-        let _ = (&*stream).read(&mut self.drain);
         if let Some(count) = self.reject_log.hit(clock.now()) {
             log::warn!(
                 "peer={peer} refused: {why} ({count} refused in the last second, {} active)",
@@ -425,7 +439,7 @@ impl Acceptor {
 
     /// Sets the TCP options of listener `index` on a connection it accepted.
     pub(crate) fn prepare(&self, index: usize, stream: &TcpStream, peer: SocketAddr) {
-        if let Some(listener) = self.listeners.get(index) {
+        if let Some(listener) = self.listeners.get(index).and_then(|e| e.socket.as_ref()) {
             if let Err(error) = listener.prepare(stream) {
                 log::debug!("peer={peer} cannot set TCP options: {error}");
             }
@@ -450,19 +464,12 @@ impl Acceptor {
         }
     }
 
-    /// A connection from `ip` on `listener` is gone (closed, or never opened).
-    pub(crate) fn release(&mut self, listener: ListenerId, ip: IpAddr) {
-        if !self.is_exempt(listener) {
-            self.release_ip(ip);
-        }
-    }
-
     /// A connection from `ip` on `listener`, just accepted, could not be opened: released
     /// if the rules admitted it at accept (not on a PROXY listener, whose connections are
     /// admitted only after their header).
     pub(crate) fn release_unopened(&mut self, listener: ListenerId, ip: IpAddr) {
-        if !self.expects_proxy(listener) {
-            self.release(listener, ip);
+        if !self.expects_proxy(listener) && !self.is_exempt(listener) {
+            self.release_ip(ip);
         }
     }
 
@@ -566,6 +573,13 @@ impl Acceptor {
         }
         false
     }
+}
+
+/// Reads (into `scratch`, and drops) what a refused client sent at once: closing with
+/// unread input would answer it with a reset, which can destroy the reply before the client
+/// reads it, and clients often send at once.
+fn read_what_came(stream: &TcpStream, scratch: &mut [u8]) {
+    let _ = (&*stream).read(scratch);
 }
 
 /// A descriptor to hold in reserve (see `Acceptor::spare_fd`).

@@ -11,7 +11,8 @@
 //!     read the clock (once per wakeup)
 //!     for each event: waker -> nothing; listener -> accept; UDP -> serve; conn -> drive
 //!     serve the resume list (sources cut short by a budget, or un-throttled)
-//!     expire what is due (connection deadlines, accept retry, access sweep, stats line)
+//!     expire what is due (connection deadlines, accept retry, access sweep, log counts owed,
+//!     stats line, the periodic report)
 //! close every connection, the listeners, return
 //! ```
 //!

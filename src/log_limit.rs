@@ -3,8 +3,10 @@
 //! A flood of rejected connections must not become a flood of log lines: each kind of event
 //! is logged at most once per interval, with the number of occurrences since the last line.
 //! Occurrences not logged are not left waiting for the next one, which may never come: the
-//! reactor calls [`LogLimit::flush`] on its timer, which logs how many there were once the
-//! interval is over (`5 more connections refused by the access rules in the last 1.0s`).
+//! reactor calls [`LogLimit::flush`] on its timer for its own limits, which logs how many
+//! there were once the interval is over (`5 more connections refused by the access rules in
+//! the last 1.0s`). A handler's limits (an overlong line in `proto/`) have no timer: their
+//! count waits for the next line they let through.
 
 use std::time::{Duration, Instant};
 

@@ -65,8 +65,14 @@ impl AccessLog {
         }
     }
 
-    /// Connection `key` (from `peer`) closed: its line.
-    pub(super) fn closed(&mut self, key: usize, peer: SocketAddr, reason: CloseReason) {
+    /// Connection `key` (from `peer`) closed at `now`: its line.
+    pub(super) fn closed(
+        &mut self,
+        key: usize,
+        peer: SocketAddr,
+        reason: CloseReason,
+        now: Instant,
+    ) {
         let Some(Some(entry)) = self
             .entries
             .as_mut()
@@ -77,7 +83,7 @@ impl AccessLog {
         log::debug!(
             target: TARGET,
             "peer={peer} duration={:.3}s bytes_in={} bytes_out={} reason={reason}",
-            entry.opened.elapsed().as_secs_f64(),
+            now.saturating_duration_since(entry.opened).as_secs_f64(),
             entry.bytes_in,
             entry.bytes_out
         );

@@ -8,8 +8,9 @@
 //! module are the glue, one job each: `open.rs` turns an accepted socket into a
 //! connection, `drive.rs` serves one connection's event, `settle.rs` performs a callback's
 //! effects and the next stage (and the close), `flush.rs` writes queued output,
-//! `door.rs` and `tls.rs` apply the door's and the transport's verdicts, `timeouts.rs`
-//! expires deadlines, `peers.rs` keeps each connection's address and identity.
+//! `door.rs`, `tls.rs` and `proxy.rs` apply the door's, the transport's and the PROXY
+//! header's verdicts, `timeouts.rs` expires deadlines, `peers.rs` keeps each connection's
+//! address, listener and identity, `access_log.rs` its access line.
 
 use std::io;
 use std::net::SocketAddr;
@@ -467,7 +468,7 @@ impl<H: Handler> Server<H> {
     }
 
     /// The nearest tick anything here is due: a connection's deadline, an accept retry, an
-    /// access sweep ([`NEVER`]: none).
+    /// access sweep, a count a rate-limited log line owes ([`NEVER`]: none).
     pub(crate) fn next_deadline(&self) -> Tick {
         let logs = self.logs_due().map_or(NEVER, |due| self.clock.tick_at(due));
         self.timers

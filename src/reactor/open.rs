@@ -19,10 +19,10 @@ impl<H: Handler> Server<H> {
     /// Accepts from listener `index` until nothing waits, or the budget is spent (then it
     /// goes on the resume list, so established connections get their turn).
     pub(crate) fn accept(&mut self, index: usize) {
+        let tls = self.transports.is_tls_listener(index);
         for _ in 0..self.config.accept_budget {
-            let tls = self.transports.is_tls_listener(index);
-            let active = self.stats.active;
-            match (self.acceptor).accept(index, tls, active, &mut self.stats, &self.clock) {
+            let (stats, clock, scratch) = (&mut self.stats, &self.clock, &mut self.scratch);
+            match (self.acceptor).accept(index, tls, stats, clock, scratch) {
                 Accepted::Conn(stream, peer) => self.open(index, stream, peer),
                 Accepted::Refused => {}
                 Accepted::Done => return,

@@ -111,10 +111,11 @@ impl Peers {
 
 /// What a handler may ask about open connection `key`.
 pub(super) fn view<'a>(peers: &'a Peers, transports: &'a Transports, key: usize) -> ConnView<'a> {
+    let peer = peers.get(key);
     ConnView {
         identity: peers.identities.get(key).and_then(Option::as_deref),
-        peer: Some(peers.peer(key)),
-        listener: Some(peers.listener(key)),
+        peer: Some(peer.addr()),
+        listener: Some(peer.listener),
         tls: transports.info(key),
     }
 }

@@ -90,15 +90,12 @@ impl<H: Handler> Server<H> {
         // no deregister call needed.
         let conn = self.conns.remove(id.key());
         self.stats.count_close(reason);
-        self.acceptor.closed(self.peers.listener(id.key()));
-        // Still waiting for its PROXY header, it was never admitted: nothing to release.
-        if !matches!(conn.stage(), Stage::ProxyHeader { .. }) {
-            let (peer, listener) = (self.peers.peer(id.key()), self.peers.listener(id.key()));
-            self.acceptor.release(listener, peer.ip());
-        }
+        let (peer, listener) = (self.peers.peer(id.key()), self.peers.listener(id.key()));
+        // Still waiting for its PROXY header, it was never admitted.
+        let admitted = !matches!(conn.stage(), Stage::ProxyHeader { .. });
+        self.acceptor.closed(listener, peer.ip(), admitted);
         log::debug!("conn={id} closed: {reason}");
-        self.access_log
-            .closed(id.key(), self.peers.peer(id.key()), reason);
+        (self.access_log).closed(id.key(), peer, reason, self.clock.now());
         let identity = self.peers.forget(id.key());
         // A clean close_notify only when nothing owed is being dropped: after lost output it
         // would tell the client the stream ended cleanly (a truncation attack's disguise),

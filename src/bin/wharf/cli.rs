@@ -310,33 +310,28 @@ impl Kind {
             .find(|kind| kind.name() == name)
     }
 
-    pub fn name(self) -> &'static str {
+    /// Its name, its flag, and what its `listening on` line says after the mode.
+    fn words(self) -> (&'static str, &'static str, &'static str) {
         match (self.tls, self.proxy) {
-            (false, false) => "plain",
-            (true, false) => "tls",
-            (false, true) => "proxy",
-            (true, true) => "proxy-tls",
+            (false, false) => ("plain", "--listen", ""),
+            (true, false) => ("tls", "--tls-listen", ", tls"),
+            (false, true) => ("proxy", "--proxy-listen", ", proxy"),
+            (true, true) => ("proxy-tls", "--proxy-tls-listen", ", tls, proxy"),
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.words().0
     }
 
     /// The flag that gives such a listener.
     pub fn flag(self) -> &'static str {
-        match (self.tls, self.proxy) {
-            (false, false) => "--listen",
-            (true, false) => "--tls-listen",
-            (false, true) => "--proxy-listen",
-            (true, true) => "--proxy-tls-listen",
-        }
+        self.words().1
     }
 
     /// What its `listening on` line says after the mode: `", tls"`, `", proxy"`.
     pub fn suffix(self) -> &'static str {
-        match (self.tls, self.proxy) {
-            (false, false) => "",
-            (true, false) => ", tls",
-            (false, true) => ", proxy",
-            (true, true) => ", tls, proxy",
-        }
+        self.words().2
     }
 }
 

@@ -3,8 +3,10 @@
 //! ([`wharf::Handle::install_signal_handlers`]): SIGINT or SIGTERM drains (a second one stops
 //! at once), SIGUSR1 logs the counters, SIGHUP reloads the TLS certificate. With
 //! `--workers N`, this process is the parent of N such servers, each in a process of its own
-//! ([`workers`]) and on one thread too: on SIGUSR1 a worker's reactor also writes its counters
-//! to the parent, from its loop.
+//! ([`workers`]) and on one thread too: on SIGUSR1 (and, for a metrics scrape, SIGUSR2,
+//! which logs nothing) a worker's reactor writes its counters to the parent, from its loop.
+//! Under systemd it takes its listeners from socket activation and notifies readiness
+//! ([`systemd`]); `--metrics-listen` serves the counters ([`metrics`]).
 
 use std::error::Error;
 use std::net::SocketAddr;

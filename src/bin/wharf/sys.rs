@@ -1,6 +1,7 @@
 //! The operating-system calls of the binary that std does not offer: sending a signal to a
-//! worker, making a worker die with its parent, passing a worker its end of the stats
-//! channel, and raising the open-files limit. Every `unsafe` block of the binary is here,
+//! worker, making a worker die with its parent, passing a worker a socket (its end of the
+//! stats channel, a socket systemd passed) and taking one passed, raising the open-files
+//! limit, and the process's CPU time and page size for the metrics. Every `unsafe` block of the binary is here,
 //! each with its reason.
 
 use std::io;
@@ -134,10 +135,20 @@ pub fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// In a worker: takes the socket its parent passed on under the number `fd` (see
-/// [`inherit_fd`]), and marks it close-on-exec. Checked first: `fd` must be open and a
-/// socket. Call it once, for a number given by the parent (`--worker-stats-fd`): the socket
-/// is then owned by what this returns, and nothing else in the process knows the number.
+/// [`inherit_fd`]; `--worker-stats-fd`). See [`passed_socket`].
 pub fn inherited_socket(fd: RawFd) -> io::Result<UnixStream> {
+    passed_socket(fd).map(UnixStream::from)
+}
+
+/// Takes the socket passed to this process under the number `fd` (by its parent, or by
+/// systemd's socket activation) and marks it close-on-exec. Checked first: `fd` must be
+/// above 2 (0, 1 and 2 are stdio), open, and a socket. Call it once per number: the socket
+/// is then owned by what this returns, and nothing else in the process knows the number.
+pub fn passed_socket(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd <= 2 {
+        let error = format!("descriptor {fd} is stdin, stdout or stderr, not a passed socket");
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, error));
+    }
     // SAFETY: all-zero bytes are a valid `stat` (integers only); fstat fills it in.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat writes one `stat` into the struct we pass and keeps no pointer to it; a
@@ -155,9 +166,9 @@ pub fn inherited_socket(fd: RawFd) -> io::Result<UnixStream> {
     if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: `fd` is an open socket that this process inherited and that nothing else in it
-    // uses or closes (see above), so the UnixStream may own it.
-    Ok(unsafe { UnixStream::from_raw_fd(fd) })
+    // SAFETY: `fd` is an open socket that this process was passed and that nothing else in
+    // it uses or closes (see above), so the OwnedFd may own it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Makes `file` non-blocking: its writes fail with `WouldBlock` instead of waiting.

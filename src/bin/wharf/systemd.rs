@@ -14,12 +14,13 @@
 //! every few seconds. Workers never notify: their parent speaks for them.
 
 use std::net::TcpListener;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 
 use crate::cli::Kind;
+use crate::sys;
 
 /// How often `STATUS=` is updated.
 pub const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -70,14 +71,7 @@ pub fn activated_sockets() -> Result<Vec<(TcpListener, Role)>, String> {
 /// Takes `fd`, which must be a listening TCP socket this process owns, with nothing else in
 /// it using the number (passed by systemd, or by a worker's parent).
 pub fn listening_tcp(fd: RawFd) -> Result<TcpListener, String> {
-    if fd < 3 {
-        return Err("not a passed descriptor (0, 1 or 2)".into());
-    }
-    // SAFETY: `fd` was passed to this process for it to own (LISTEN_FDS, or the parent's
-    // --worker-socket), is above stdio, and is taken once; a number that is not open makes
-    // the checks below fail before the socket is used.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let socket = socket2::Socket::from(owned);
+    let socket = socket2::Socket::from(sys::passed_socket(fd).map_err(|e| e.to_string())?);
     let stream = socket.r#type().map_err(|e| e.to_string())? == socket2::Type::STREAM;
     let listening = socket.is_listener().map_err(|e| e.to_string())?;
     let inet = socket
@@ -88,7 +82,6 @@ pub fn listening_tcp(fd: RawFd) -> Result<TcpListener, String> {
     if !(stream && listening && inet) {
         return Err("not a listening TCP socket".into());
     }
-    socket.set_cloexec(true).map_err(|e| e.to_string())?;
     Ok(TcpListener::from(socket))
 }
 

@@ -208,13 +208,14 @@ impl<H: Handler + ServiceFigures> WithMetrics<H> {
     /// consumed. A partial head is left unconsumed, for the reactor to hold until the rest
     /// comes, so this keeps no state; bytes after a complete head go with the connection.
     fn scrape(&mut self, ctx: &mut Context<'_>, input: &[u8]) -> usize {
-        // Read by the reactor, and so counted, whether consumed or not.
+        let asked = http::examine(input);
+        if asked == http::Asked::More {
+            return 0; // its bytes are counted once it is whole
+        }
+        // Read by the reactor, and so in its counters: the endpoint's, not the service's.
         self.scrapes.bytes_in += input.len() as u64;
-        let response = match http::examine(input) {
-            http::Asked::More => {
-                self.scrapes.bytes_in -= input.len() as u64; // counted when it is whole
-                return 0;
-            }
+        let response = match asked {
+            http::Asked::More => return 0,
             http::Asked::Metrics { head_only } => {
                 self.scrapes.served += 1;
                 let figures = gather(ctx.stats(), &self.scrapes, &self.service);

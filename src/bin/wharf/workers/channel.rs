@@ -122,14 +122,15 @@ pub fn parse_answer(line: &str) -> Result<Counters, String> {
 /// The answer line for `stats`, with its `\n`: the reactor's counters, then this process's
 /// own figures ([`crate::metrics::process`]), for the parent's metrics endpoint.
 pub fn format_answer(stats: &wharf::Stats) -> String {
-    let mut line = VERSION.to_string();
+    use std::fmt::Write;
     let mut process = Vec::new();
     crate::metrics::process::figures(&mut process);
+    let mut line = VERSION.to_string();
     for (name, value) in stats.fields() {
-        line.push_str(&format!(" {name}={value}"));
+        let _ = write!(line, " {name}={value}");
     }
-    for (name, value) in process {
-        line.push_str(&format!(" {name}={value}"));
+    for (name, value) in &process {
+        let _ = write!(line, " {name}={value}");
     }
     line.push('\n');
     line
